@@ -1,0 +1,334 @@
+package messenger
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/valyala/fastjson"
+)
+
+// Channel is the array an event arrived in.
+type Channel uint8
+
+const (
+	// Messaging events are for threads the receiving app owns.
+	Messaging Channel = iota
+	// Standby events are for threads another app owns; read-only for us.
+	Standby
+)
+
+func (c Channel) String() string {
+	if c == Standby {
+		return "standby"
+	}
+	return "messaging"
+}
+
+// Kind is what an event is, detected from which key is present (Meta does not
+// name event types).
+type Kind uint8
+
+// Event kinds Baton distinguishes.
+const (
+	KindUnknown Kind = iota
+	KindText         // message with text (or only attachments)
+	KindQuickReply
+	KindEcho
+	KindPostback
+	KindReferral
+	KindOptin
+	KindDelivery
+	KindRead
+	KindReaction
+	KindEdit
+	KindFeedback
+	KindPassThreadControl
+	KindTakeThreadControl
+	KindRequestThreadControl
+	KindAppRoles
+	KindPolicyEnforcement
+	KindAccountLinking
+)
+
+var kindNames = [...]string{
+	KindUnknown: "unknown", KindText: "message", KindQuickReply: "quick_reply", KindEcho: "echo",
+	KindPostback: "postback", KindReferral: "referral", KindOptin: "optin", KindDelivery: "delivery",
+	KindRead: "read", KindReaction: "reaction", KindEdit: "message_edit", KindFeedback: "messaging_feedback",
+	KindPassThreadControl: "pass_thread_control", KindTakeThreadControl: "take_thread_control",
+	KindRequestThreadControl: "request_thread_control", KindAppRoles: "app_roles",
+	KindPolicyEnforcement: "policy_enforcement", KindAccountLinking: "account_linking",
+}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "unknown"
+}
+
+// IsHandover reports whether k is one of the messaging_handovers events.
+func (k Kind) IsHandover() bool {
+	return k == KindPassThreadControl || k == KindTakeThreadControl || k == KindRequestThreadControl
+}
+
+// Event is one item of entry[].messaging[] or entry[].standby[].
+type Event struct {
+	Object    string // "page" or "instagram"
+	PageID    string // entry[].id
+	EntryTime int64  // entry[].time, epoch ms
+	Channel   Channel
+	Raw       []byte // the event object exactly as received
+
+	Kind      Kind
+	UserID    string // PSID: sender.id, or recipient.id for echoes; "" when absent
+	UserRef   string // optin.user_ref when there is no PSID
+	MID       string
+	Timestamp int64 // epoch ms, 0 when absent
+	Text      string
+	Payload   string // quick-reply or postback payload
+	AppID     string // echo app_id; new owner (pass/take) or requested owner (request)
+	PrevAppID string // previous_owner_app_id of pass/take
+	Metadata  string // handover metadata
+}
+
+// Errors returned by Parse.
+var (
+	ErrMalformed     = errors.New("malformed webhook body")
+	ErrUnknownObject = errors.New("unknown webhook object")
+)
+
+// envelope is the delivery shape; events stay raw so their bytes survive.
+type envelope struct {
+	Object string `json:"object"`
+	Entry  []struct {
+		ID        flexString        `json:"id"`
+		Time      flexInt           `json:"time"`
+		Messaging []json.RawMessage `json:"messaging"`
+		Standby   []json.RawMessage `json:"standby"`
+	} `json:"entry"`
+}
+
+// Parse validates a webhook body and splits it into events, in the order
+// they appear. Event.Raw slices are copies and stay valid after body changes.
+func Parse(body []byte) ([]Event, error) {
+	var env envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if env.Object != "page" && env.Object != "instagram" {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, env.Object)
+	}
+	var p fastjson.Parser
+	var events []Event
+	for i, e := range env.Entry {
+		if e.ID == "" {
+			return nil, fmt.Errorf("%w: entry[%d] has no id", ErrMalformed, i)
+		}
+		for _, list := range [2]struct {
+			ch  Channel
+			raw []json.RawMessage
+		}{{Messaging, e.Messaging}, {Standby, e.Standby}} {
+			for j, raw := range list.raw {
+				ev, err := parseEvent(&p, env.Object, string(e.ID), int64(e.Time), list.ch, raw)
+				if err != nil {
+					return nil, fmt.Errorf("%w: entry[%d].%s[%d]: %v", ErrMalformed, i, list.ch, j, err)
+				}
+				events = append(events, ev)
+			}
+		}
+	}
+	return events, nil
+}
+
+// ParseEvent reads the routing fields of one raw event. It is used when an
+// event comes back from the durable queue.
+func ParseEvent(object, page string, entryTime int64, ch Channel, raw []byte) (Event, error) {
+	var p fastjson.Parser
+	return parseEvent(&p, object, page, entryTime, ch, raw)
+}
+
+func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Channel, raw []byte) (Event, error) {
+	v, err := p.ParseBytes(raw)
+	if err != nil {
+		return Event{}, err
+	}
+	if v.Type() != fastjson.TypeObject {
+		return Event{}, errors.New("event is not an object")
+	}
+	ev := Event{
+		Object: object, PageID: page, EntryTime: entryTime, Channel: ch,
+		Raw:       append([]byte(nil), raw...),
+		UserID:    idString(v.Get("sender", "id")),
+		Timestamp: intValue(v.Get("timestamp")),
+	}
+	switch {
+	case v.Exists("message"):
+		m := v.Get("message")
+		ev.MID = str(m.Get("mid"))
+		ev.Text = str(m.Get("text"))
+		switch {
+		case m.GetBool("is_echo"):
+			ev.Kind = KindEcho
+			ev.AppID = idString(m.Get("app_id"))
+			ev.UserID = idString(v.Get("recipient", "id"))
+		case m.Exists("quick_reply"):
+			ev.Kind = KindQuickReply
+			ev.Payload = str(m.Get("quick_reply", "payload"))
+		default:
+			ev.Kind = KindText
+		}
+	case v.Exists("postback"):
+		ev.Kind = KindPostback
+		ev.MID = str(v.Get("postback", "mid"))
+		ev.Text = str(v.Get("postback", "title"))
+		ev.Payload = str(v.Get("postback", "payload"))
+	case v.Exists("pass_thread_control"):
+		ev.Kind = KindPassThreadControl
+		h := v.Get("pass_thread_control")
+		ev.AppID, ev.PrevAppID, ev.Metadata = idString(h.Get("new_owner_app_id")), idString(h.Get("previous_owner_app_id")), str(h.Get("metadata"))
+	case v.Exists("take_thread_control"):
+		ev.Kind = KindTakeThreadControl
+		h := v.Get("take_thread_control")
+		ev.AppID, ev.PrevAppID, ev.Metadata = idString(h.Get("new_owner_app_id")), idString(h.Get("previous_owner_app_id")), str(h.Get("metadata"))
+	case v.Exists("request_thread_control"):
+		ev.Kind = KindRequestThreadControl
+		h := v.Get("request_thread_control")
+		ev.AppID, ev.Metadata = idString(h.Get("requested_owner_app_id")), str(h.Get("metadata"))
+	case v.Exists("referral"):
+		ev.Kind = KindReferral
+	case v.Exists("optin"):
+		ev.Kind = KindOptin
+		ev.UserRef = str(v.Get("optin", "user_ref"))
+	case v.Exists("delivery"):
+		ev.Kind = KindDelivery
+	case v.Exists("read"):
+		ev.Kind = KindRead
+	case v.Exists("reaction"):
+		ev.Kind = KindReaction
+	case v.Exists("message_edit"):
+		ev.Kind = KindEdit
+		ev.MID = str(v.Get("message_edit", "mid"))
+	case v.Exists("messaging_feedback"):
+		ev.Kind = KindFeedback
+	case v.Exists("app_roles"):
+		ev.Kind = KindAppRoles
+	case v.Exists("policy_enforcement"):
+		ev.Kind = KindPolicyEnforcement
+	case v.Exists("account_linking"):
+		ev.Kind = KindAccountLinking
+	}
+	return ev, nil
+}
+
+// ThreadUser is the user part of the event's thread key: the PSID, or
+// "ref:<user_ref>" for checkbox opt-ins, or "" for page-level events.
+func (e *Event) ThreadUser() string {
+	if e.UserID != "" {
+		return e.UserID
+	}
+	if e.UserRef != "" {
+		return "ref:" + e.UserRef
+	}
+	return ""
+}
+
+// DedupKey identifies a delivery so that Meta's re-deliveries are recognised:
+// the mid when the event has one, otherwise a hash of the event bytes. Kinds
+// are part of the key because an edit or postback may share a mid with the
+// message it refers to.
+func (e *Event) DedupKey() []byte {
+	h := sha256.New()
+	h.Write([]byte(e.Object))
+	h.Write([]byte{0})
+	h.Write([]byte(e.PageID))
+	h.Write([]byte{0, byte(e.Kind), byte(e.Channel), 0})
+	if e.MID != "" && e.Kind != KindEdit {
+		h.Write([]byte(e.MID))
+	} else {
+		h.Write(e.Raw)
+	}
+	return h.Sum(nil)[:16]
+}
+
+func str(v *fastjson.Value) string {
+	if v == nil {
+		return ""
+	}
+	if b, err := v.StringBytes(); err == nil {
+		return string(b)
+	}
+	return ""
+}
+
+// idString accepts ids written as JSON strings or numbers; numbers are kept
+// as their literal text so large ids never pass through float64.
+func idString(v *fastjson.Value) string {
+	if v == nil {
+		return ""
+	}
+	switch v.Type() {
+	case fastjson.TypeString:
+		b, _ := v.StringBytes()
+		return string(b)
+	case fastjson.TypeNumber:
+		return v.String()
+	}
+	return ""
+}
+
+func intValue(v *fastjson.Value) int64 {
+	if v == nil {
+		return 0
+	}
+	switch v.Type() {
+	case fastjson.TypeNumber:
+		n, err := v.Int64()
+		if err != nil {
+			f, _ := v.Float64()
+			return int64(f)
+		}
+		return n
+	case fastjson.TypeString:
+		b, _ := v.StringBytes()
+		n, _ := strconv.ParseInt(string(b), 10, 64)
+		return n
+	}
+	return 0
+}
+
+// flexString decodes a JSON string or number into its text.
+type flexString string
+
+func (s *flexString) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		var v string
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*s = flexString(v)
+		return nil
+	}
+	var n json.Number
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("id is neither string nor number")
+	}
+	*s = flexString(n.String())
+	return nil
+}
+
+// flexInt decodes a JSON number or numeric string; anything else is 0 so an
+// odd timestamp never rejects a whole delivery.
+type flexInt int64
+
+func (n *flexInt) UnmarshalJSON(b []byte) error {
+	var p fastjson.Parser
+	v, err := p.ParseBytes(b)
+	if err != nil {
+		return err
+	}
+	*n = flexInt(intValue(v))
+	return nil
+}

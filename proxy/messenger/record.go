@@ -1,0 +1,73 @@
+package messenger
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"strconv"
+)
+
+// recordVersion is the first byte of a stored event so the format can change.
+const recordVersion = 1
+
+// EncodeRecord turns an event into the bytes kept in the durable queue: the
+// envelope facts that are not inside the event (object, page, entry time,
+// channel) followed by the raw event.
+func EncodeRecord(e *Event) []byte {
+	b := make([]byte, 0, 32+len(e.Object)+len(e.PageID)+len(e.Raw))
+	b = append(b, recordVersion, byte(e.Channel))
+	b = binary.AppendVarint(b, e.EntryTime)
+	b = binary.AppendUvarint(b, uint64(len(e.Object)))
+	b = append(b, e.Object...)
+	b = binary.AppendUvarint(b, uint64(len(e.PageID)))
+	b = append(b, e.PageID...)
+	return append(b, e.Raw...)
+}
+
+var errBadRecord = errors.New("corrupt queue record")
+
+// DecodeRecord is the inverse of EncodeRecord; it re-reads the routing fields.
+func DecodeRecord(b []byte) (Event, error) {
+	if len(b) < 2 || b[0] != recordVersion {
+		return Event{}, errBadRecord
+	}
+	ch := Channel(b[1])
+	b = b[2:]
+	t, n := binary.Varint(b)
+	if n <= 0 {
+		return Event{}, errBadRecord
+	}
+	b = b[n:]
+	var fields [2]string
+	for i := range fields {
+		l, n := binary.Uvarint(b)
+		if n <= 0 || uint64(len(b)-n) < l {
+			return Event{}, errBadRecord
+		}
+		fields[i] = string(b[n : n+int(l)])
+		b = b[n+int(l):]
+	}
+	return ParseEvent(fields[0], fields[1], t, ch, b)
+}
+
+// Envelope wraps one event in the platform's delivery shape, in the array of
+// its channel, so an unchanged bot can read it as if Meta had sent it.
+func Envelope(e *Event) []byte {
+	b := make([]byte, 0, 64+len(e.PageID)+len(e.Raw))
+	b = append(b, `{"object":`...)
+	b = appendJSONString(b, e.Object)
+	b = append(b, `,"entry":[{"id":`...)
+	b = appendJSONString(b, e.PageID)
+	b = append(b, `,"time":`...)
+	b = strconv.AppendInt(b, e.EntryTime, 10)
+	b = append(b, `,"`...)
+	b = append(b, e.Channel.String()...)
+	b = append(b, `":[`...)
+	b = append(b, e.Raw...)
+	return append(b, "]}]}"...)
+}
+
+func appendJSONString(b []byte, s string) []byte {
+	q, _ := json.Marshal(s) // a Go string always marshals
+	return append(b, q...)
+}

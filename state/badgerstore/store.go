@@ -1,0 +1,569 @@
+// Package badgerstore implements state.Store on a local Badger database,
+// with an LRU of thread states in front of it.
+//
+// All writes go through one committer goroutine. It gathers the enqueues of
+// concurrent webhook requests and the completions of the thread workers into
+// one transaction and commits it with a single synced write (group commit),
+// so many events share the cost of one fsync and no acknowledged event is
+// only in the OS cache. Because the committer is the only writer, the
+// sequence counter and de-duplication checks need no further locking.
+package badgerstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// Options configure a Store.
+type Options struct {
+	Dir         string        // data directory; required
+	DedupWindow time.Duration // how long a delivery is remembered; default 48h
+	CacheSize   int           // thread states kept in memory; default 100,000
+	MaxBatch    int           // most events in one group commit; default 512
+	// MemTableSize overrides Badger's memtable size (bytes); 0 keeps
+	// Badger's default. Tests use small tables to keep memory low; below
+	// 8 MiB Badger refuses its default 1 MiB value threshold.
+	MemTableSize int64
+	Logger       *zap.Logger
+}
+
+// Store is a state.Store on Badger. Safe for concurrent use.
+type Store struct {
+	db     *badger.DB
+	cache  *lru.Cache[state.ThreadKey, state.Thread]
+	opts   Options
+	log    *zap.Logger
+	jobs   chan *job
+	quit   chan struct{}
+	done   chan struct{}
+	gcDone chan struct{}
+	seq    uint64 // only touched by the committer goroutine after Open
+}
+
+var _ state.Store = (*Store)(nil)
+
+type job struct {
+	now        time.Time
+	events     []state.NewEvent
+	results    []state.EnqueueResult
+	completion *state.Completion
+	done       chan error
+}
+
+// Open opens (or creates) the store in opts.Dir and starts its committer.
+func Open(opts Options) (*Store, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("badgerstore: Dir is required")
+	}
+	if opts.DedupWindow <= 0 {
+		opts.DedupWindow = 48 * time.Hour
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 100_000
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	log := opts.Logger.Named("store")
+	bo := badger.DefaultOptions(opts.Dir).
+		WithSyncWrites(true). // every group commit is fsynced before anyone is told it is done
+		WithDetectConflicts(false).
+		WithLogger(badgerLogger{log.Sugar()})
+	if opts.MemTableSize > 0 {
+		bo = bo.WithMemTableSize(opts.MemTableSize).WithValueLogFileSize(4 * opts.MemTableSize).WithBlockCacheSize(opts.MemTableSize)
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
+	}
+	cache, err := lru.New[state.ThreadKey, state.Thread](opts.CacheSize)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("thread cache: %w", err)
+	}
+	s := &Store{
+		db: db, cache: cache, opts: opts, log: log,
+		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
+		done: make(chan struct{}), gcDone: make(chan struct{}),
+	}
+	if err := db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(keySeq)
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return errors.New("sequence record has wrong size")
+			}
+			s.seq = binary.BigEndian.Uint64(v)
+			return nil
+		})
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("read sequence: %w", err)
+	}
+	go s.commitLoop()
+	go s.gcLoop()
+	return s, nil
+}
+
+// Close stops the committer after the jobs already queued and closes Badger.
+func (s *Store) Close() error {
+	select {
+	case <-s.quit:
+		return nil
+	default:
+	}
+	close(s.quit)
+	<-s.done
+	<-s.gcDone
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("close badger: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) submit(ctx context.Context, j *job) error {
+	j.done = make(chan error, 1)
+	select {
+	case s.jobs <- j:
+	case <-s.quit:
+		return state.ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	// Once submitted the job is committed or failed by the committer; wait
+	// for the answer even if ctx ends so the caller never misreports it.
+	select {
+	case err := <-j.done:
+		return err
+	case <-s.done:
+		select {
+		case err := <-j.done:
+			return err
+		default:
+			return state.ErrClosed
+		}
+	}
+}
+
+// Enqueue appends events to their threads' queues, dropping the ones seen in
+// the dedup window, and returns once the batch they were committed in is
+// synced to disk.
+func (s *Store) Enqueue(ctx context.Context, now time.Time, events []state.NewEvent) ([]state.EnqueueResult, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	j := &job{now: now, events: events, results: make([]state.EnqueueResult, len(events))}
+	if err := s.submit(ctx, j); err != nil {
+		return nil, err
+	}
+	return j.results, nil
+}
+
+// Complete commits a worker's result for one queue item.
+func (s *Store) Complete(ctx context.Context, c state.Completion) error {
+	return s.submit(ctx, &job{completion: &c})
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	for {
+		var first *job
+		select {
+		case first = <-s.jobs:
+		case <-s.quit:
+			// Finish what was already handed over so no caller waits forever.
+			for {
+				select {
+				case j := <-s.jobs:
+					s.commit([]*job{j})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*job{first}
+		n := len(first.events) + 1
+	gather:
+		for n < s.opts.MaxBatch {
+			select {
+			case j := <-s.jobs:
+				batch = append(batch, j)
+				n += len(j.events) + 1
+			default:
+				break gather
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit writes a batch of jobs in as few synced transactions as Badger's
+// size limits allow and tells every job the outcome.
+func (s *Store) commit(batch []*job) {
+	seq := s.seq
+	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq}
+	seenInBatch := make(map[string]struct{})
+	var cacheUpdates []state.Thread
+	var err error
+	for _, j := range batch {
+		if err = s.apply(w, j, &seq, seenInBatch, &cacheUpdates); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = w.commit()
+	} else {
+		w.txn.Discard()
+	}
+	// Part of a failed batch may have been committed by a rotation, so the
+	// counter never goes back: gaps are harmless, reuse would overwrite.
+	s.seq = seq
+	if err != nil {
+		err = fmt.Errorf("commit %d jobs: %w", len(batch), err)
+		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Error(err))
+		// Thread states may have been partly written; forget cached copies
+		// so the next read sees what is really on disk.
+		for _, t := range cacheUpdates {
+			s.cache.Remove(t.Key)
+		}
+	} else {
+		for _, t := range cacheUpdates {
+			s.cache.Add(t.Key, t)
+		}
+	}
+	for _, j := range batch {
+		j.done <- err
+	}
+}
+
+func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, cacheUpdates *[]state.Thread) error {
+	if c := j.completion; c != nil {
+		return s.applyCompletion(w, c, seq, cacheUpdates)
+	}
+	var stamp [8]byte
+	binary.BigEndian.PutUint64(stamp[:], uint64(j.now.UnixNano()))
+	for i, ev := range j.events {
+		if ev.DedupKey != nil {
+			dk := dedupKey(ev.DedupKey)
+			if _, ok := seen[string(dk)]; ok {
+				j.results[i] = state.Duplicate
+				continue
+			}
+			dup, err := s.seenRecently(w.txn, dk, j.now)
+			if err != nil {
+				return err
+			}
+			if dup {
+				j.results[i] = state.Duplicate
+				continue
+			}
+			seen[string(dk)] = struct{}{}
+			// The Badger TTL only reclaims space; the window itself is
+			// decided by the stored time against the injected clock.
+			if err := w.set(dk, stamp[:], s.opts.DedupWindow+time.Hour); err != nil {
+				return err
+			}
+		}
+		*seq++
+		val := make([]byte, 0, 8+len(ev.Record))
+		val = append(append(val, stamp[:]...), ev.Record...)
+		if err := w.set(seqKey(spaceQueue, ev.Thread, *seq), val, 0); err != nil {
+			return err
+		}
+		j.results[i] = state.Accepted
+	}
+	return nil
+}
+
+func (s *Store) seenRecently(txn *badger.Txn, dk []byte, now time.Time) (bool, error) {
+	item, err := txn.Get(dk)
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("dedup lookup: %w", err)
+	}
+	var at int64
+	if err := item.Value(func(v []byte) error {
+		if len(v) == 8 {
+			at = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	}); err != nil {
+		return false, fmt.Errorf("dedup value: %w", err)
+	}
+	return now.Sub(time.Unix(0, at)) < s.opts.DedupWindow, nil
+}
+
+func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, cacheUpdates *[]state.Thread) error {
+	if c.Seq != 0 {
+		qk := seqKey(spaceQueue, c.Thread, c.Seq)
+		if c.DeadLetter != "" {
+			item, err := w.txn.Get(qk)
+			if err != nil {
+				return fmt.Errorf("dead-letter %s #%d: %w", c.Thread, c.Seq, err)
+			}
+			rec, err := item.ValueCopy(nil)
+			if err != nil {
+				return fmt.Errorf("dead-letter %s #%d: %w", c.Thread, c.Seq, err)
+			}
+			val := binary.AppendUvarint(nil, uint64(len(c.DeadLetter)))
+			val = append(append(val, c.DeadLetter...), rec...)
+			if err := w.set(seqKey(spaceDead, c.Thread, c.Seq), val, 0); err != nil {
+				return err
+			}
+		}
+		if err := w.delete(qk); err != nil {
+			return err
+		}
+	}
+	if c.State != nil {
+		t := *c.State
+		t.Key = c.Thread
+		b, err := json.Marshal(t)
+		if err != nil {
+			return fmt.Errorf("encode thread %s: %w", c.Thread, err)
+		}
+		if err := w.set(threadPrefix(spaceThread, c.Thread), b, 0); err != nil {
+			return err
+		}
+		*cacheUpdates = append(*cacheUpdates, t)
+	}
+	for _, ch := range c.Changes {
+		b, err := json.Marshal(ch)
+		if err != nil {
+			return fmt.Errorf("encode history of %s: %w", c.Thread, err)
+		}
+		*seq++
+		if err := w.set(seqKey(spaceHistory, c.Thread, *seq), b, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writer spreads a batch over several transactions when it outgrows one.
+// Each transaction also records the sequence counter, so a restart never
+// hands out a number that is already on disk.
+type writer struct {
+	db  *badger.DB
+	txn *badger.Txn
+	seq *uint64
+}
+
+func (w *writer) set(k, v []byte, ttl time.Duration) error {
+	e := badger.NewEntry(k, v)
+	if ttl > 0 {
+		e = e.WithTTL(ttl)
+	}
+	err := w.txn.SetEntry(e)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err = w.rotate(); err == nil {
+			err = w.txn.SetEntry(e)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) delete(k []byte) error {
+	err := w.txn.Delete(k)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if err = w.rotate(); err == nil {
+			err = w.txn.Delete(k)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("delete: %w", err)
+	}
+	return nil
+}
+
+func (w *writer) rotate() error {
+	if err := w.commit(); err != nil {
+		return err
+	}
+	w.txn = w.db.NewTransaction(true)
+	return nil
+}
+
+func (w *writer) commit() error {
+	if err := w.txn.Set(keySeq, binary.BigEndian.AppendUint64(nil, *w.seq)); err != nil {
+		w.txn.Discard()
+		return fmt.Errorf("write sequence: %w", err)
+	}
+	return w.txn.Commit()
+}
+
+// Thread returns the thread's state from the cache or disk.
+func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, error) {
+	if t, ok := s.cache.Get(key); ok {
+		return t, nil
+	}
+	t := state.Thread{Key: key}
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(threadPrefix(spaceThread, key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &t) })
+	})
+	if err != nil {
+		return state.Thread{}, fmt.Errorf("read thread %s: %w", key, err)
+	}
+	t.Key = key
+	s.cache.Add(key, t)
+	return t, nil
+}
+
+// History returns every recorded change of the thread, oldest first.
+func (s *Store) History(ctx context.Context, key state.ThreadKey) ([]state.Change, error) {
+	var out []state.Change
+	err := s.scan(spaceHistory, key, 0, func(_ uint64, v []byte) error {
+		var c state.Change
+		if err := json.Unmarshal(v, &c); err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// Head returns up to max items from the front of the thread's queue.
+func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state.Queued, error) {
+	var out []state.Queued
+	err := s.scan(spaceQueue, key, max, func(seq uint64, v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("queue item #%d too short", seq)
+		}
+		out = append(out, state.Queued{
+			Thread: key, Seq: seq,
+			Enqueued: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
+			Record:   append([]byte(nil), v[8:]...),
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read queue of %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// DeadLetters returns the items set aside for the thread with their reasons.
+func (s *Store) DeadLetters(ctx context.Context, key state.ThreadKey) ([]string, error) {
+	var out []string
+	err := s.scan(spaceDead, key, 0, func(_ uint64, v []byte) error {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || uint64(len(v)-n) < l {
+			return errBadKey
+		}
+		out = append(out, string(v[n:n+int(l)]))
+		return nil
+	})
+	return out, err
+}
+
+func (s *Store) scan(space byte, key state.ThreadKey, max int, fn func(seq uint64, v []byte) error) error {
+	prefix := threadPrefix(space, key)
+	return s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		it := txn.NewIterator(o)
+		defer it.Close()
+		n := 0
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(prefix)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(k[len(prefix):])
+			if err := it.Item().Value(func(v []byte) error { return fn(seq, v) }); err != nil {
+				return err
+			}
+			n++
+			if max > 0 && n >= max {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// PendingThreads lists every thread with at least one queued event, so the
+// dispatcher can resume them after a restart.
+func (s *Store) PendingThreads(ctx context.Context) ([]state.ThreadKey, error) {
+	var out []state.ThreadKey
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.PrefetchValues = false
+		o.Prefix = []byte{spaceQueue}
+		it := txn.NewIterator(o)
+		defer it.Close()
+		for it.Seek(o.Prefix); it.ValidForPrefix(o.Prefix); {
+			key, _, err := parseSeqKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			out = append(out, key)
+			// Jump past every item of this thread.
+			next := append(threadPrefix(spaceQueue, key), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+			it.Seek(next)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list pending threads: %w", err)
+	}
+	return out, nil
+}
+
+// gcLoop reclaims value-log space now and then, as Badger requires.
+func (s *Store) gcLoop() {
+	defer close(s.gcDone)
+	t := time.NewTicker(5 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			for s.db.RunValueLogGC(0.5) == nil {
+			}
+		}
+	}
+}
+
+// badgerLogger adapts zap to Badger's logger interface.
+type badgerLogger struct{ s *zap.SugaredLogger }
+
+func (l badgerLogger) Errorf(f string, a ...any)   { l.s.Errorf(f, a...) }
+func (l badgerLogger) Warningf(f string, a ...any) { l.s.Warnf(f, a...) }
+func (l badgerLogger) Infof(f string, a ...any)    { l.s.Debugf(f, a...) } // Badger is chatty at info
+func (l badgerLogger) Debugf(f string, a ...any)   { l.s.Debugf(f, a...) }

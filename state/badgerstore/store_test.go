@@ -1,0 +1,179 @@
+package badgerstore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/state"
+)
+
+func open(t *testing.T, dir string) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return s
+}
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func ev(page, user, body string, dedup string) state.NewEvent {
+	e := state.NewEvent{Thread: state.ThreadKey{Page: page, User: user}, Record: []byte(body)}
+	if dedup != "" {
+		e.DedupKey = []byte(dedup)
+	}
+	return e
+}
+
+func TestQueueOrderDedupAndRestart(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := open(t, dir)
+	res, err := s.Enqueue(ctx, t0, []state.NewEvent{
+		ev("p", "u1", "a", "m1"), ev("p", "u2", "b", "m2"), ev("p", "u1", "c", "m3"),
+		ev("p", "u1", "a-again", "m1"), // duplicate inside the same request
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []state.EnqueueResult{state.Accepted, state.Accepted, state.Accepted, state.Duplicate}
+	if fmt.Sprint(res) != fmt.Sprint(want) {
+		t.Fatalf("results = %v; want %v", res, want)
+	}
+	res, err = s.Enqueue(ctx, t0.Add(time.Minute), []state.NewEvent{ev("p", "u1", "a", "m1")})
+	if err != nil || res[0] != state.Duplicate {
+		t.Fatalf("re-delivery: %v %v; want duplicate", res, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = open(t, dir)
+	defer s.Close()
+	threads, err := s.PendingThreads(ctx)
+	if err != nil || len(threads) != 2 {
+		t.Fatalf("pending = %v, %v; want 2 threads", threads, err)
+	}
+	head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(head) != 2 || string(head[0].Record) != "a" || string(head[1].Record) != "c" || head[0].Seq >= head[1].Seq {
+		t.Fatalf("head = %+v; want a then c", head)
+	}
+	// After the window the same key is new again (judged by the caller's clock).
+	res, err = s.Enqueue(ctx, t0.Add(2*time.Hour), []state.NewEvent{ev("p", "u1", "a", "m1")})
+	if err != nil || res[0] != state.Accepted {
+		t.Fatalf("after window: %v %v; want accepted", res, err)
+	}
+	// Sequence numbers keep growing across restarts.
+	head, _ = s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, 10)
+	if len(head) != 3 || head[2].Seq <= head[1].Seq {
+		t.Fatalf("head after restart = %+v", head)
+	}
+}
+
+func TestCompleteWritesStateHistoryAndDequeues(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	key := state.ThreadKey{Page: "p", User: "u"}
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "x", ""), ev("p", "u", "y", "")}); err != nil {
+		t.Fatal(err)
+	}
+	head, _ := s.Head(ctx, key, 1)
+	th := state.Thread{Owner: state.Owner{Kind: state.OwnerApp, AppID: "42"}, Since: t0, Reason: state.Reason{Rule: "human"}}
+	err := s.Complete(ctx, state.Completion{
+		Thread: key, Seq: head[0].Seq, State: &th,
+		Changes: []state.Change{{At: t0, Kind: "owner", From: state.Owner{Kind: state.OwnerBot}, To: th.Owner}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Thread(ctx, key)
+	if err != nil || got.Owner != th.Owner || got.Reason.Rule != "human" {
+		t.Fatalf("thread = %+v, %v", got, err)
+	}
+	s.cache.Purge() // read back from disk, not the cache
+	got, _ = s.Thread(ctx, key)
+	if got.Owner != th.Owner || !got.Since.Equal(t0) {
+		t.Fatalf("thread from disk = %+v", got)
+	}
+	hist, _ := s.History(ctx, key)
+	if len(hist) != 1 || hist[0].To != th.Owner {
+		t.Fatalf("history = %+v", hist)
+	}
+	head, _ = s.Head(ctx, key, 10)
+	if len(head) != 1 || string(head[0].Record) != "y" {
+		t.Fatalf("queue after complete = %+v", head)
+	}
+	if err := s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq, DeadLetter: "bot answered 400"}); err != nil {
+		t.Fatal(err)
+	}
+	dead, _ := s.DeadLetters(ctx, key)
+	if len(dead) != 1 || dead[0] != "bot answered 400" {
+		t.Fatalf("dead letters = %v", dead)
+	}
+	if p, _ := s.PendingThreads(ctx); len(p) != 0 {
+		t.Fatalf("pending = %v; want none", p)
+	}
+}
+
+func TestConcurrentEnqueuesShareCommits(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	const writers, per = 16, 50
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; i < per; i++ {
+				user := fmt.Sprintf("u%d", w)
+				if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", user, fmt.Sprint(i), fmt.Sprintf("%d-%d", w, i))}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(w)
+	}
+	wg.Wait()
+	for w := 0; w < writers; w++ {
+		head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: fmt.Sprintf("u%d", w)}, 0)
+		if err != nil || len(head) != per {
+			t.Fatalf("writer %d: %d items, %v", w, len(head), err)
+		}
+		for i, q := range head {
+			if string(q.Record) != fmt.Sprint(i) {
+				t.Fatalf("writer %d item %d = %q; out of order", w, i, q.Record)
+			}
+		}
+	}
+}
+
+func TestKeysOfOddThreadsStaySeparate(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	// "ab"/"c" and "a"/"bc" must not share a prefix; nor may a user id with NULs.
+	keys := []state.ThreadKey{{Page: "ab", User: "c"}, {Page: "a", User: "bc"}, {Page: "a", User: "b\x00c"}, {Page: "a", User: ""}}
+	for i, k := range keys {
+		if _, err := s.Enqueue(ctx, t0, []state.NewEvent{{Thread: k, Record: []byte{byte(i)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, k := range keys {
+		head, _ := s.Head(ctx, k, 0)
+		if len(head) != 1 || head[0].Record[0] != byte(i) {
+			t.Fatalf("thread %q: %+v", k, head)
+		}
+	}
+	if p, _ := s.PendingThreads(ctx); len(p) != len(keys) {
+		t.Fatalf("pending = %v", p)
+	}
+}

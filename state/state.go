@@ -1,0 +1,149 @@
+// Package state defines what Baton remembers about each conversation: who
+// owns the thread and why, the history of every ownership change, the
+// per-thread durable queue of accepted webhook events, and the window of
+// recently seen deliveries used to drop Meta's re-deliveries.
+//
+// The pipeline depends only on the small interfaces here; state/badgerstore
+// implements them on a local Badger database with an LRU in front. A store
+// shared by several Baton replicas can be added later as another
+// implementation without touching the pipeline.
+package state
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ThreadKey identifies a conversation: a page (or Instagram account) and a
+// user. User is "" for page-level events that have no user (app_roles,
+// policy_enforcement) and "ref:<user_ref>" for checkbox opt-ins.
+type ThreadKey struct {
+	Page string
+	User string
+}
+
+func (k ThreadKey) String() string { return k.Page + "/" + k.User }
+
+// OwnerKind says who controls a thread.
+type OwnerKind uint8
+
+// Owner kinds.
+const (
+	OwnerUnknown OwnerKind = iota // never observed
+	OwnerBot                      // our app, and so the bot behind Baton
+	OwnerApp                      // another app: Owner.AppID says which ("" if not yet known)
+	OwnerIdle                     // nobody: released or expired
+)
+
+// Owner is the thread's controller.
+type Owner struct {
+	Kind  OwnerKind `json:"kind"`
+	AppID string    `json:"app_id,omitempty"`
+}
+
+func (o Owner) String() string {
+	switch o.Kind {
+	case OwnerBot:
+		return "bot"
+	case OwnerApp:
+		if o.AppID == "" {
+			return "app:?"
+		}
+		return "app:" + o.AppID
+	case OwnerIdle:
+		return "idle"
+	}
+	return "unknown"
+}
+
+// Reason records why something changed.
+type Reason struct {
+	Rule    string `json:"rule,omitempty"`     // policy rule that decided it
+	EventID string `json:"event_id,omitempty"` // mid or queue position of the triggering event
+	Actor   string `json:"actor,omitempty"`    // who acted: "baton", "user", or an app id
+	Note    string `json:"note,omitempty"`     // free text: what was observed
+}
+
+// Thread is the current state of one conversation.
+type Thread struct {
+	Key    ThreadKey `json:"-"`
+	Owner  Owner     `json:"owner"`
+	Since  time.Time `json:"since"`
+	Reason Reason    `json:"reason"`
+	// Last activity: a user message, a bot message (echo with our app id),
+	// a message from another app or a human (echo with another app id).
+	LastUser  time.Time `json:"last_user"`
+	LastBot   time.Time `json:"last_bot"`
+	LastOther time.Time `json:"last_other"`
+}
+
+// Change is one entry of a thread's history.
+type Change struct {
+	At     time.Time `json:"at"`
+	Kind   string    `json:"kind"` // "owner", "request", "dead_letter", ...
+	From   Owner     `json:"from"`
+	To     Owner     `json:"to"`
+	Reason Reason    `json:"reason"`
+}
+
+// NewEvent is an accepted webhook event to append to its thread's queue.
+type NewEvent struct {
+	Thread   ThreadKey
+	DedupKey []byte // nil: never treated as a duplicate
+	Record   []byte // opaque to the store
+}
+
+// EnqueueResult is the fate of one NewEvent.
+type EnqueueResult uint8
+
+// Enqueue results.
+const (
+	Accepted  EnqueueResult = iota // appended to the queue
+	Duplicate                      // seen within the dedup window; dropped
+)
+
+// Queued is an event waiting in a thread's queue.
+type Queued struct {
+	Thread   ThreadKey
+	Seq      uint64 // increases in enqueue order across the whole store
+	Enqueued time.Time
+	Record   []byte
+}
+
+// Completion is what a worker commits after handling a queue item: the item
+// leaves the queue, the thread's new state and its history entries are
+// written, all atomically, so a crash replays at most the unfinished item.
+type Completion struct {
+	Thread     ThreadKey
+	Seq        uint64  // queue item to remove; 0 for none
+	State      *Thread // new thread state; nil leaves it unchanged
+	Changes    []Change
+	DeadLetter string // non-empty: keep the item aside with this reason instead of dropping it
+}
+
+// Queue is the durable per-thread queue with de-duplication. Enqueue returns
+// only once the accepted events are durable on disk.
+type Queue interface {
+	Enqueue(ctx context.Context, now time.Time, events []NewEvent) ([]EnqueueResult, error)
+	Head(ctx context.Context, thread ThreadKey, max int) ([]Queued, error)
+	PendingThreads(ctx context.Context) ([]ThreadKey, error)
+}
+
+// Threads reads thread state and history. A thread never seen has Owner
+// kind OwnerUnknown.
+type Threads interface {
+	Thread(ctx context.Context, key ThreadKey) (Thread, error)
+	History(ctx context.Context, key ThreadKey) ([]Change, error)
+}
+
+// Store is everything the pipeline needs from storage.
+type Store interface {
+	Queue
+	Threads
+	Complete(ctx context.Context, c Completion) error
+	Close() error
+}
+
+// ErrClosed is returned by a store after Close.
+var ErrClosed = errors.New("state: store closed")
