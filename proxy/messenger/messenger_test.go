@@ -1,0 +1,189 @@
+package messenger
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+)
+
+const batch = `{"object":"page","entry":[
+ {"id":"104455667788990","time":1767225600123,"messaging":[
+  {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"timestamp":1767225599876,"message":{"mid":"m_1","text":"hi","x_unknown":{"kept":true}}},
+  {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"timestamp":"1767225701000","message":{"mid":"m_2","text":"Talk to a person","quick_reply":{"payload":"HANDOFF"}}}
+ ],"standby":[
+  {"sender":{"id":"88"},"recipient":{"id":"104455667788990"},"postback":{"mid":"m_3","title":"Help"}}
+ ]},
+ {"id":104455667788990,"time":1767225600200,"messaging":[
+  {"sender":{"id":"104455667788990"},"recipient":{"id":"77"},"message":{"is_echo":true,"app_id":263902037430900,"mid":"m_4","text":"Sam here"}},
+  {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"pass_thread_control":{"new_owner_app_id":"555","previous_owner_app_id":263902037430900,"metadata":"done"}},
+  {"recipient":{"id":"104455667788990"},"timestamp":1,"app_roles":{"555":["primary_receiver"]}},
+  {"recipient":{"id":"104455667788990"},"timestamp":2,"optin":{"ref":"checkout","user_ref":"ur_8f"}},
+  {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"request_thread_control":{"requested_owner_app_id":263902037430900,"metadata":"admin"}}
+ ]}]}`
+
+func TestParseSplitsAndReadsRoutingFields(t *testing.T) {
+	evs, err := Parse([]byte(batch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		ch              Channel
+		kind            Kind
+		user, mid, text string
+		payload, app    string
+	}
+	want := []row{
+		{Messaging, KindText, "77", "m_1", "hi", "", ""},
+		{Messaging, KindQuickReply, "77", "m_2", "Talk to a person", "HANDOFF", ""},
+		{Standby, KindPostback, "88", "m_3", "Help", "", ""},
+		{Messaging, KindEcho, "77", "m_4", "Sam here", "", "263902037430900"},
+		{Messaging, KindPassThreadControl, "77", "", "", "", "555"},
+		{Messaging, KindAppRoles, "", "", "", "", ""},
+		{Messaging, KindOptin, "", "", "", "", ""},
+		{Messaging, KindRequestThreadControl, "77", "", "", "", "263902037430900"},
+	}
+	if len(evs) != len(want) {
+		t.Fatalf("%d events; want %d", len(evs), len(want))
+	}
+	for i, w := range want {
+		e := evs[i]
+		got := row{e.Channel, e.Kind, e.UserID, e.MID, e.Text, e.Payload, e.AppID}
+		if got != w {
+			t.Errorf("event %d = %+v; want %+v", i, got, w)
+		}
+		if e.PageID != "104455667788990" {
+			t.Errorf("event %d page = %q", i, e.PageID)
+		}
+	}
+	if evs[1].Timestamp != 1767225701000 {
+		t.Errorf("string timestamp read as %d", evs[1].Timestamp)
+	}
+	if evs[6].ThreadUser() != "ref:ur_8f" || evs[5].ThreadUser() != "" {
+		t.Errorf("thread users: optin %q, app_roles %q", evs[6].ThreadUser(), evs[5].ThreadUser())
+	}
+	if evs[4].PrevAppID != "263902037430900" || evs[4].Metadata != "done" {
+		t.Errorf("pass fields: %+v", evs[4])
+	}
+	// Raw bytes are exactly the input, unknown fields and all.
+	if !bytes.Contains([]byte(batch), evs[0].Raw) || !bytes.Contains(evs[0].Raw, []byte(`"x_unknown":{"kept":true}`)) {
+		t.Errorf("raw event not kept verbatim: %s", evs[0].Raw)
+	}
+}
+
+func TestRecordAndEnvelopeRoundTrip(t *testing.T) {
+	evs, err := Parse([]byte(batch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range evs {
+		back, err := DecodeRecord(EncodeRecord(&e))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(back.Raw, e.Raw) || back.PageID != e.PageID || back.Channel != e.Channel || back.Kind != e.Kind || back.EntryTime != e.EntryTime {
+			t.Errorf("round trip changed %+v into %+v", e, back)
+		}
+		env := Envelope(&e)
+		again, err := Parse(env)
+		if err != nil || len(again) != 1 || !bytes.Equal(again[0].Raw, e.Raw) || again[0].Channel != e.Channel {
+			t.Errorf("envelope %s does not parse back to the event: %v", env, err)
+		}
+	}
+	if _, err := DecodeRecord([]byte{9, 9}); err == nil {
+		t.Error("corrupt record decoded")
+	}
+}
+
+func TestDedupKeys(t *testing.T) {
+	evs, _ := Parse([]byte(batch))
+	seen := map[string]bool{}
+	for _, e := range evs {
+		k := string(e.DedupKey())
+		if seen[k] {
+			t.Errorf("two different events share a dedup key: %s", e.Raw)
+		}
+		seen[k] = true
+	}
+	again, _ := Parse([]byte(batch))
+	for i := range evs {
+		if !bytes.Equal(evs[i].DedupKey(), again[i].DedupKey()) {
+			t.Errorf("event %d: re-delivery has another key", i)
+		}
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for body, want := range map[string]error{
+		`{"object":"user","entry":[]}`:                          ErrUnknownObject,
+		`{"object":"page","entry":[{"messaging":[]}]}`:          ErrMalformed,
+		`not json`:                                              ErrMalformed,
+		`{"object":"page","entry":[{"id":"1","messaging":[1]}]}`: ErrMalformed,
+	} {
+		if _, err := Parse([]byte(body)); !errors.Is(err, want) {
+			t.Errorf("Parse(%s) = %v; want %v", body, err, want)
+		}
+	}
+	if evs, err := Parse([]byte(`{"object":"instagram","entry":[]}`)); err != nil || len(evs) != 0 {
+		t.Errorf("empty instagram delivery: %v %v", evs, err)
+	}
+}
+
+func hostileCorpus(t testing.TB) []string {
+	f, err := os.Open("../../testdata/webhooks/hostile.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if line := sc.Text(); !strings.HasPrefix(line, "#") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func TestHostileCorpusIsHandled(t *testing.T) {
+	for _, body := range hostileCorpus(t) {
+		evs, err := Parse([]byte(body))
+		if err == nil {
+			for _, e := range evs {
+				e.DedupKey()
+				e.ThreadUser()
+			}
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(batch))
+	for _, body := range hostileCorpus(f) {
+		f.Add([]byte(body))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		evs, err := Parse(body)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownObject) {
+				t.Fatalf("unclassified error: %v", err)
+			}
+			return
+		}
+		for _, e := range evs {
+			if !json.Valid(e.Raw) {
+				t.Fatalf("accepted event is not JSON: %q", e.Raw)
+			}
+			back, err := DecodeRecord(EncodeRecord(&e))
+			if err != nil || !bytes.Equal(back.Raw, e.Raw) {
+				t.Fatalf("record round trip failed: %v", err)
+			}
+			if _, err := Parse(Envelope(&e)); err != nil {
+				t.Fatalf("envelope of an accepted event does not parse: %v\n%s", err, Envelope(&e))
+			}
+		}
+	})
+}
