@@ -1,0 +1,450 @@
+// Package graph is Baton's client for the parts of Meta's Graph API it
+// uses: the thread-control edges of the Conversation Routing / Handover
+// Protocol (pass, take, release, request, extend, thread_owner) and the Send
+// API.
+//
+// One Client serves several Pages: each call names its page, and the page's
+// access token, taken from Options.Tokens, travels as the access_token query
+// parameter. The token never appears in an error or a log line; transport
+// errors are redacted before they are returned.
+//
+// Every call runs in a retry loop bounded by Options.MaxAttempts and the
+// context. Transport errors and the Graph errors that (*Error).Retryable
+// classifies as transient are retried with exponential backoff and jitter,
+// waited on the injected clock; anything else fails at once. Note that a
+// send whose answer was lost (a timeout after the request was written) is
+// sent again, so the Send API may deliver a message twice in that case.
+package graph
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/batonproxy/baton/proxy/clock"
+)
+
+// Defaults applied by New to zero Options fields.
+const (
+	DefaultBaseURL     = "https://graph.facebook.com"
+	DefaultVersion     = "v25.0"
+	DefaultTimeout     = 10 * time.Second
+	DefaultMaxAttempts = 5
+	DefaultRetryMin    = 200 * time.Millisecond
+	DefaultRetryMax    = 10 * time.Second
+
+	// maxResponseBodySize bounds what the client reads from the Graph API.
+	maxResponseBodySize = 1 << 20
+	// maxConns bounds the connections to the Graph host; callers beyond it
+	// wait up to maxConnWait for a free one.
+	maxConns    = 64
+	maxConnWait = 5 * time.Second
+	// maxIdleConnDuration closes idle keep-alive connections before a
+	// middlebox or the server is likely to.
+	maxIdleConnDuration = 30 * time.Second
+)
+
+// Options configure a Client. Zero values take the documented defaults.
+type Options struct {
+	// BaseURL is the Graph API root, without the version. Default
+	// "https://graph.facebook.com"; tests point it at a fake on loopback.
+	BaseURL string
+	// Version is the Graph API version path segment. Default "v25.0".
+	Version string
+	// Tokens maps page id -> page access token. At least one is required.
+	Tokens map[string]string
+	// Timeout bounds each attempt. Default 10s.
+	Timeout time.Duration
+	// MaxAttempts bounds the attempts per call; 1 disables retries.
+	// Default 5.
+	MaxAttempts int
+	// RetryMin and RetryMax bound the backoff between attempts. It doubles
+	// from RetryMin up to RetryMax, with jitter. Defaults 200ms and 10s.
+	RetryMin, RetryMax time.Duration
+	// Clock is used for backoff waits. Default clock.Real{}.
+	Clock clock.Clock
+	// Logger receives a debug line per call and a warning per retry; it is
+	// named "graph". Default: no logging.
+	Logger *zap.Logger
+}
+
+// Client calls the Graph API on behalf of the configured pages. It is safe
+// for concurrent use.
+type Client struct {
+	hc          *fasthttp.HostClient
+	root        string // scheme://host[:port][/prefix]/version
+	tokens      map[string]string
+	allTokens   []string // longest first, for redaction
+	timeout     time.Duration
+	maxAttempts int
+	retryMin    time.Duration
+	retryMax    time.Duration
+	clock       clock.Clock
+	log         *zap.Logger
+}
+
+// New validates opts, applies defaults and returns a Client. All problems
+// found are reported together, each naming its field.
+func New(opts Options) (*Client, error) {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if opts.BaseURL == "" {
+		opts.BaseURL = DefaultBaseURL
+	}
+	if opts.Version == "" {
+		opts.Version = DefaultVersion
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.MaxAttempts == 0 {
+		opts.MaxAttempts = DefaultMaxAttempts
+	}
+	if opts.RetryMin == 0 {
+		opts.RetryMin = DefaultRetryMin
+	}
+	if opts.RetryMax == 0 {
+		opts.RetryMax = DefaultRetryMax
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+
+	u, err := url.Parse(opts.BaseURL)
+	switch {
+	case err != nil:
+		bad("BaseURL: %q is not a valid URL", opts.BaseURL)
+	case u.Scheme != "http" && u.Scheme != "https":
+		bad("BaseURL: scheme must be http or https, got %q", u.Scheme)
+	case u.Host == "":
+		bad("BaseURL: %q has no host", opts.BaseURL)
+	case u.User != nil:
+		bad("BaseURL: must not contain user info")
+	case u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		bad("BaseURL: must not contain a query or fragment")
+	}
+	if !isPathSegment(opts.Version) {
+		bad("Version: %q must be a single path segment such as \"v25.0\"", opts.Version)
+	}
+	if len(opts.Tokens) == 0 {
+		bad("Tokens: at least one page access token is required")
+	}
+	pages := make([]string, 0, len(opts.Tokens))
+	for p := range opts.Tokens {
+		pages = append(pages, p)
+	}
+	sort.Strings(pages)
+	for _, p := range pages {
+		if !isPathSegment(p) {
+			bad("Tokens: page id %q must be non-empty and contain only letters, digits, '.', '_' or '-'", p)
+		}
+		if strings.TrimSpace(opts.Tokens[p]) == "" {
+			bad("Tokens: page %q has an empty access token", p)
+		}
+	}
+	if opts.Timeout < 0 {
+		bad("Timeout: must be positive, got %s", opts.Timeout)
+	}
+	if opts.MaxAttempts < 0 {
+		bad("MaxAttempts: must be at least 1, got %d", opts.MaxAttempts)
+	}
+	if opts.RetryMin < 0 {
+		bad("RetryMin: must be positive, got %s", opts.RetryMin)
+	}
+	if opts.RetryMax < 0 {
+		bad("RetryMax: must be positive, got %s", opts.RetryMax)
+	}
+	if opts.RetryMin > 0 && opts.RetryMax > 0 && opts.RetryMin > opts.RetryMax {
+		bad("RetryMin: %s is greater than RetryMax %s", opts.RetryMin, opts.RetryMax)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("graph: invalid options: %w", errors.Join(errs...))
+	}
+
+	isTLS := u.Scheme == "https"
+	c := &Client{
+		hc: &fasthttp.HostClient{
+			Addr:                      fasthttp.AddMissingPort(u.Host, isTLS),
+			IsTLS:                     isTLS,
+			Name:                      "baton",
+			MaxConns:                  maxConns,
+			MaxConnWaitTimeout:        maxConnWait,
+			MaxIdleConnDuration:       maxIdleConnDuration,
+			MaxIdemponentCallAttempts: 1, // retries happen in Client.do, with backoff
+			ReadTimeout:               opts.Timeout,
+			WriteTimeout:              opts.Timeout,
+			MaxResponseBodySize:       maxResponseBodySize,
+			SecureErrorLogMessage:     true,
+		},
+		root:        strings.TrimSuffix(u.Scheme+"://"+u.Host+u.EscapedPath(), "/") + "/" + opts.Version,
+		tokens:      make(map[string]string, len(opts.Tokens)),
+		timeout:     opts.Timeout,
+		maxAttempts: opts.MaxAttempts,
+		retryMin:    opts.RetryMin,
+		retryMax:    opts.RetryMax,
+		clock:       opts.Clock,
+		log:         opts.Logger.Named("graph"),
+	}
+	for p, t := range opts.Tokens {
+		c.tokens[p] = t
+		c.allTokens = append(c.allTokens, t)
+	}
+	// Longest first, so a token that contains another is redacted whole.
+	sort.Slice(c.allTokens, func(i, j int) bool { return len(c.allTokens[i]) > len(c.allTokens[j]) })
+	return c, nil
+}
+
+// Close closes idle connections to the Graph API.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// isPathSegment reports whether s is a non-empty run of characters that are
+// safe in a URL path segment without escaping.
+func isPathSegment(s string) bool {
+	if s == "" || s == "." || s == ".." {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		switch {
+		case ch >= 'a' && ch <= 'z', ch >= 'A' && ch <= 'Z', ch >= '0' && ch <= '9':
+		case ch == '.', ch == '_', ch == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// call describes one logical Graph API call.
+type call struct {
+	method   string     // fasthttp.MethodGet or MethodPost
+	page     string     // page id, selects the token
+	endpoint string     // edge under the page, e.g. "pass_thread_control"
+	user     string     // for logs only
+	query    url.Values // extra query parameters (without access_token)
+	body     []byte     // JSON body for POST
+}
+
+// answer is one HTTP answer from the Graph API, copied out of fasthttp.
+type answer struct {
+	status int
+	body   []byte
+}
+
+// do runs cl with retries and passes the successful answer's body to
+// decode. decode errors are not retried.
+func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error) error {
+	token, ok := c.tokens[cl.page]
+	if !ok {
+		return errorf(cl.endpoint, "page %q: %w", cl.page, ErrUnknownPage)
+	}
+	q := url.Values{}
+	for k, v := range cl.query {
+		q[k] = v
+	}
+	q.Set("access_token", token)
+	uri := c.root + "/" + cl.page + "/" + cl.endpoint + "?" + q.Encode()
+
+	start := c.clock.Now()
+	var (
+		last     error
+		status   int
+		attempts int
+	)
+	defer func() {
+		if ce := c.log.Check(zapcore.DebugLevel, "graph call"); ce != nil {
+			fields := []zap.Field{
+				zap.String("endpoint", cl.endpoint),
+				zap.String("page", cl.page),
+				zap.String("user", cl.user),
+				zap.Int("attempts", attempts),
+				zap.Int("status", status),
+				zap.Duration("duration", c.clock.Now().Sub(start)),
+			}
+			if last != nil {
+				fields = append(fields, zap.Error(last))
+			}
+			ce.Write(fields...)
+		}
+	}()
+
+	for attempts < c.maxAttempts {
+		if err := ctx.Err(); err != nil {
+			if last == nil {
+				last = errorf(cl.endpoint, "not sent: %w", err)
+				return last
+			}
+			last = errorf(cl.endpoint, "%w after %d attempts: %w", err, attempts, last)
+			return last
+		}
+		attempts++
+		var ans answer
+		ans, last = c.attempt(ctx, cl, uri)
+		status = ans.status
+		if last == nil {
+			if err := decode(ans.body); err != nil {
+				last = errorf(cl.endpoint, "%w", err)
+				return last
+			}
+			return nil
+		}
+		if !retryable(last) {
+			last = errorf(cl.endpoint, "failed after %s, not retryable: %w", plural(attempts, "attempt"), last)
+			return last
+		}
+		if attempts >= c.maxAttempts {
+			break
+		}
+		wait := c.backoff(attempts)
+		c.log.Warn("retrying graph call",
+			zap.String("endpoint", cl.endpoint),
+			zap.String("page", cl.page),
+			zap.Int("attempt", attempts),
+			zap.Int("max_attempts", c.maxAttempts),
+			zap.Duration("backoff", wait),
+			zap.Error(last))
+		if err := clock.Sleep(ctx, c.clock, wait); err != nil {
+			last = errorf(cl.endpoint, "%w during backoff after %s: %w", err, plural(attempts, "attempt"), last)
+			return last
+		}
+	}
+	last = errorf(cl.endpoint, "giving up after %s: %w", plural(attempts, "attempt"), last)
+	return last
+}
+
+// attempt sends one request. The returned error is a *transportError when
+// no answer arrived, or an *Error when the Graph API answered with one.
+func (c *Client) attempt(ctx context.Context, cl call, uri string) (answer, error) {
+	req := fasthttp.AcquireRequest()
+	resp := fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+
+	req.SetRequestURI(uri)
+	req.Header.SetMethod(cl.method)
+	req.Header.Set(fasthttp.HeaderAccept, "application/json")
+	if cl.method == fasthttp.MethodPost {
+		req.Header.SetContentType("application/json")
+		req.SetBodyRaw(cl.body)
+	}
+
+	deadline := time.Now().Add(c.timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+		return answer{}, newTransportError(cl.endpoint, err, c.redact)
+	}
+	ans := answer{status: resp.StatusCode(), body: bytes.Clone(resp.Body())}
+	if ge := c.decodeError(cl.endpoint, ans); ge != nil {
+		return ans, ge
+	}
+	return ans, nil
+}
+
+// decodeError returns the Graph error carried by ans, if any: an
+// {"error":{...}} object (whatever the status) or a non-2xx status.
+func (c *Client) decodeError(endpoint string, ans answer) *Error {
+	var env struct {
+		Error *struct {
+			Message   string `json:"message"`
+			Type      string `json:"type"`
+			Code      int    `json:"code"`
+			Subcode   int    `json:"error_subcode"`
+			FBTraceID string `json:"fbtrace_id"`
+		} `json:"error"`
+	}
+	if bytes.Contains(ans.body, []byte(`"error"`)) && json.Unmarshal(ans.body, &env) == nil && env.Error != nil {
+		e := env.Error
+		return &Error{
+			HTTPStatus: ans.status,
+			Message:    c.redact(e.Message),
+			Type:       c.redact(e.Type),
+			Code:       e.Code,
+			Subcode:    e.Subcode,
+			FBTraceID:  c.redact(e.FBTraceID),
+			Endpoint:   endpoint,
+		}
+	}
+	if ans.status >= 200 && ans.status < 300 {
+		return nil
+	}
+	return &Error{
+		HTTPStatus: ans.status,
+		Message:    "http " + fasthttpStatusText(ans.status) + " without a graph error object: " + snippet(c.redact(string(ans.body))),
+		Endpoint:   endpoint,
+	}
+}
+
+func fasthttpStatusText(status int) string {
+	return fmt.Sprintf("%d %s", status, fasthttp.StatusMessage(status))
+}
+
+// redact removes the client's tokens from s.
+func (c *Client) redact(s string) string { return redactString(s, c.allTokens) }
+
+// retryable classifies an attempt's error.
+func retryable(err error) bool {
+	var te *transportError
+	if errors.As(err, &te) {
+		return te.retryable
+	}
+	var ge *Error
+	if errors.As(err, &ge) {
+		return ge.Retryable()
+	}
+	return false
+}
+
+// backoff returns the wait after the given (1-based) failed attempt: the
+// ceiling doubles from RetryMin up to RetryMax, and the wait is drawn
+// uniformly from [max(ceiling/2, RetryMin), ceiling].
+func (c *Client) backoff(attempt int) time.Duration {
+	ceil := c.retryMin
+	for i := 1; i < attempt && ceil < c.retryMax; i++ {
+		ceil *= 2
+	}
+	if ceil > c.retryMax || ceil <= 0 {
+		ceil = c.retryMax
+	}
+	floor := max(ceil/2, c.retryMin)
+	if floor >= ceil {
+		return ceil
+	}
+	return floor + rand.N(ceil-floor+1)
+}
+
+// snippet shortens a response body for an error message.
+func snippet(s string) string {
+	s = strings.TrimSpace(s)
+	const limit = 200
+	if len(s) > limit {
+		return s[:limit] + "..."
+	}
+	if s == "" {
+		return "(empty body)"
+	}
+	return s
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
