@@ -118,9 +118,9 @@ func TestDedupKeys(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for body, want := range map[string]error{
-		`{"object":"user","entry":[]}`:                          ErrUnknownObject,
-		`{"object":"page","entry":[{"messaging":[]}]}`:          ErrMalformed,
-		`not json`:                                              ErrMalformed,
+		`{"object":"user","entry":[]}`:                 ErrUnknownObject,
+		`{"object":"page","entry":[{"messaging":[]}]}`: ErrMalformed,
+		`not json`: ErrMalformed,
 		`{"object":"page","entry":[{"id":"1","messaging":[1]}]}`: ErrMalformed,
 	} {
 		if _, err := Parse([]byte(body)); !errors.Is(err, want) {

@@ -1,0 +1,83 @@
+package policies
+
+import (
+	"errors"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/batonproxy/baton/policies/yamlfile"
+)
+
+// FuzzCompile feeds policy files (seeded from every fixture) to Compile:
+// it must never panic, must fail only with yamlfile.Problems, and a set it
+// returns must evaluate without panicking.
+func FuzzCompile(f *testing.F) {
+	paths, _ := filepath.Glob(filepath.Join(fixtures, "*.yaml"))
+	more, _ := filepath.Glob(filepath.Join(fixtures, "*", "*.yaml"))
+	for _, p := range append(paths, more...) {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data, "agent")
+	}
+	f.Add([]byte("version: 1\nrules: [{name: a, when: {keywords: ['a b']}, do: [{take: }]}]\n"), "A B")
+	f.Add([]byte("a: &a [*a]\n"), "")
+	f.Add([]byte("version: 1\nrules:\n- <<: {name: x}\n  when: {keywords: [x]}\n  do: [{release: }]\n"), "x")
+
+	f.Fuzz(func(t *testing.T, data []byte, text string) {
+		set, err := Compile([]File{{Name: "fuzz.yaml", Data: data}}, testApps)
+		if err != nil {
+			var probs yamlfile.Problems
+			if !errors.As(err, &probs) || len(probs) == 0 {
+				t.Fatalf("error %T %q is not a non-empty yamlfile.Problems", err, err)
+			}
+			if set != nil {
+				t.Fatal("non-nil Set with an error")
+			}
+			return
+		}
+		for _, o := range []Owner{OwnerUnknown, OwnerBot, OwnerOther, OwnerIdle} {
+			d := set.Evaluate(Input{Owner: o, Text: text, Postback: text, QuickReply: text})
+			if d.Matched == d.Forward && d.Matched && len(d.Actions) == 0 {
+				t.Fatalf("matched rule %q has no actions", d.Rule)
+			}
+		}
+		_ = set.Summary()
+	})
+}
+
+// TestPurity keeps the package free of I/O-heavy dependencies: policies
+// are compiled in tests, in `baton check` and on reload, and must stay a
+// pure function of the files.
+func TestPurity(t *testing.T) {
+	forbidden := []string{"net", "go.uber.org/zap", "github.com/valyala/fasthttp", "github.com/dgraph-io/badger", "log"}
+	for _, dir := range []string{".", "yamlfile"} {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, file := range files {
+			if strings.HasSuffix(file, "_test.go") {
+				continue
+			}
+			f, err := parser.ParseFile(token.NewFileSet(), file, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range f.Imports {
+				path, _ := strconv.Unquote(imp.Path.Value)
+				for _, bad := range forbidden {
+					if path == bad || strings.HasPrefix(path, bad+"/") {
+						t.Errorf("%s imports %s; package policies must stay pure", file, path)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,248 @@
+// Package app wires Baton together from its configuration: the Badger
+// store, the policy set, the Graph API client, the forwarder to the bot, the
+// per-thread dispatcher and the webhook ingress. It is kept out of cmd/ so
+// tests and the demo run the very same Baton in-process; it never touches
+// OS signals.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/policies"
+	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/proxy/backoff"
+	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/config"
+	"github.com/batonproxy/baton/proxy/dispatch"
+	"github.com/batonproxy/baton/proxy/forward"
+	"github.com/batonproxy/baton/proxy/graph"
+	"github.com/batonproxy/baton/proxy/signature"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/state/badgerstore"
+)
+
+// Options are what Run and New need besides the configuration.
+type Options struct {
+	Config *config.Config // required
+	Logger *zap.Logger    // default: nop
+	Clock  clock.Clock    // default: the wall clock
+	// Listener, when set, is served instead of listening on Config.Listen
+	// (tests pass an in-memory or pre-bound listener).
+	Listener net.Listener
+	// Reload receives a value whenever the policy files should be re-read
+	// (SIGHUP in cmd/baton).
+	Reload <-chan struct{}
+}
+
+func (o *Options) validate() error {
+	if o.Config == nil {
+		return errors.New("app: Options.Config is required")
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real{}
+	}
+	return nil
+}
+
+// App is a running Baton.
+type App struct {
+	opts     Options
+	log      *zap.Logger
+	store    *badgerstore.Store
+	policies atomic.Pointer[policies.Set]
+	graph    *graph.Client
+	disp     *dispatch.Dispatcher
+	server   *fasthttp.Server
+	ln       net.Listener
+	cancel   context.CancelFunc
+	served   chan error
+	onStop   []func() error // teardown in reverse order of creation
+	closed   atomic.Bool
+}
+
+// New builds every component; nothing is served until Start. On error,
+// whatever was already created is torn down again.
+func New(opts Options) (a *App, err error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	cfg := opts.Config
+	a = &App{opts: opts, log: opts.Logger, served: make(chan error, 1)}
+	defer func() {
+		if err != nil {
+			a.teardown()
+		}
+	}()
+
+	set, err := policies.LoadFiles(cfg.Policies, cfg.Apps)
+	if err != nil {
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	a.policies.Store(set)
+
+	a.store, err = badgerstore.Open(badgerstore.Options{
+		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.onStop = append(a.onStop, a.store.Close)
+
+	a.graph, err = graph.New(graph.Options{
+		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(),
+		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("graph client: %w", err)
+	}
+	a.onStop = append(a.onStop, func() error { a.graph.Close(); return nil })
+
+	signer := signature.New([]byte(cfg.App.Secret.Reveal()))
+	bot, err := forward.New(forward.Options{
+		URL: cfg.Bot.URL, Signer: signer, Timeout: cfg.Bot.Timeout,
+		Retry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax},
+		Clock: opts.Clock, Logger: a.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bot forwarder: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel = cancel
+	a.disp, err = dispatch.New(ctx, dispatch.Options{
+		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
+		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Workers stop before the store closes (teardown runs in reverse).
+	a.onStop = append(a.onStop, func() error { cancel(); a.disp.Wait(); return nil })
+
+	in, err := proxy.NewIngress(proxy.IngressOptions{
+		Path: cfg.Webhook.Path, VerifyToken: cfg.App.VerifyToken.Reveal(), Signer: signer,
+		Queue: a.store, Notify: a.disp.Notify, Clock: opts.Clock, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.server = &fasthttp.Server{
+		Handler:            in.Handle,
+		Name:               "baton",
+		MaxRequestBodySize: cfg.Webhook.MaxBodyBytes,
+		ErrorHandler:       proxy.RequestError,
+		ReadTimeout:        30 * time.Second,
+		WriteTimeout:       30 * time.Second,
+		IdleTimeout:        2 * time.Minute,
+		Logger:             zap.NewStdLog(a.log.Named("http")),
+	}
+	return a, nil
+}
+
+// Start resumes the threads left with queued events and starts serving.
+func (a *App) Start() error {
+	if err := a.disp.Resume(context.Background()); err != nil {
+		return fmt.Errorf("resume queued threads: %w", err)
+	}
+	ln := a.opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", a.opts.Config.Listen); err != nil {
+			return fmt.Errorf("listen on %s: %w", a.opts.Config.Listen, err)
+		}
+	}
+	a.ln = ln
+	// The listener stops first: no new events once teardown begins.
+	a.onStop = append(a.onStop, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return a.server.ShutdownWithContext(ctx)
+	})
+	go func() { a.served <- a.server.Serve(ln) }()
+	a.log.Info("baton listening", zap.String("addr", ln.Addr().String()), zap.String("path", a.opts.Config.Webhook.Path),
+		zap.Int("rules", a.policies.Load().Rules()))
+	return nil
+}
+
+// WebhookURL is where Meta (or the sandbox) should send webhooks.
+func (a *App) WebhookURL() string {
+	return "http://" + a.ln.Addr().String() + a.opts.Config.Webhook.Path
+}
+
+// Store exposes the state store (tests read thread history from it).
+func (a *App) Store() state.Store { return a.store }
+
+// Reload compiles the policy files again and swaps them in; on error the
+// running set stays.
+func (a *App) Reload() error {
+	set, err := policies.LoadFiles(a.opts.Config.Policies, a.opts.Config.Apps)
+	if err != nil {
+		a.log.Error("policy reload failed, keeping the running policies", zap.Error(err))
+		return err
+	}
+	a.policies.Store(set)
+	a.log.Info("policies reloaded", zap.Int("rules", set.Rules()))
+	return nil
+}
+
+// Close stops serving, stops the workers and closes the store, once.
+func (a *App) Close() error {
+	if !a.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return a.teardown()
+}
+
+func (a *App) teardown() error {
+	var errs []error
+	for i := len(a.onStop) - 1; i >= 0; i-- {
+		if err := a.onStop[i](); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	a.onStop = nil
+	return errors.Join(errs...)
+}
+
+// Run starts Baton and serves until ctx ends or the server fails.
+func Run(ctx context.Context, opts Options) error {
+	a, err := New(opts)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		a.Close()
+		return err
+	}
+	var serveErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-opts.Reload:
+			a.Reload()
+		case serveErr = <-a.served:
+			break loop
+		}
+	}
+	a.log.Info("baton stopping")
+	if err := a.Close(); err != nil {
+		return err
+	}
+	if serveErr != nil {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	return ctx.Err()
+}

@@ -1,0 +1,494 @@
+// Package config loads and validates `baton serve --config baton.yaml`.
+//
+// The file is decoded strictly (unknown keys are errors at any depth),
+// ${VAR} references in values are expanded from the environment so secrets
+// need not be written in the file, defaults are applied, and every problem
+// is reported at once as "file:line:col: key.path: message", the way
+// package policies reports policy files. Credentials are held as Secret,
+// which never prints its value, so a Config is safe to log.
+//
+// Like the policy files, the YAML layer is plain structs with string
+// fields for durations (no custom unmarshalers, see yamlfile); the typed
+// Config is built from them in a separate validation step.
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/batonproxy/baton/policies/yamlfile"
+)
+
+// Defaults for the optional settings.
+const (
+	DefaultListen         = ":8080"
+	DefaultGraphBaseURL   = "https://graph.facebook.com"
+	DefaultGraphVersion   = "v25.0"
+	DefaultGraphTimeout   = 10 * time.Second
+	DefaultMaxAttempts    = 5
+	DefaultBotTimeout     = 10 * time.Second
+	DefaultRetryMin       = 100 * time.Millisecond
+	DefaultRetryMax       = 30 * time.Second
+	DefaultWebhookPath    = "/webhook"
+	DefaultMaxBodyBytes   = 1 << 20
+	DefaultDedupWindow    = 48 * time.Hour
+	DefaultCacheSize      = 100000
+	DefaultLogLevel       = zapcore.InfoLevel
+	defaultAppForPolicies = "default" // reserved: policies use it for the page's default app
+)
+
+// Config is a validated configuration with defaults applied.
+type Config struct {
+	// File is the path the configuration was read from.
+	File string
+	// Listen is the address of the webhook and admin listener
+	// (default ":8080").
+	Listen string
+	// DataDir holds Baton's database; relative paths in the file are
+	// resolved against the config file's directory.
+	DataDir string
+	App     App
+	Graph   Graph
+	// Pages are the Facebook Pages Baton receives webhooks for (at least
+	// one).
+	Pages []Page
+	// Apps names the other apps of the handover protocol (human-agent
+	// inboxes) that policies may pass threads to: name -> app id.
+	Apps map[string]string
+	// Policies are the policy files, resolved against the config file's
+	// directory, in evaluation order.
+	Policies []string
+	Bot      Bot
+	Webhook  Webhook
+	// DedupWindow is how long event ids are remembered to drop Meta's
+	// redeliveries (default 48h).
+	DedupWindow time.Duration
+	// CacheSize is the number of thread states kept in memory in front of
+	// the database (default 100000).
+	CacheSize int
+	Log       Log
+}
+
+// App is the Messenger app Baton (and the bot behind it) runs as: the
+// primary receiver of the handover protocol.
+type App struct {
+	ID          string
+	Secret      Secret // verifies X-Hub-Signature-256 and re-signs for the bot
+	VerifyToken Secret // answers Meta's GET webhook verification
+}
+
+// Graph configures calls to the Graph API.
+type Graph struct {
+	BaseURL     string        // default https://graph.facebook.com, without trailing slash
+	Version     string        // default v25.0
+	Timeout     time.Duration // per request, default 10s
+	MaxAttempts int           // per call including the first, default 5
+}
+
+// Page is one Facebook Page and its access token.
+type Page struct {
+	ID    string
+	Token Secret
+}
+
+// Bot configures delivery of events to the existing bot.
+type Bot struct {
+	URL            string        // the bot's webhook URL
+	Timeout        time.Duration // per delivery, default 10s
+	ForwardStandby bool          // also deliver standby events (default false)
+	RetryMin       time.Duration // first retry delay, default 100ms
+	RetryMax       time.Duration // longest retry delay, default 30s
+}
+
+// Webhook configures Baton's own webhook endpoint.
+type Webhook struct {
+	Path         string // default /webhook
+	MaxBodyBytes int    // default 1 MiB
+}
+
+// Log configures logging.
+type Log struct {
+	Level zapcore.Level // default info
+}
+
+// PageTokens returns page id -> access token, for the Graph client.
+func (c *Config) PageTokens() map[string]string {
+	m := make(map[string]string, len(c.Pages))
+	for _, p := range c.Pages {
+		m[p.ID] = p.Token.Reveal()
+	}
+	return m
+}
+
+// The file format: plain structs, decoded strictly by yamlfile. Durations
+// are strings so that a bad one is reported with its own position and a
+// helpful message, and optional numbers are pointers so "0" is an error
+// rather than "use the default".
+type fileYAML struct {
+	Listen      string            `yaml:"listen"`
+	DataDir     string            `yaml:"data_dir"`
+	App         appYAML           `yaml:"app"`
+	Graph       graphYAML         `yaml:"graph"`
+	Pages       []pageYAML        `yaml:"pages"`
+	Apps        map[string]string `yaml:"apps"`
+	Policies    []string          `yaml:"policies"`
+	Bot         botYAML           `yaml:"bot"`
+	Webhook     webhookYAML       `yaml:"webhook"`
+	DedupWindow string            `yaml:"dedup_window"`
+	CacheSize   *int              `yaml:"cache_size"`
+	Log         logYAML           `yaml:"log"`
+}
+
+type appYAML struct {
+	ID          string `yaml:"id"`
+	Secret      string `yaml:"secret"`
+	VerifyToken string `yaml:"verify_token"`
+}
+
+type graphYAML struct {
+	BaseURL     string `yaml:"base_url"`
+	Version     string `yaml:"version"`
+	Timeout     string `yaml:"timeout"`
+	MaxAttempts *int   `yaml:"max_attempts"`
+}
+
+type pageYAML struct {
+	ID    string `yaml:"id"`
+	Token string `yaml:"token"`
+}
+
+type botYAML struct {
+	URL            string `yaml:"url"`
+	Timeout        string `yaml:"timeout"`
+	ForwardStandby bool   `yaml:"forward_standby"`
+	RetryMin       string `yaml:"retry_min"`
+	RetryMax       string `yaml:"retry_max"`
+}
+
+type webhookYAML struct {
+	Path         string `yaml:"path"`
+	MaxBodyBytes *int   `yaml:"max_body_bytes"`
+}
+
+type logYAML struct {
+	Level string `yaml:"level"`
+}
+
+// Load reads and validates the config file at path. Relative paths in it
+// resolve against the file's directory. env looks up ${VAR} references;
+// nil means the process environment. Problems in the file are returned as
+// a yamlfile.Problems listing all of them.
+func Load(path string, env func(string) (string, bool)) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading config: %w", err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("loading config: %w", err)
+	}
+	return parse(path, data, env, filepath.Dir(abs), true)
+}
+
+// Parse validates a config file's contents; file names it in problems.
+// Relative paths resolve against baseDir ("" leaves them relative to the
+// working directory). env looks up ${VAR} references; nil means the
+// process environment.
+func Parse(file string, data []byte, env func(string) (string, bool), baseDir string) (*Config, error) {
+	return parse(file, data, env, baseDir, false)
+}
+
+// parse is Parse, plus, for Load, a check that the policy files exist, so
+// a wrong path is reported with its line along with everything else.
+func parse(file string, data []byte, env func(string) (string, bool), baseDir string, checkFiles bool) (*Config, error) {
+	if env == nil {
+		env = os.LookupEnv
+	}
+	var raw fileYAML
+	root, probs := yamlfile.Decode(file, data, &raw, yamlfile.Options{Env: env})
+	if root == nil {
+		return nil, probs
+	}
+	v := validator{rep: yamlfile.NewReporter(file, root, probs), root: root, baseDir: baseDir, checkFiles: checkFiles}
+	cfg := v.build(&raw)
+	cfg.File = file
+	probs = append(probs, v.rep.Problems...)
+	if len(probs) > 0 {
+		probs.Sort()
+		return nil, probs
+	}
+	return cfg, nil
+}
+
+type validator struct {
+	rep        *yamlfile.Reporter
+	root       *yaml.Node
+	baseDir    string
+	checkFiles bool
+}
+
+func (v *validator) problem(path []any, format string, args ...any) {
+	v.rep.Add(path, format, args...)
+}
+
+var (
+	digitsRE  = regexp.MustCompile(`^[0-9]+$`)
+	appNameRE = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	versionRE = regexp.MustCompile(`^v[0-9]+\.[0-9]+$`)
+)
+
+func (v *validator) build(raw *fileYAML) *Config {
+	c := &Config{
+		Listen:      v.listen(raw.Listen),
+		DataDir:     v.path([]any{"data_dir"}, raw.DataDir, true),
+		DedupWindow: v.duration([]any{"dedup_window"}, raw.DedupWindow, DefaultDedupWindow),
+		CacheSize:   v.positive([]any{"cache_size"}, raw.CacheSize, DefaultCacheSize),
+	}
+
+	c.App.ID = v.id([]any{"app", "id"}, raw.App.ID, "the app's numeric id")
+	c.App.Secret = v.secret([]any{"app", "secret"}, raw.App.Secret)
+	c.App.VerifyToken = v.secret([]any{"app", "verify_token"}, raw.App.VerifyToken)
+
+	c.Graph.BaseURL = v.url([]any{"graph", "base_url"}, raw.Graph.BaseURL, DefaultGraphBaseURL)
+	c.Graph.Version = raw.Graph.Version
+	switch {
+	case c.Graph.Version == "":
+		c.Graph.Version = DefaultGraphVersion
+	case !versionRE.MatchString(c.Graph.Version):
+		v.problem([]any{"graph", "version"}, "invalid Graph API version %q: want one like %q", c.Graph.Version, DefaultGraphVersion)
+	}
+	c.Graph.Timeout = v.duration([]any{"graph", "timeout"}, raw.Graph.Timeout, DefaultGraphTimeout)
+	c.Graph.MaxAttempts = v.positive([]any{"graph", "max_attempts"}, raw.Graph.MaxAttempts, DefaultMaxAttempts)
+
+	c.Pages = v.pages()
+	c.Apps = v.apps(raw.Apps, c.App.ID)
+	c.Policies = v.policies()
+
+	c.Bot.URL = v.url([]any{"bot", "url"}, raw.Bot.URL, "")
+	c.Bot.Timeout = v.duration([]any{"bot", "timeout"}, raw.Bot.Timeout, DefaultBotTimeout)
+	c.Bot.ForwardStandby = raw.Bot.ForwardStandby
+	c.Bot.RetryMin = v.duration([]any{"bot", "retry_min"}, raw.Bot.RetryMin, DefaultRetryMin)
+	c.Bot.RetryMax = v.duration([]any{"bot", "retry_max"}, raw.Bot.RetryMax, DefaultRetryMax)
+	if c.Bot.RetryMin > 0 && c.Bot.RetryMax > 0 && c.Bot.RetryMin > c.Bot.RetryMax {
+		v.problem([]any{"bot", "retry_min"}, "%v is longer than bot.retry_max (%v)", c.Bot.RetryMin, c.Bot.RetryMax)
+	}
+
+	c.Webhook.Path = raw.Webhook.Path
+	switch {
+	case c.Webhook.Path == "":
+		c.Webhook.Path = DefaultWebhookPath
+	case !strings.HasPrefix(c.Webhook.Path, "/") || strings.ContainsAny(c.Webhook.Path, "?# \t"):
+		v.problem([]any{"webhook", "path"}, "must be a URL path starting with \"/\", like %q", DefaultWebhookPath)
+	}
+	c.Webhook.MaxBodyBytes = v.positive([]any{"webhook", "max_body_bytes"}, raw.Webhook.MaxBodyBytes, DefaultMaxBodyBytes)
+
+	c.Log.Level = v.level(raw.Log.Level)
+	return c
+}
+
+func (v *validator) listen(addr string) string {
+	if addr == "" {
+		return DefaultListen
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		v.problem([]any{"listen"}, "invalid address %q: want host:port, like %q or \"127.0.0.1:8080\"", addr, DefaultListen)
+	}
+	return addr
+}
+
+// path resolves a file system path against the config file's directory.
+func (v *validator) path(at []any, p string, required bool) string {
+	if p == "" {
+		if required {
+			v.problem(at, "required")
+		}
+		return ""
+	}
+	if !filepath.IsAbs(p) && v.baseDir != "" {
+		p = filepath.Join(v.baseDir, p)
+	}
+	return filepath.Clean(p)
+}
+
+func (v *validator) duration(at []any, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		v.problem(at, "invalid duration %q: use a number with a unit, like \"500ms\", \"10s\" or \"48h\"", s)
+		return 0
+	case d <= 0:
+		v.problem(at, "must be greater than zero, got %s", s)
+		return 0
+	}
+	return d
+}
+
+func (v *validator) positive(at []any, n *int, def int) int {
+	if n == nil {
+		return def
+	}
+	if *n <= 0 {
+		v.problem(at, "must be greater than zero, got %d", *n)
+	}
+	return *n
+}
+
+func (v *validator) id(at []any, s, what string) string {
+	switch {
+	case s == "":
+		v.problem(at, "required")
+	case !digitsRE.MatchString(s):
+		v.problem(at, "must be %s (digits only), got %q", what, s)
+	}
+	return s
+}
+
+func (v *validator) secret(at []any, s string) Secret {
+	if s == "" {
+		v.problem(at, "required")
+	}
+	return NewSecret(s)
+}
+
+// url checks an absolute http(s) URL and drops a trailing slash, so
+// callers can append paths.
+func (v *validator) url(at []any, s, def string) string {
+	if s == "" {
+		if def == "" {
+			v.problem(at, "required")
+		}
+		return def
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.problem(at, "must be an absolute http or https URL, got %q", s)
+		return s
+	}
+	return strings.TrimSuffix(s, "/")
+}
+
+func (v *validator) pages() []Page {
+	n := yamlfile.Len(v.root, "pages")
+	if n == 0 {
+		if !v.rep.Reported("pages") {
+			v.problem([]any{"pages"}, "required: at least one page, with id and token")
+		}
+		return nil
+	}
+	pages := make([]Page, 0, n)
+	first := make(map[string]int) // page id -> line
+	for i := range n {
+		at := []any{"pages", i}
+		node := yamlfile.Lookup(v.root, at...)
+		var raw pageYAML
+		if node == nil || node.Kind != yaml.MappingNode {
+			if !yamlfile.Present(v.root, at...) {
+				v.problem(at, "empty page: want id and token")
+			}
+			continue // otherwise a wrong shape, reported by yamlfile
+		}
+		_ = node.Decode(&raw) // type errors were reported by yamlfile.Decode
+		p := Page{
+			ID:    v.id(append(at, "id"), raw.ID, "the page's numeric id"),
+			Token: v.secret(append(at, "token"), raw.Token),
+		}
+		if p.ID != "" {
+			line, _ := yamlfile.Pos(v.root, "pages", i, "id")
+			if l, dup := first[p.ID]; dup {
+				v.problem(append(at, "id"), "duplicate page id %q (first at line %d)", p.ID, l)
+			} else {
+				first[p.ID] = line
+			}
+		}
+		pages = append(pages, p)
+	}
+	return pages
+}
+
+func (v *validator) apps(raw map[string]string, ownID string) map[string]string {
+	apps := make(map[string]string, len(raw))
+	for name, id := range raw {
+		at := []any{"apps", name}
+		switch {
+		case name == defaultAppForPolicies:
+			v.problem(at, "the name %q is reserved: policies use it for the page's default app", name)
+		case !appNameRE.MatchString(name):
+			v.problem(at, "invalid app name %q: use lowercase letters, digits, '-' and '_'", name)
+		}
+		v.id(at, id, "the app's numeric id")
+		if id != "" && id == ownID {
+			v.problem(at, "is Baton's own app id (app.id): passing a thread to it would hand it back to the bot")
+		}
+		apps[name] = id
+	}
+	return apps
+}
+
+func (v *validator) policies() []string {
+	var out []string
+	seen := make(map[string]int)
+	for i := range yamlfile.Len(v.root, "policies") {
+		at := []any{"policies", i}
+		node := yamlfile.Lookup(v.root, at...)
+		if node == nil || node.Kind != yaml.ScalarNode {
+			continue // a wrong shape, reported by yamlfile
+		}
+		var p string
+		if yamlfile.Present(v.root, at...) {
+			p = node.Value
+		}
+		if p == "" {
+			v.problem(at, "empty path")
+			continue
+		}
+		written := p
+		p = v.path(at, p, true)
+		if first, dup := seen[p]; dup {
+			v.problem(at, "%q is the same file as policies[%d]", written, first)
+			continue
+		}
+		seen[p] = i
+		if v.checkFiles {
+			if _, err := os.Stat(p); err != nil {
+				v.problem(at, "cannot read policy file: %v", err)
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+var levels = map[string]zapcore.Level{
+	"debug": zapcore.DebugLevel,
+	"info":  zapcore.InfoLevel,
+	"warn":  zapcore.WarnLevel,
+	"error": zapcore.ErrorLevel,
+}
+
+func (v *validator) level(s string) zapcore.Level {
+	if s == "" {
+		return DefaultLogLevel
+	}
+	l, ok := levels[s]
+	if !ok {
+		v.problem([]any{"log", "level"}, "unknown level %q (expected debug, info, warn or error)", s)
+	}
+	return l
+}

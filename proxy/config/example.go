@@ -1,0 +1,68 @@
+package config
+
+// Example is a complete, commented configuration. It parses when the
+// environment provides BATON_APP_SECRET, BATON_VERIFY_TOKEN and
+// PAGE_TOKEN; testdata/config/baton.example.yaml is the same text (a test
+// keeps them equal), ready to copy.
+const Example = `# Baton configuration, read by: baton serve --config baton.yaml
+#
+# Values may reference environment variables as ${NAME}; keep secrets out
+# of this file that way. Write $${ for a literal "${". Relative paths are
+# resolved against this file's directory. Unknown keys are errors, and
+# every problem is reported at once with its line and column.
+
+# Address for Meta's webhooks and the admin endpoints. Default ":8080".
+listen: "127.0.0.1:8080"
+
+# Where Baton keeps thread state, queues and timers. Required.
+data_dir: /var/lib/baton
+
+# The Messenger app the bot runs as (Baton takes its place as the Page's
+# webhook receiver, so it is the primary receiver of the handover protocol).
+app:
+  id: "555000111222333"
+  secret: ${BATON_APP_SECRET}          # checks X-Hub-Signature-256
+  verify_token: ${BATON_VERIFY_TOKEN}  # answers Meta's webhook verification
+
+# Graph API calls (thread control, sending messages). All optional.
+graph:
+  base_url: https://graph.facebook.com
+  version: v25.0
+  timeout: 10s       # per request
+  max_attempts: 5    # per call, including the first
+
+# The Pages Baton serves, with their Page access tokens. At least one.
+pages:
+  - id: "104455667788990"
+    token: ${PAGE_TOKEN}
+
+# Other apps policies can pass a conversation to: name -> app id.
+# ("default" is reserved: in a policy it means the page's default app.)
+apps:
+  inbox: "263902037430900"
+
+# Policy files, evaluated in order; the first matching rule wins.
+policies:
+  - policies/handoff.yaml
+
+# The existing bot, which receives every event no policy claims.
+bot:
+  url: http://127.0.0.1:3000/webhook
+  timeout: 10s
+  forward_standby: false   # also deliver standby events (another app owns the thread)
+  retry_min: 100ms         # backoff bounds for redelivery to the bot
+  retry_max: 30s
+
+webhook:
+  path: /webhook
+  max_body_bytes: 1048576  # 1 MiB
+
+# Meta may deliver an event more than once; ids are remembered this long.
+dedup_window: 48h
+
+# Thread states kept in memory in front of the database.
+cache_size: 100000
+
+log:
+  level: info   # debug | info | warn | error
+`

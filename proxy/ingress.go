@@ -1,0 +1,158 @@
+// Package proxy is Baton's webhook ingress: it answers Meta's GET
+// verification, checks X-Hub-Signature-256 over the raw body of every POST,
+// splits the delivery into events, appends them to their threads' durable
+// queues and only then answers 200. Everything slower (policy, Graph calls,
+// delivery to the bot) happens later in the thread workers.
+package proxy
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/proxy/signature"
+	"github.com/batonproxy/baton/state"
+)
+
+// Enqueuer stores accepted events durably.
+type Enqueuer interface {
+	Enqueue(ctx context.Context, now time.Time, events []state.NewEvent) ([]state.EnqueueResult, error)
+}
+
+// IngressOptions configure the webhook endpoint.
+type IngressOptions struct {
+	Path        string            // webhook path, e.g. "/webhook"
+	VerifyToken string            // hub.verify_token expected on GET
+	Signer      *signature.Signer // app secret
+	Queue       Enqueuer
+	// Notify is told which threads received new events once they are durable.
+	Notify  func(keys ...state.ThreadKey)
+	Timeout time.Duration // how long a POST may wait for the durable commit; default 5s
+	Clock   clock.Clock
+	Logger  *zap.Logger
+}
+
+// Ingress is the fasthttp handler for Meta's webhooks.
+type Ingress struct {
+	opts IngressOptions
+	log  *zap.Logger
+}
+
+// NewIngress checks the options and builds the handler.
+func NewIngress(opts IngressOptions) (*Ingress, error) {
+	if opts.Signer == nil || opts.Queue == nil || opts.VerifyToken == "" {
+		return nil, errors.New("ingress: Signer, Queue and VerifyToken are required")
+	}
+	if opts.Path == "" {
+		opts.Path = "/webhook"
+	}
+	if opts.Notify == nil {
+		opts.Notify = func(...state.ThreadKey) {}
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 5 * time.Second
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	return &Ingress{opts: opts, log: opts.Logger.Named("ingress")}, nil
+}
+
+// Handle serves the webhook path and a health check.
+func (in *Ingress) Handle(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	switch {
+	case path == "/healthz":
+		ctx.SetBodyString("ok")
+	case path != in.opts.Path:
+		ctx.Error("not found", fasthttp.StatusNotFound)
+	case ctx.IsGet():
+		in.verify(ctx)
+	case ctx.IsPost():
+		in.receive(ctx)
+	default:
+		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
+	}
+}
+
+// verify answers the subscription handshake.
+func (in *Ingress) verify(ctx *fasthttp.RequestCtx) {
+	args := ctx.QueryArgs()
+	token := args.Peek("hub.verify_token")
+	if string(args.Peek("hub.mode")) != "subscribe" ||
+		subtle.ConstantTimeCompare(token, []byte(in.opts.VerifyToken)) != 1 {
+		in.log.Warn("webhook verification refused", zap.ByteString("mode", args.Peek("hub.mode")))
+		ctx.Error("forbidden", fasthttp.StatusForbidden)
+		return
+	}
+	ctx.SetContentType("text/plain")
+	ctx.SetBody(args.Peek("hub.challenge"))
+}
+
+func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
+	body := ctx.PostBody()
+	if !in.opts.Signer.Verify256(body, ctx.Request.Header.Peek(signature.Header256)) {
+		in.log.Warn("webhook with missing or bad signature refused", zap.String("remote", ctx.RemoteAddr().String()), zap.Int("bytes", len(body)))
+		ctx.Error("bad signature", fasthttp.StatusForbidden)
+		return
+	}
+	events, err := messenger.Parse(body)
+	if err != nil {
+		in.log.Warn("webhook body refused", zap.Error(err))
+		ctx.Error(err.Error(), fasthttp.StatusBadRequest)
+		return
+	}
+	batch := make([]state.NewEvent, len(events))
+	for i := range events {
+		ev := &events[i]
+		batch[i] = state.NewEvent{
+			Thread:   state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()},
+			DedupKey: ev.DedupKey(),
+			Record:   messenger.EncodeRecord(ev),
+		}
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), in.opts.Timeout)
+	defer cancel()
+	results, err := in.opts.Queue.Enqueue(cctx, in.opts.Clock.Now(), batch)
+	if err != nil {
+		// Not acknowledged, so Meta delivers it again; the dedup window
+		// drops whatever part of it did get stored.
+		in.log.Error("could not store webhook events", zap.Int("events", len(batch)), zap.Error(err))
+		ctx.Error("temporarily unavailable", fasthttp.StatusServiceUnavailable)
+		return
+	}
+	var keys []state.ThreadKey
+	dups := 0
+	for i, r := range results {
+		if r == state.Accepted {
+			keys = append(keys, batch[i].Thread)
+		} else {
+			dups++
+		}
+	}
+	if dups > 0 {
+		in.log.Info("re-delivered events dropped", zap.Int("duplicates", dups))
+	}
+	in.opts.Notify(keys...)
+	ctx.SetContentType("text/plain")
+	ctx.SetBodyString("EVENT_RECEIVED")
+}
+
+// RequestError answers requests fasthttp could not read: 413 for a body over
+// the limit (fasthttp's own answer would be a 400), 400 otherwise.
+func RequestError(ctx *fasthttp.RequestCtx, err error) {
+	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		return
+	}
+	ctx.Error("bad request", fasthttp.StatusBadRequest)
+}

@@ -1,0 +1,882 @@
+package sandbox
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/signature"
+)
+
+const (
+	// DefaultVersion is the Graph API version served when Options.Version is
+	// empty; it matches the version used in Meta's current examples.
+	DefaultVersion = "v25.0"
+
+	defaultRetryDelay = 20 * time.Millisecond
+
+	// controlTTL is how long control lasts without user activity before the
+	// thread goes idle (Conversation Routing, reference 5.4).
+	controlTTL = 24 * time.Hour
+	// maxExtend caps extend_thread_control (reference 5.1).
+	maxExtend = 7 * 24 * time.Hour
+)
+
+// Transcript line kinds and the From value of user lines.
+const (
+	KindText       = "text"
+	KindQuickReply = "quick_reply"
+	KindPostback   = "postback"
+	KindSend       = "send"
+	KindPass       = "pass"
+	KindTake       = "take"
+	KindRelease    = "release"
+	KindRequest    = "request"
+
+	FromUser = "user"
+)
+
+// ErrClosed is returned by Flush once the platform is closed.
+var ErrClosed = errors.New("sandbox: platform closed")
+
+// AppSpec describes one app connected to every Page of the platform.
+type AppSpec struct {
+	ID         string // numeric app id as string
+	Secret     string // app secret: webhooks to this app are signed with it
+	WebhookURL string // where this app's webhooks go; may be "" and set later with SetWebhook
+	CanTake    bool   // has the "take control of conversations" permission
+}
+
+// Options configures a Platform. The zero values of Version, Clock, Logger
+// and RetryDelay select the defaults documented on each field.
+type Options struct {
+	Version    string        // Graph API version in paths (default DefaultVersion)
+	Pages      []string      // page ids
+	DefaultApp string        // app id of the Page's default app; "" = zero-config mode (no routing)
+	Apps       []AppSpec     // apps connected to every page
+	Clock      clock.Clock   // used for timestamps and control expiry (default clock.Real{})
+	Logger     *zap.Logger   // default zap.NewNop()
+	RetryDelay time.Duration // delay before re-delivering a webhook that was not acked with 200 (default 20ms)
+}
+
+// Line is one entry of a thread's transcript.
+type Line struct {
+	At      time.Time
+	From    string // "user" or the acting app id
+	Kind    string // "text", "quick_reply", "postback", "send", "pass", "take", "release", "request"
+	Text    string // text / title / metadata
+	Payload string
+	Owner   string // owner app id AFTER this line ("" idle)
+}
+
+// Call is one Graph API HTTP request the platform received.
+type Call struct {
+	AppID, Page, Endpoint, Method string
+	Status                        int
+	Code, Subcode                 int // Graph error code and subcode; 0 on success
+	Body                          string
+}
+
+type threadKey struct{ page, user string }
+
+type thread struct {
+	owner   string
+	expires time.Time // when control lapses; meaningful only with an owner
+	lines   []Line
+}
+
+// app is one connected app and its webhook outbox.
+type app struct {
+	spec   AppSpec
+	signer *signature.Signer
+	url    string
+	queue  []*delivery   // front = in flight or next; removed only once acked
+	wake   chan struct{} // capacity 1: "the queue or the URL changed"
+}
+
+type tokenOwner struct{ page, app string }
+
+type fault struct {
+	err *APIError
+	n   int
+}
+
+// Platform is a running fake Messenger platform. Create it with Start and
+// stop it with Close. All methods are safe for concurrent use.
+type Platform struct {
+	version    string
+	defaultApp string
+	clk        clock.Clock
+	log        *zap.Logger
+	retryDelay time.Duration
+	midPrefix  string
+	tokens     map[string]tokenOwner // read-only after Start
+	pages      map[string]bool       // read-only after Start
+	apps       map[string]*app       // map read-only after Start; app fields under mu
+	appOrder   []string              // delivery order of a broadcast, as in Options.Apps
+
+	ln      net.Listener
+	srv     *fasthttp.Server
+	client  *fasthttp.Client
+	baseURL string
+
+	done      chan struct{} // closed by Close: stops outboxes and retry waits
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+
+	mu      sync.Mutex
+	closed  bool
+	threads map[threadKey]*thread
+	calls   []Call
+	faults  map[string]*fault
+	seq     uint64
+	changed chan struct{} // closed and replaced when an outbox shrinks, a URL is set or the platform closes
+}
+
+// Start validates opts, then serves the Graph API on 127.0.0.1 (random
+// port) and starts one webhook outbox per app.
+func Start(opts Options) (*Platform, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	p := &Platform{
+		version:    opts.Version,
+		defaultApp: opts.DefaultApp,
+		clk:        opts.Clock,
+		log:        opts.Logger,
+		retryDelay: opts.RetryDelay,
+		tokens:     make(map[string]tokenOwner),
+		pages:      make(map[string]bool),
+		apps:       make(map[string]*app),
+		done:       make(chan struct{}),
+		threads:    make(map[threadKey]*thread),
+		faults:     make(map[string]*fault),
+		changed:    make(chan struct{}),
+	}
+	if p.version == "" {
+		p.version = DefaultVersion
+	}
+	if p.clk == nil {
+		p.clk = clock.Real{}
+	}
+	if p.log == nil {
+		p.log = zap.NewNop()
+	}
+	p.log = p.log.Named("sandbox")
+	if p.retryDelay == 0 {
+		// A zero delay would turn a failing receiver into a busy loop.
+		p.retryDelay = defaultRetryDelay
+	}
+	// Mids must not repeat across runs: Baton deduplicates on mid and may
+	// keep its store between two `baton demo` runs.
+	var rnd [4]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		return nil, fmt.Errorf("sandbox: mid prefix: %w", err)
+	}
+	p.midPrefix = hex.EncodeToString(rnd[:])
+
+	for _, page := range opts.Pages {
+		p.pages[page] = true
+	}
+	for _, spec := range opts.Apps {
+		a := &app{
+			spec:   spec,
+			signer: signature.New([]byte(spec.Secret)),
+			url:    spec.WebhookURL,
+			wake:   make(chan struct{}, 1),
+		}
+		p.apps[spec.ID] = a
+		p.appOrder = append(p.appOrder, spec.ID)
+		for _, page := range opts.Pages {
+			p.tokens[p.Token(page, spec.ID)] = tokenOwner{page: page, app: spec.ID}
+		}
+	}
+
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: listen for graph API: %w", err)
+	}
+	p.ln = ln
+	p.baseURL = "http://" + ln.Addr().String()
+	p.srv = &fasthttp.Server{
+		Handler:            p.serveGraph,
+		Name:               "sandbox-graph",
+		ReadTimeout:        10 * time.Second,
+		WriteTimeout:       10 * time.Second,
+		IdleTimeout:        30 * time.Second, // Shutdown only closes idle keep-alive connections
+		MaxRequestBodySize: 1 << 20,
+		Logger:             fasthttpLogger{p.log.Sugar()},
+	}
+	p.client = &fasthttp.Client{
+		Name:                "facebookexternalua", // the User-Agent Meta's webhook sender uses
+		ReadTimeout:         deliveryTimeout,
+		WriteTimeout:        deliveryTimeout,
+		MaxIdleConnDuration: 10 * time.Second,
+	}
+
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		if err := p.srv.Serve(ln); err != nil {
+			p.log.Error("graph API server stopped", zap.Error(err))
+		}
+	}()
+	for _, id := range p.appOrder {
+		p.wg.Add(1)
+		go p.runOutbox(p.apps[id])
+	}
+	p.log.Info("sandbox started", zap.String("url", p.baseURL), zap.String("default_app", p.defaultApp))
+	return p, nil
+}
+
+// validate reports every problem with opts at once.
+func (o Options) validate() error {
+	var errs []error
+	if o.Version != "" && (len(o.Version) < 2 || o.Version[0] != 'v') {
+		errs = append(errs, fmt.Errorf("Version %q: want a Graph version like %q", o.Version, DefaultVersion))
+	}
+	if len(o.Pages) == 0 {
+		errs = append(errs, errors.New("Pages: at least one page id is required"))
+	}
+	seenPage := map[string]bool{}
+	for i, page := range o.Pages {
+		switch {
+		case page == "" || page == "me":
+			errs = append(errs, fmt.Errorf("Pages[%d]: %q is not a usable page id", i, page))
+		case seenPage[page]:
+			errs = append(errs, fmt.Errorf("Pages[%d]: duplicate page id %q", i, page))
+		}
+		seenPage[page] = true
+	}
+	if len(o.Apps) == 0 {
+		errs = append(errs, errors.New("Apps: at least one app is required"))
+	}
+	seenApp := map[string]bool{}
+	for i, a := range o.Apps {
+		// Echoes carry app_id as a JSON number, so ids must be digits.
+		if !isDigits(a.ID) {
+			errs = append(errs, fmt.Errorf("Apps[%d].ID %q: app ids must be numeric", i, a.ID))
+		}
+		if seenApp[a.ID] {
+			errs = append(errs, fmt.Errorf("Apps[%d].ID: duplicate app id %q", i, a.ID))
+		}
+		seenApp[a.ID] = true
+		if a.Secret == "" {
+			errs = append(errs, fmt.Errorf("Apps[%d].Secret: required to sign webhooks", i))
+		}
+	}
+	if o.DefaultApp != "" && !seenApp[o.DefaultApp] {
+		errs = append(errs, fmt.Errorf("DefaultApp %q is not one of Apps", o.DefaultApp))
+	}
+	if o.RetryDelay < 0 {
+		errs = append(errs, fmt.Errorf("RetryDelay %v: must not be negative", o.RetryDelay))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("sandbox: invalid options: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// URL is the Graph API base URL, without a trailing slash or version.
+func (p *Platform) URL() string { return p.baseURL }
+
+// Version is the Graph API version the platform serves.
+func (p *Platform) Version() string { return p.version }
+
+// Token returns appID's page access token for page. It is deterministic so
+// configuration files for the demo can be written before the platform runs.
+func (p *Platform) Token(page, appID string) string { return "tok-" + page + "-" + appID }
+
+// SetWebhook sets (or changes) where appID's webhooks go; queued webhooks
+// are then delivered there. Unknown apps are ignored with a warning.
+func (p *Platform) SetWebhook(appID, url string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	a, ok := p.apps[appID]
+	if !ok {
+		p.log.Warn("set webhook for unknown app", zap.String("app", appID))
+		return
+	}
+	a.url = url
+	wake(a.wake)
+	p.notifyLocked()
+}
+
+// Close stops the Graph API server and the webhook outboxes. Webhooks not
+// yet acked are dropped. Close is idempotent.
+func (p *Platform) Close() error {
+	p.closeOnce.Do(func() {
+		p.mu.Lock()
+		p.closed = true
+		p.notifyLocked()
+		p.mu.Unlock()
+		close(p.done)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := p.srv.ShutdownWithContext(ctx); err != nil {
+			p.closeErr = fmt.Errorf("sandbox: shut down graph API server: %w", err)
+		}
+		// Shutdown does nothing if Serve has not registered the listener
+		// yet (a Close right after Start); closing it ends Serve anyway.
+		_ = p.ln.Close()
+		p.wg.Wait()
+		// Drop keep-alive connections so receivers can shut down at once.
+		p.client.CloseIdleConnections()
+	})
+	return p.closeErr
+}
+
+// --- user actions ---
+
+// UserText is the user typing text to page. It returns the message's mid,
+// or "" if page is unknown or user is empty.
+func (p *Platform) UserText(page, user, text string) string {
+	return p.userAction(page, user, KindText, text, "")
+}
+
+// UserQuickReply is the user tapping a quick reply: a message event with
+// text=title and quick_reply.payload.
+func (p *Platform) UserQuickReply(page, user, title, payload string) string {
+	return p.userAction(page, user, KindQuickReply, title, payload)
+}
+
+// UserPostback is the user tapping a postback button. Apps that receive it
+// on standby get it without the payload, as on the real platform.
+func (p *Platform) UserPostback(page, user, title, payload string) string {
+	return p.userAction(page, user, KindPostback, title, payload)
+}
+
+func (p *Platform) userAction(page, user, kind, text, payload string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.pages[page] || user == "" {
+		p.log.Warn("user action ignored: unknown page or empty user",
+			zap.String("page", page), zap.String("user", user), zap.String("kind", kind))
+		return ""
+	}
+	now := p.clk.Now()
+	key := threadKey{page, user}
+	t := p.threads[key]
+	if t == nil {
+		t = &thread{}
+		p.threads[key] = t
+	}
+	owner := p.ownerLocked(t, now)
+	switch {
+	case owner == "" && p.defaultApp != "":
+		// Conversation Routing: a message on an idle thread hands it to
+		// the default app before anyone sees it.
+		p.setOwnerLocked(t, p.defaultApp, now)
+		owner = p.defaultApp
+	case owner != "":
+		// User activity keeps control alive for another 24 hours.
+		if exp := now.Add(controlTTL); exp.After(t.expires) {
+			t.expires = exp
+		}
+	}
+
+	mid := p.nextMIDLocked()
+	ev := &event{
+		Sender:    &idRef{ID: user},
+		Recipient: &idRef{ID: page},
+		Timestamp: now.UnixMilli(),
+	}
+	switch kind {
+	case KindText:
+		ev.Message = &messageEvent{MID: mid, Text: text}
+	case KindQuickReply:
+		ev.Message = &messageEvent{MID: mid, Text: text, QuickReply: &quickReply{Payload: payload}}
+	case KindPostback:
+		ev.Postback = &postbackEvent{MID: mid, Title: text, Payload: payload}
+	}
+	t.lines = append(t.lines, Line{At: now, From: FromUser, Kind: kind, Text: text, Payload: payload, Owner: owner})
+	// owner is "" only in zero-config mode on an idle thread: every app
+	// then gets the event on messaging[].
+	p.broadcastLocked(page, now, ev, owner)
+	return mid
+}
+
+// --- app actions (shared by the in-process methods and the Graph API) ---
+
+// outgoing is the content of a Send API call.
+type outgoing struct {
+	text         string
+	attachment   []byte // raw JSON of message.attachment
+	metadata     string
+	senderAction string
+	control      *threadControl // inline thread_control (Conversation Routing only)
+}
+
+// threadControl is the Send API's inline thread_control parameter.
+type threadControl struct {
+	controlType string // "pass" or "release"
+	appID       string // pass target; "" = default app
+}
+
+// Send sends text to user as appID, with the same rules as POST /messages.
+// It only queues webhooks, so it is safe to call from a Receiver callback.
+func (p *Platform) Send(appID, page, user, text string) (mid string, err error) {
+	mid, apiErr := p.send(appID, page, user, outgoing{text: text})
+	if apiErr != nil {
+		return "", apiErr
+	}
+	return mid, nil
+}
+
+// Pass passes control of the thread to targetAppID ("" = the default app),
+// like POST /pass_thread_control.
+func (p *Platform) Pass(appID, page, user, targetAppID, metadata string) error {
+	return asError(p.pass(appID, page, user, targetAppID, metadata))
+}
+
+// Take takes control of the thread, like POST /take_thread_control.
+func (p *Platform) Take(appID, page, user, metadata string) error {
+	return asError(p.take(appID, page, user, metadata))
+}
+
+// Release makes the thread idle, like POST /release_thread_control.
+func (p *Platform) Release(appID, page, user, metadata string) error {
+	return asError(p.release(appID, page, user, metadata))
+}
+
+// Request asks for control, like POST /request_thread_control.
+func (p *Platform) Request(appID, page, user, metadata string) error {
+	return asError(p.request(appID, page, user, metadata))
+}
+
+// Extend extends appID's control of the thread by d, like POST
+// /extend_thread_control (d is truncated to whole seconds).
+func (p *Platform) Extend(appID, page, user string, d time.Duration) error {
+	return asError(p.extend(appID, page, user, int64(d/time.Second)))
+}
+
+// asError avoids returning a typed nil *APIError inside a non-nil error.
+func asError(e *APIError) error {
+	if e == nil {
+		return nil
+	}
+	return e
+}
+
+func (p *Platform) send(appID, page, user string, m outgoing) (string, *APIError) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return "", e
+	}
+	if e := validateOutgoing(m); e != nil {
+		return "", e
+	}
+	if m.control != nil {
+		if p.defaultApp == "" {
+			return "", newParamError("thread_control is only supported when Conversation Routing is enabled")
+		}
+		if m.control.appID != "" && p.apps[m.control.appID] == nil {
+			return "", errUnknownApp(m.control.appID)
+		}
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return "", e
+	}
+	now := p.clk.Now()
+	owner := p.ownerLocked(t, now)
+	if !p.maySend(appID, owner) {
+		return "", errAnotherAppControls()
+	}
+	if m.control != nil && m.control.controlType == "pass" {
+		target := m.control.appID
+		if target == "" {
+			target = p.defaultApp
+		}
+		if target == appID {
+			return "", newParamError("thread_control cannot pass the thread to the sending app")
+		}
+	}
+	if m.senderAction != "" {
+		// typing_on / mark_seen: no message, no echo, no transcript line.
+		return "", nil
+	}
+
+	mid := p.nextMIDLocked()
+	msg := &messageEvent{IsEcho: true, AppID: json.Number(appID), Metadata: m.metadata, MID: mid, Text: m.text}
+	lineText := m.text
+	if len(m.attachment) > 0 {
+		msg.Attachments = []json.RawMessage{m.attachment}
+		lineText = "[attachment]"
+		if attachmentType(m.attachment) == "template" {
+			lineText = "[template]"
+		}
+	}
+	// Echo: sender = Page, recipient = user.
+	ev := &event{Sender: &idRef{ID: page}, Recipient: &idRef{ID: user}, Timestamp: now.UnixMilli(), Message: msg}
+	t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindSend, Text: lineText, Owner: owner})
+	p.broadcastLocked(page, now, ev, appID)
+
+	if m.control != nil {
+		// The message and the handover happen in one request (reference 5.3).
+		switch m.control.controlType {
+		case "pass":
+			if e := p.passLocked(t, appID, page, user, m.control.appID, "", now); e != nil {
+				p.log.Warn("inline pass failed after send", zap.Error(e))
+			}
+		case "release":
+			p.releaseLocked(t, appID, "", now)
+		}
+	}
+	return mid, nil
+}
+
+// maySend applies the sending rule: the owner may send; on an idle thread
+// only the default app may (anyone when there is no default app).
+func (p *Platform) maySend(appID, owner string) bool {
+	if owner != "" {
+		return owner == appID
+	}
+	return p.defaultApp == "" || p.defaultApp == appID
+}
+
+func (p *Platform) pass(appID, page, user, target, metadata string) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return e
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return e
+	}
+	return p.passLocked(t, appID, page, user, target, metadata, p.clk.Now())
+}
+
+// passLocked moves control from caller (the owner, or anyone while idle) to
+// target ("" = default app) and tells the new owner.
+func (p *Platform) passLocked(t *thread, caller, page, user, target, metadata string, now time.Time) *APIError {
+	owner := p.ownerLocked(t, now)
+	if owner != "" && owner != caller {
+		return errNotThreadOwner()
+	}
+	if target == "" {
+		if p.defaultApp == "" {
+			return newParamError("target_app_id is required: the Page has no default app")
+		}
+		target = p.defaultApp
+	}
+	if p.apps[target] == nil {
+		return errUnknownApp(target)
+	}
+	// Passing to yourself would be a way to extend control, which the
+	// platform forbids. On an idle thread it is allowed only in zero-config
+	// mode (reference 5.4); with routing it would bypass the take permission.
+	if target == caller && (owner == caller || p.defaultApp != "") {
+		return newParamError("an app cannot pass thread control to itself")
+	}
+	p.setOwnerLocked(t, target, now)
+	t.lines = append(t.lines, Line{At: now, From: caller, Kind: KindPass, Text: metadata, Owner: target})
+	p.sendPassEventLocked(page, user, owner, target, metadata, now)
+	return nil
+}
+
+func (p *Platform) sendPassEventLocked(page, user, previous, target, metadata string, now time.Time) {
+	ev := &event{
+		Sender:    &idRef{ID: user},
+		Recipient: &idRef{ID: page},
+		Timestamp: now.UnixMilli(),
+		Pass:      &passEvent{NewOwnerAppID: target, PreviousOwnerAppID: previous, Metadata: metadata},
+	}
+	p.enqueueEventLocked(target, page, now, channelMessaging, ev)
+}
+
+func (p *Platform) take(appID, page, user, metadata string) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return e
+	}
+	if p.defaultApp == "" {
+		return errTakeNeedsRouting()
+	}
+	if !p.apps[appID].spec.CanTake {
+		return errNoTakePermission()
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return e
+	}
+	now := p.clk.Now()
+	owner := p.ownerLocked(t, now)
+	if owner == appID {
+		// Taking your own thread would extend control; use extend instead.
+		return errAlreadyOwner()
+	}
+	p.setOwnerLocked(t, appID, now)
+	t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindTake, Text: metadata, Owner: appID})
+	if owner == "" {
+		return nil // taking an idle thread produces no webhook
+	}
+	ev := &event{
+		Sender:    &idRef{ID: user},
+		Recipient: &idRef{ID: page},
+		Timestamp: now.UnixMilli(),
+		Take:      &takeEvent{PreviousOwnerAppID: owner, NewOwnerAppID: appID, Metadata: metadata},
+	}
+	p.enqueueEventLocked(owner, page, now, channelMessaging, ev)
+	return nil
+}
+
+func (p *Platform) release(appID, page, user, metadata string) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return e
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return e
+	}
+	now := p.clk.Now()
+	if p.ownerLocked(t, now) != appID {
+		return errNotThreadOwner()
+	}
+	p.releaseLocked(t, appID, metadata, now)
+	return nil
+}
+
+// releaseLocked makes the thread idle. No webhook: nobody is told.
+func (p *Platform) releaseLocked(t *thread, caller, metadata string, now time.Time) {
+	t.owner = ""
+	t.expires = time.Time{}
+	t.lines = append(t.lines, Line{At: now, From: caller, Kind: KindRelease, Text: metadata})
+}
+
+// request asks the owner for control. Meta documents request_thread_control
+// for zero-config Pages only; the sandbox also allows it with routing
+// enabled so Baton's handling of request_thread_control webhooks can be
+// tested on a routed Page.
+func (p *Platform) request(appID, page, user, metadata string) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return e
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return e
+	}
+	now := p.clk.Now()
+	owner := p.ownerLocked(t, now)
+	switch owner {
+	case appID:
+		return errAlreadyOwner()
+	case "":
+		// Idle: the first requester gets the thread and a pass webhook.
+		p.setOwnerLocked(t, appID, now)
+		t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindRequest, Text: metadata, Owner: appID})
+		p.sendPassEventLocked(page, user, "", appID, metadata, now)
+		return nil
+	}
+	t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindRequest, Text: metadata, Owner: owner})
+	ev := &event{
+		Sender:    &idRef{ID: user},
+		Recipient: &idRef{ID: page},
+		Timestamp: now.UnixMilli(),
+		Request:   &requestEvent{RequestedOwnerAppID: appID, Metadata: metadata},
+	}
+	p.enqueueEventLocked(owner, page, now, channelMessaging, ev)
+	return nil
+}
+
+func (p *Platform) extend(appID, page, user string, seconds int64) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return e
+	}
+	d := time.Duration(seconds) * time.Second
+	if seconds <= 0 || d > maxExtend {
+		return newParamError("duration must be between 1 and " + strconv.Itoa(int(maxExtend/time.Second)) + " seconds")
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return e
+	}
+	now := p.clk.Now()
+	if p.ownerLocked(t, now) != appID {
+		return errNotThreadOwner()
+	}
+	t.expires = now.Add(d)
+	return nil
+}
+
+// threadOwner answers GET /thread_owner. Only the owner and the default app
+// (everyone in zero-config mode) may see which app owns the thread; other
+// apps only see the expiration (reference 5.1), which showApp reports.
+func (p *Platform) threadOwner(appID, page, user string) (owner string, showApp bool, expires time.Time, e *APIError) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return "", false, time.Time{}, e
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return "", false, time.Time{}, e
+	}
+	owner = p.ownerLocked(t, p.clk.Now())
+	if owner == "" {
+		return "", false, time.Time{}, nil
+	}
+	showApp = owner == appID || p.defaultApp == "" || p.defaultApp == appID
+	return owner, showApp, t.expires, nil
+}
+
+// --- state helpers (p.mu held) ---
+
+// checkCaller plays the part of token validation for in-process calls.
+func (p *Platform) checkCaller(appID, page string) *APIError {
+	if p.apps[appID] == nil || !p.pages[page] {
+		return errBadToken()
+	}
+	return nil
+}
+
+// threadLocked returns the thread, which exists once the user has written
+// to the page; otherwise the user is unknown to the Page (100/2018001).
+func (p *Platform) threadLocked(page, user string) (*thread, *APIError) {
+	t := p.threads[threadKey{page, user}]
+	if t == nil {
+		return nil, errNoMatchingUser()
+	}
+	return t, nil
+}
+
+// ownerLocked returns the thread owner, first letting control lapse if it
+// has expired (evaluated lazily against the injected clock).
+func (p *Platform) ownerLocked(t *thread, now time.Time) string {
+	if t.owner != "" && !now.Before(t.expires) {
+		p.log.Debug("thread control expired", zap.String("owner", t.owner))
+		t.owner = ""
+		t.expires = time.Time{}
+	}
+	return t.owner
+}
+
+func (p *Platform) setOwnerLocked(t *thread, owner string, now time.Time) {
+	t.owner = owner
+	t.expires = now.Add(controlTTL)
+}
+
+func (p *Platform) nextMIDLocked() string {
+	p.seq++
+	return "m_" + p.midPrefix + "_" + strconv.FormatUint(p.seq, 10)
+}
+
+// notifyLocked wakes every Flush waiter.
+func (p *Platform) notifyLocked() {
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// --- inspection ---
+
+// Owner returns the app that owns the thread, "" when idle or unknown.
+func (p *Platform) Owner(page, user string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.threads[threadKey{page, user}]
+	if t == nil {
+		return ""
+	}
+	return p.ownerLocked(t, p.clk.Now())
+}
+
+// Transcript returns a copy of the thread's transcript, oldest first.
+func (p *Platform) Transcript(page, user string) []Line {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.threads[threadKey{page, user}]
+	if t == nil {
+		return nil
+	}
+	return append([]Line(nil), t.lines...)
+}
+
+// Calls returns a copy of every Graph API HTTP call received, in the order
+// they completed.
+func (p *Platform) Calls() []Call {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Call(nil), p.calls...)
+}
+
+// FailNext makes the next n HTTP calls to endpoint ("messages",
+// "pass_thread_control", "thread_owner", ...) fail with the given HTTP
+// status and Graph error code/subcode, without any effect. n <= 0 clears a
+// pending fault. Calls with a bad token fail with 190 first and do not use
+// up the fault.
+func (p *Platform) FailNext(endpoint string, httpStatus, code, subcode, n int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n <= 0 {
+		delete(p.faults, endpoint)
+		return
+	}
+	if httpStatus < 400 || httpStatus > 599 {
+		httpStatus = 400
+	}
+	p.faults[endpoint] = &fault{err: injectedError(httpStatus, code, subcode), n: n}
+}
+
+// takeFault consumes one injected failure for endpoint, if any.
+func (p *Platform) takeFault(endpoint string) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f := p.faults[endpoint]
+	if f == nil {
+		return nil
+	}
+	f.n--
+	if f.n <= 0 {
+		delete(p.faults, endpoint)
+	}
+	e := *f.err
+	e.FBTraceID = newTraceID()
+	return &e
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// wake does a non-blocking send on a capacity-1 channel.
+func wake(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// fasthttpLogger routes fasthttp's own messages to zap at debug level:
+// they are mostly about clients closing connections.
+type fasthttpLogger struct{ s *zap.SugaredLogger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) { l.s.Debugf(format, args...) }
