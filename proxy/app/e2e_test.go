@@ -270,3 +270,42 @@ func TestStandbyForwardingSwitch(t *testing.T) {
 		t.Errorf("standby event forwarded in %s[]; want standby[]", got.Channel)
 	}
 }
+
+func TestEventsWithoutUserAndInstagramAreForwarded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	body := envelope(
+		fmt.Sprintf(`{"recipient":{"id":%q},"timestamp":1,"app_roles":{%q:["primary_receiver"]}}`, page, botApp),
+		fmt.Sprintf(`{"recipient":{"id":%q},"timestamp":2,"policy_enforcement":{"action":"block","reason":"spam"}}`, page),
+		fmt.Sprintf(`{"recipient":{"id":%q},"timestamp":3,"optin":{"ref":"checkout","user_ref":"ur_1"}}`, page),
+	)
+	if s := h.postSigned(body); s != 200 {
+		t.Fatalf("status %d", s)
+	}
+	ig := []byte(fmt.Sprintf(`{"object":"instagram","entry":[{"id":%q,"time":1,"messaging":[%s]}]}`, page, textEvent("9001", "m_ig", "from instagram")))
+	if s := h.postSigned(ig); s != 200 {
+		t.Fatalf("instagram status %d", s)
+	}
+	got := h.waitText(h.bot, "9001", "from instagram")
+	if got.Object != "instagram" {
+		t.Errorf("instagram event forwarded as object %q", got.Object)
+	}
+	err := h.bot.WaitFor(h.ctx(), func(evs []sandbox.Received) bool { return len(evs) >= 4 })
+	if err != nil {
+		t.Fatalf("bot got %d of 4 events: %v", len(h.bot.Events()), err)
+	}
+}
+
+func TestFailedHandoverStillAnswersTheUser(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	const u = "9101"
+	// Every attempt of the pass fails with a permanent error.
+	h.p.FailNext("pass_thread_control", 400, 10, 2018300, 1)
+	h.p.UserText(page, u, "agent please")
+	// Nobody took the thread, so the bot gets the message after all.
+	h.waitText(h.bot, u, "agent please")
+	if got := h.p.Owner(page, u); got != botApp {
+		t.Errorf("owner = %q; want the bot to keep the thread", got)
+	}
+}

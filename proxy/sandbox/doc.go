@@ -30,7 +30,15 @@
 //   - pass_thread_control, take_thread_control, release_thread_control,
 //     request_thread_control, extend_thread_control and thread_owner behave
 //     as described in the reference (take needs a default app and the take
-//     permission; taking an idle thread and releasing send no webhook).
+//     permission; taking an idle thread and releasing send no webhook;
+//     thread_owner shows app_id only to the owner and the default app).
+//     One deliberate difference: request_thread_control also works with a
+//     default app set, which Meta reserves for zero-config Pages, so that
+//     Baton's handling of request webhooks can be tested on a routed Page.
+//   - The Send API checks messaging_type, text length (2000), metadata
+//     length (<1000) and 13 quick replies, accepts attachments/templates and
+//     the inline thread_control (pass/release) of Conversation Routing. It
+//     does not enforce the 24-hour messaging window.
 //   - Control lapses after 24 hours without user activity (measured with the
 //     injected clock) unless extended, up to 7 days.
 //   - Graph errors have Meta's shape {"error":{message,type,code,

@@ -245,43 +245,43 @@ func Start(opts Options) (*Platform, error) {
 func (o Options) validate() error {
 	var errs []error
 	if o.Version != "" && (len(o.Version) < 2 || o.Version[0] != 'v') {
-		errs = append(errs, fmt.Errorf("Version %q: want a Graph version like %q", o.Version, DefaultVersion))
+		errs = append(errs, fmt.Errorf("option Version %q: want a Graph version like %q", o.Version, DefaultVersion))
 	}
 	if len(o.Pages) == 0 {
-		errs = append(errs, errors.New("Pages: at least one page id is required"))
+		errs = append(errs, errors.New("option Pages: at least one page id is required"))
 	}
 	seenPage := map[string]bool{}
 	for i, page := range o.Pages {
 		switch {
 		case page == "" || page == "me":
-			errs = append(errs, fmt.Errorf("Pages[%d]: %q is not a usable page id", i, page))
+			errs = append(errs, fmt.Errorf("option Pages[%d]: %q is not a usable page id", i, page))
 		case seenPage[page]:
-			errs = append(errs, fmt.Errorf("Pages[%d]: duplicate page id %q", i, page))
+			errs = append(errs, fmt.Errorf("option Pages[%d]: duplicate page id %q", i, page))
 		}
 		seenPage[page] = true
 	}
 	if len(o.Apps) == 0 {
-		errs = append(errs, errors.New("Apps: at least one app is required"))
+		errs = append(errs, errors.New("option Apps: at least one app is required"))
 	}
 	seenApp := map[string]bool{}
 	for i, a := range o.Apps {
 		// Echoes carry app_id as a JSON number, so ids must be digits.
 		if !isDigits(a.ID) {
-			errs = append(errs, fmt.Errorf("Apps[%d].ID %q: app ids must be numeric", i, a.ID))
+			errs = append(errs, fmt.Errorf("option Apps[%d].ID %q: app ids must be numeric", i, a.ID))
 		}
 		if seenApp[a.ID] {
-			errs = append(errs, fmt.Errorf("Apps[%d].ID: duplicate app id %q", i, a.ID))
+			errs = append(errs, fmt.Errorf("option Apps[%d].ID: duplicate app id %q", i, a.ID))
 		}
 		seenApp[a.ID] = true
 		if a.Secret == "" {
-			errs = append(errs, fmt.Errorf("Apps[%d].Secret: required to sign webhooks", i))
+			errs = append(errs, fmt.Errorf("option Apps[%d].Secret: required to sign webhooks", i))
 		}
 	}
 	if o.DefaultApp != "" && !seenApp[o.DefaultApp] {
-		errs = append(errs, fmt.Errorf("DefaultApp %q is not one of Apps", o.DefaultApp))
+		errs = append(errs, fmt.Errorf("option DefaultApp %q is not one of Apps", o.DefaultApp))
 	}
 	if o.RetryDelay < 0 {
-		errs = append(errs, fmt.Errorf("RetryDelay %v: must not be negative", o.RetryDelay))
+		errs = append(errs, fmt.Errorf("option RetryDelay %v: must not be negative", o.RetryDelay))
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("sandbox: invalid options: %w", errors.Join(errs...))

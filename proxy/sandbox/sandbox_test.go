@@ -751,7 +751,6 @@ func TestFlushReturnsWhenContextEnds(t *testing.T) {
 	f.p.UserText(testPage, alice, "hi")
 	ctx, cancel := context.WithCancel(context.Background())
 	// Cancel once delivery has demonstrably failed, so Flush must give up.
-	f.bot.OnEvent(func(Received) {})
 	if err := f.bot.WaitRefused(testCtx(t), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -770,5 +769,36 @@ func TestEscapeNonASCII(t *testing.T) {
 		if got := string(escapeNonASCII([]byte(in))); got != want {
 			t.Errorf("escapeNonASCII(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestTemplateSendWithInlinePass(t *testing.T) {
+	f := newFixture(t, botID)
+	f.p.UserText(testPage, alice, "help")
+	r := graph(t, f.p, "POST", "/v25.0/me/messages", f.p.Token(testPage, botID), map[string]any{
+		"recipient":      recipient(alice),
+		"messaging_type": "RESPONSE",
+		"message": map[string]any{"attachment": map[string]any{
+			"type":    "template",
+			"payload": map[string]any{"template_type": "button", "text": "Connecting you", "buttons": []any{}},
+		}},
+		"thread_control": map[string]any{"control_type": "pass", "app_id": inboxID},
+	})
+	if r.status != 200 {
+		t.Fatalf("send: %d %v", r.status, r.body)
+	}
+	f.flush(t)
+	var got []string
+	for _, l := range f.p.Transcript(testPage, alice) {
+		got = append(got, l.Kind+":"+l.Text+"->"+l.Owner)
+	}
+	if want := "text:help->" + botID + " send:[template]->" + botID + " pass:->" + inboxID; strings.Join(got, " ") != want {
+		t.Errorf("transcript = %s, want %s", strings.Join(got, " "), want)
+	}
+	wantEvents(t, "inbox", f.inbox, "standby/text:help standby/echo@"+botID+" messaging/pass_thread_control@"+inboxID)
+	echo := f.bot.Events()[1]
+	if echo.Kind != RecvEcho || !bytes.Contains(echo.Raw, []byte(`"attachments":[{`)) ||
+		!bytes.Contains(echo.Raw, []byte(`"template_type":"button"`)) {
+		t.Errorf("echo = %s (%s)", echo.Raw, echo.Kind)
 	}
 }
