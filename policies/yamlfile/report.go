@@ -69,7 +69,26 @@ func (r *Reporter) Reported(path ...any) bool {
 	if depth == 0 {
 		return r.decoded[[2]int{n.Line, n.Column}]
 	}
+	if depth < len(path) {
+		// A missing key: only a problem with the parent itself or one of
+		// its keys (a typo of the missing key) covers it; a bad value of a
+		// sibling, like an unset ${VAR}, does not.
+		return r.decoded[[2]int{n.Line, n.Column}] || r.keyReported(n)
+	}
 	return r.within(n)
+}
+
+func (r *Reporter) keyReported(n *yaml.Node) bool {
+	n = deref(n)
+	if n.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i < len(n.Content); i += 2 {
+		if r.decoded[[2]int{n.Content[i].Line, n.Content[i].Column}] {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Reporter) within(n *yaml.Node) bool {

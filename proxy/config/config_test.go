@@ -335,6 +335,23 @@ baton.yaml:8:12: environment variable PAGE_TOKEN_2 is not set`
 	}
 }
 
+// An unset variable in one value must not hide a missing sibling key.
+func TestUnsetEnvDoesNotHideMissingKeys(t *testing.T) {
+	src := `data_dir: /d
+app:
+  id: "1"
+  secret: ${NOT_SET}
+pages: [{id: "1", token: t}]
+bot: {url: "http://b"}
+`
+	_, err := Parse("baton.yaml", []byte(src), testEnv, "")
+	want := `baton.yaml:2:1: app.verify_token: required
+baton.yaml:4:11: environment variable NOT_SET is not set`
+	if err == nil || err.Error() != want {
+		t.Errorf("got:\n%v\nwant:\n%s", err, want)
+	}
+}
+
 func TestNilEnvUsesProcessEnvironment(t *testing.T) {
 	t.Setenv("BATON_TEST_SECRET", "from-env")
 	src := strings.Replace(minimal, "secret: s", "secret: ${BATON_TEST_SECRET}", 1)
