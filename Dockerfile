@@ -14,6 +14,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
     && mkdir -p /etc/baton && chown baton /var/lib/baton
 COPY --from=build /out/baton /usr/local/bin/baton
 COPY testdata/config/baton.example.yaml /etc/baton/baton.yaml
+COPY testdata/policies/handoff.yaml /etc/baton/policies/handoff.yaml
 USER 10001
 VOLUME ["/var/lib/baton"]
 EXPOSE 8080

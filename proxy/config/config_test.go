@@ -51,7 +51,7 @@ func TestParseExample(t *testing.T) {
 	}
 	want := &Config{
 		File:    "baton.yaml",
-		Listen:  "127.0.0.1:8080",
+		Listen:  ":8080",
 		DataDir: "/var/lib/baton",
 		App:     App{ID: "555000111222333", Secret: NewSecret(appSecret), VerifyToken: NewSecret(verifyToken)},
 		Graph:   Graph{BaseURL: "https://graph.facebook.com", Version: "v25.0", Timeout: 10 * time.Second, MaxAttempts: 5},

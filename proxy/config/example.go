@@ -12,7 +12,7 @@ const Example = `# Baton configuration, read by: baton serve --config baton.yaml
 # every problem is reported at once with its line and column.
 
 # Address for Meta's webhooks and the admin endpoints. Default ":8080".
-listen: "127.0.0.1:8080"
+listen: ":8080"
 
 # Where Baton keeps thread state, queues and timers. Required.
 data_dir: /var/lib/baton
