@@ -114,6 +114,8 @@ func runDemo(args []string) int {
 func jsonLogger(level zapcore.Level) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	cfg.Level = zap.NewAtomicLevelAt(level)
+	// No sampling: every handover must leave its line, however busy.
+	cfg.Sampling = nil
 	log, err := cfg.Build()
 	if err != nil {
 		return nil, fmt.Errorf("logger: %w", err)

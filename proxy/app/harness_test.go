@@ -15,36 +15,21 @@ import (
 
 	"github.com/batonproxy/baton/proxy/app"
 	"github.com/batonproxy/baton/proxy/config"
+	"github.com/batonproxy/baton/proxy/demo"
 	"github.com/batonproxy/baton/proxy/sandbox"
 	"github.com/batonproxy/baton/proxy/signature"
 	"github.com/batonproxy/baton/state"
 )
 
-// The test cast: the bot's app (Baton speaks as it), an agent app and a page.
+// The test cast: the bot's app (Baton speaks as it), an agent app and a
+// page. The rules are the demo's policy (proxy/demo.Policy).
 const (
-	page       = "104455667788990"
-	botApp     = "555000111222333"
-	agentApp   = "999888777666555"
-	botSecret  = "bot-app-secret"
-	agentSec   = "agent-app-secret"
-	verifyTok  = "verify-me"
-	testPolicy = `version: 1
-rules:
-  - name: talk-to-human
-    when:
-      keywords: ["agent", "human", "talk to a human"]
-      postbacks: ["AGENT_HANDOFF"]
-      quick_replies: ["HANDOFF_REQUEST"]
-    do:
-      - send_text: "Connecting you with a teammate now."
-      - pass: {to: helpdesk, reason: "user asked for a human"}
-  - name: back-to-bot
-    when:
-      owner: other
-      keywords: ["back to bot"]
-    do:
-      - take: {reason: "user asked for the bot"}
-`
+	page      = "104455667788990"
+	botApp    = "555000111222333"
+	agentApp  = "999888777666555"
+	botSecret = "bot-app-secret"
+	agentSec  = "agent-app-secret"
+	verifyTok = "verify-me"
 )
 
 // harness is one Baton between a sandbox platform, a fake bot and a fake
@@ -91,7 +76,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 
 func (h *harness) writeConfig(o harnessOpts) {
 	h.t.Helper()
-	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(testPolicy), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(demo.Policy), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
 	var b strings.Builder

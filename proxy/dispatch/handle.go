@@ -133,11 +133,18 @@ func policyInput(ev *messenger.Event) (policies.Input, bool) {
 }
 
 // observe updates ownership and activity from what the event itself shows.
+// Activity is dated by the platform's timestamp when the event has one: the
+// messaging window is counted from when the user wrote, not from when Baton
+// got round to the event.
 func (d *Dispatcher) observe(s *step) {
 	ev := &s.ev
+	at := s.now
+	if ev.Timestamp > 0 {
+		at = time.UnixMilli(ev.Timestamp)
+	}
 	switch ev.Kind {
 	case messenger.KindText, messenger.KindQuickReply, messenger.KindPostback, messenger.KindReferral, messenger.KindOptin:
-		s.thread.LastUser, s.changed = s.now, true
+		s.thread.LastUser, s.changed = at, true
 		if ev.Channel == messenger.Messaging {
 			if s.thread.Owner.Kind != state.OwnerBot {
 				s.setOwner(state.Owner{Kind: state.OwnerBot}, state.Reason{Actor: "platform", Note: "user event delivered on messaging[]"})
@@ -147,10 +154,10 @@ func (d *Dispatcher) observe(s *step) {
 		}
 	case messenger.KindEcho:
 		if ev.AppID == d.opts.AppID {
-			s.thread.LastBot, s.changed = s.now, true
+			s.thread.LastBot, s.changed = at, true
 			return
 		}
-		s.thread.LastOther, s.changed = s.now, true
+		s.thread.LastOther, s.changed = at, true
 		if ev.AppID != "" {
 			s.setOwner(state.Owner{Kind: state.OwnerApp, AppID: ev.AppID}, state.Reason{Actor: ev.AppID, Note: "another app or a person replied"})
 		}

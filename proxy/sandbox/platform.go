@@ -388,11 +388,7 @@ func (p *Platform) userAction(page, user, kind, text, payload string) string {
 	}
 
 	mid := p.nextMIDLocked()
-	ev := &event{
-		Sender:    &idRef{ID: user},
-		Recipient: &idRef{ID: page},
-		Timestamp: now.UnixMilli(),
-	}
+	ev := userEvent(page, user, now)
 	switch kind {
 	case KindText:
 		ev.Message = &messageEvent{MID: mid, Text: text}
@@ -549,16 +545,9 @@ func (p *Platform) maySend(appID, owner string) bool {
 }
 
 func (p *Platform) pass(appID, page, user, target, metadata string) *APIError {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.checkCaller(appID, page); e != nil {
-		return e
-	}
-	t, e := p.threadLocked(page, user)
-	if e != nil {
-		return e
-	}
-	return p.passLocked(t, appID, page, user, target, metadata, p.clk.Now())
+	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
+		return p.passLocked(t, appID, page, user, target, metadata, now)
+	})
 }
 
 // passLocked moves control from caller (the owner, or anyone while idle) to
@@ -590,68 +579,44 @@ func (p *Platform) passLocked(t *thread, caller, page, user, target, metadata st
 }
 
 func (p *Platform) sendPassEventLocked(page, user, previous, target, metadata string, now time.Time) {
-	ev := &event{
-		Sender:    &idRef{ID: user},
-		Recipient: &idRef{ID: page},
-		Timestamp: now.UnixMilli(),
-		Pass:      &passEvent{NewOwnerAppID: target, PreviousOwnerAppID: previous, Metadata: metadata},
-	}
+	ev := userEvent(page, user, now)
+	ev.Pass = &passEvent{NewOwnerAppID: target, PreviousOwnerAppID: previous, Metadata: metadata}
 	p.enqueueEventLocked(target, page, now, channelMessaging, ev)
 }
 
 func (p *Platform) take(appID, page, user, metadata string) *APIError {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.checkCaller(appID, page); e != nil {
-		return e
-	}
-	if p.defaultApp == "" {
-		return errTakeNeedsRouting()
-	}
-	if !p.apps[appID].spec.CanTake {
-		return errNoTakePermission()
-	}
-	t, e := p.threadLocked(page, user)
-	if e != nil {
-		return e
-	}
-	now := p.clk.Now()
-	owner := p.ownerLocked(t, now)
-	if owner == appID {
-		// Taking your own thread would extend control; use extend instead.
-		return errAlreadyOwner()
-	}
-	p.setOwnerLocked(t, appID, now)
-	t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindTake, Text: metadata, Owner: appID})
-	if owner == "" {
-		return nil // taking an idle thread produces no webhook
-	}
-	ev := &event{
-		Sender:    &idRef{ID: user},
-		Recipient: &idRef{ID: page},
-		Timestamp: now.UnixMilli(),
-		Take:      &takeEvent{PreviousOwnerAppID: owner, NewOwnerAppID: appID, Metadata: metadata},
-	}
-	p.enqueueEventLocked(owner, page, now, channelMessaging, ev)
-	return nil
+	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
+		if p.defaultApp == "" {
+			return errTakeNeedsRouting()
+		}
+		if !p.apps[appID].spec.CanTake {
+			return errNoTakePermission()
+		}
+		owner := p.ownerLocked(t, now)
+		if owner == appID {
+			// Taking your own thread would extend control; use extend instead.
+			return errAlreadyOwner()
+		}
+		p.setOwnerLocked(t, appID, now)
+		t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindTake, Text: metadata, Owner: appID})
+		if owner == "" {
+			return nil // taking an idle thread produces no webhook
+		}
+		ev := userEvent(page, user, now)
+		ev.Take = &takeEvent{PreviousOwnerAppID: owner, NewOwnerAppID: appID, Metadata: metadata}
+		p.enqueueEventLocked(owner, page, now, channelMessaging, ev)
+		return nil
+	})
 }
 
 func (p *Platform) release(appID, page, user, metadata string) *APIError {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.checkCaller(appID, page); e != nil {
-		return e
-	}
-	t, e := p.threadLocked(page, user)
-	if e != nil {
-		return e
-	}
-	now := p.clk.Now()
-	if p.ownerLocked(t, now) != appID {
-		return errNotThreadOwner()
-	}
-	p.releaseLocked(t, appID, metadata, now)
-	return nil
+	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
+		if p.ownerLocked(t, now) != appID {
+			return errNotThreadOwner()
+		}
+		p.releaseLocked(t, appID, metadata, now)
+		return nil
+	})
 }
 
 // releaseLocked makes the thread idle. No webhook: nobody is told.
@@ -666,58 +631,38 @@ func (p *Platform) releaseLocked(t *thread, caller, metadata string, now time.Ti
 // enabled so Baton's handling of request_thread_control webhooks can be
 // tested on a routed Page.
 func (p *Platform) request(appID, page, user, metadata string) *APIError {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.checkCaller(appID, page); e != nil {
-		return e
-	}
-	t, e := p.threadLocked(page, user)
-	if e != nil {
-		return e
-	}
-	now := p.clk.Now()
-	owner := p.ownerLocked(t, now)
-	switch owner {
-	case appID:
-		return errAlreadyOwner()
-	case "":
-		// Idle: the first requester gets the thread and a pass webhook.
-		p.setOwnerLocked(t, appID, now)
-		t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindRequest, Text: metadata, Owner: appID})
-		p.sendPassEventLocked(page, user, "", appID, metadata, now)
+	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
+		owner := p.ownerLocked(t, now)
+		switch owner {
+		case appID:
+			return errAlreadyOwner()
+		case "":
+			// Idle: the first requester gets the thread and a pass webhook.
+			p.setOwnerLocked(t, appID, now)
+			t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindRequest, Text: metadata, Owner: appID})
+			p.sendPassEventLocked(page, user, "", appID, metadata, now)
+			return nil
+		}
+		t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindRequest, Text: metadata, Owner: owner})
+		ev := userEvent(page, user, now)
+		ev.Request = &requestEvent{RequestedOwnerAppID: appID, Metadata: metadata}
+		p.enqueueEventLocked(owner, page, now, channelMessaging, ev)
 		return nil
-	}
-	t.lines = append(t.lines, Line{At: now, From: appID, Kind: KindRequest, Text: metadata, Owner: owner})
-	ev := &event{
-		Sender:    &idRef{ID: user},
-		Recipient: &idRef{ID: page},
-		Timestamp: now.UnixMilli(),
-		Request:   &requestEvent{RequestedOwnerAppID: appID, Metadata: metadata},
-	}
-	p.enqueueEventLocked(owner, page, now, channelMessaging, ev)
-	return nil
+	})
 }
 
 func (p *Platform) extend(appID, page, user string, seconds int64) *APIError {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if e := p.checkCaller(appID, page); e != nil {
-		return e
-	}
 	d := time.Duration(seconds) * time.Second
-	if seconds <= 0 || d > maxExtend {
-		return newParamError("duration must be between 1 and " + strconv.Itoa(int(maxExtend/time.Second)) + " seconds")
-	}
-	t, e := p.threadLocked(page, user)
-	if e != nil {
-		return e
-	}
-	now := p.clk.Now()
-	if p.ownerLocked(t, now) != appID {
-		return errNotThreadOwner()
-	}
-	t.expires = now.Add(d)
-	return nil
+	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
+		if seconds <= 0 || d > maxExtend {
+			return newParamError("duration must be between 1 and " + strconv.Itoa(int(maxExtend/time.Second)) + " seconds")
+		}
+		if p.ownerLocked(t, now) != appID {
+			return errNotThreadOwner()
+		}
+		t.expires = now.Add(d)
+		return nil
+	})
 }
 
 // threadOwner answers GET /thread_owner. Only the owner and the default app
@@ -739,6 +684,26 @@ func (p *Platform) threadOwner(appID, page, user string) (owner string, showApp 
 	}
 	showApp = owner == appID || p.defaultApp == "" || p.defaultApp == appID
 	return owner, showApp, t.expires, nil
+}
+
+// onThread runs fn with the lock held for a caller acting on an existing
+// thread, after the checks every thread-control call shares.
+func (p *Platform) onThread(appID, page, user string, fn func(t *thread, now time.Time) *APIError) *APIError {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.checkCaller(appID, page); e != nil {
+		return e
+	}
+	t, e := p.threadLocked(page, user)
+	if e != nil {
+		return e
+	}
+	return fn(t, p.clk.Now())
+}
+
+// userEvent starts an event sent on behalf of user to page.
+func userEvent(page, user string, now time.Time) *event {
+	return &event{Sender: &idRef{ID: user}, Recipient: &idRef{ID: page}, Timestamp: now.UnixMilli()}
 }
 
 // --- state helpers (p.mu held) ---
