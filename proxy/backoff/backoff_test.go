@@ -1,0 +1,25 @@
+package backoff
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDelayGrowsWithinBounds(t *testing.T) {
+	p := Policy{Min: 100 * time.Millisecond, Max: 2 * time.Second}
+	for attempt := 1; attempt <= 10; attempt++ {
+		ceiling := p.Min << (attempt - 1)
+		if ceiling > p.Max {
+			ceiling = p.Max
+		}
+		for i := 0; i < 50; i++ {
+			d := p.Delay(attempt)
+			if d < ceiling/2 || d > ceiling {
+				t.Fatalf("attempt %d: delay %v outside [%v, %v]", attempt, d, ceiling/2, ceiling)
+			}
+		}
+	}
+	if d := (Policy{}).Delay(1); d <= 0 || d > 100*time.Millisecond {
+		t.Errorf("zero policy delay %v; want the 100ms default range", d)
+	}
+}
