@@ -203,6 +203,11 @@ func (d *Dispatcher) act(ctx context.Context, s *step, dec policies.Decision) bo
 		default:
 			err = fmt.Errorf("unsupported action %v", a.Kind)
 		}
+		if err != nil && ctx.Err() != nil {
+			// Shutting down: the event stays queued and is handled again
+			// after the restart, so this is not a failure of the rule.
+			return false
+		}
 		if err != nil {
 			d.log.Error("rule action failed", zap.String("rule", dec.Rule), zap.String("page", page), zap.String("user", user), zap.Error(err))
 			s.record("action_failed", state.Reason{Rule: dec.Rule, Actor: "baton", Note: err.Error()})
