@@ -13,23 +13,24 @@ type Policy struct {
 	Min, Max time.Duration
 }
 
-// Delay returns the wait before retry number attempt (1 for the first
-// retry): Min doubled per attempt, capped at Max, then jittered to 50-100%.
+// Delay returns the wait after failed attempt number attempt (1-based): a
+// ceiling that starts at Min and doubles per attempt up to Max, and a wait
+// drawn uniformly between half the ceiling (never below Min) and the
+// ceiling.
 func (p Policy) Delay(attempt int) time.Duration {
-	d := p.Min
-	if d <= 0 {
-		d = 100 * time.Millisecond
+	floorMin := p.Min
+	if floorMin <= 0 {
+		floorMin = 100 * time.Millisecond
 	}
-	max := p.Max
-	if max < d {
-		max = d
-	}
-	for i := 1; i < attempt && d < max; i++ {
+	d := floorMin
+	ceiling := max(p.Max, d)
+	for i := 1; i < attempt && d < ceiling; i++ {
 		d *= 2
 	}
-	if d > max {
-		d = max
+	d = min(d, ceiling)
+	floor := max(d/2, floorMin)
+	if floor >= d {
+		return d
 	}
-	half := d / 2
-	return half + rand.N(half+1)
+	return floor + rand.N(d-floor+1)
 }

@@ -14,12 +14,15 @@ func TestDelayGrowsWithinBounds(t *testing.T) {
 		}
 		for i := 0; i < 50; i++ {
 			d := p.Delay(attempt)
-			if d < ceiling/2 || d > ceiling {
+			if d < max(ceiling/2, p.Min) || d > ceiling {
 				t.Fatalf("attempt %d: delay %v outside [%v, %v]", attempt, d, ceiling/2, ceiling)
 			}
 		}
 	}
-	if d := (Policy{}).Delay(1); d <= 0 || d > 100*time.Millisecond {
-		t.Errorf("zero policy delay %v; want the 100ms default range", d)
+	if d := (Policy{}).Delay(1); d != 100*time.Millisecond {
+		t.Errorf("zero policy delay %v; want the 100ms default", d)
+	}
+	if d := (Policy{Min: time.Second, Max: time.Second}).Delay(3); d != time.Second {
+		t.Errorf("min == max gives %v", d)
 	}
 }

@@ -22,7 +22,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"sort"
 	"strings"
@@ -32,6 +31,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
 )
 
@@ -88,8 +88,7 @@ type Client struct {
 	allTokens   []string // longest first, for redaction
 	timeout     time.Duration
 	maxAttempts int
-	retryMin    time.Duration
-	retryMax    time.Duration
+	retry       backoff.Policy
 	clock       clock.Clock
 	log         *zap.Logger
 }
@@ -195,8 +194,7 @@ func New(opts Options) (*Client, error) {
 		tokens:      make(map[string]string, len(opts.Tokens)),
 		timeout:     opts.Timeout,
 		maxAttempts: opts.MaxAttempts,
-		retryMin:    opts.RetryMin,
-		retryMax:    opts.RetryMax,
+		retry:       backoff.Policy{Min: opts.RetryMin, Max: opts.RetryMax},
 		clock:       opts.Clock,
 		log:         opts.Logger.Named("graph"),
 	}
@@ -310,7 +308,7 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 		if attempts >= c.maxAttempts {
 			break
 		}
-		wait := c.backoff(attempts)
+		wait := c.retry.Delay(attempts)
 		c.log.Warn("retrying graph call",
 			zap.String("endpoint", cl.endpoint),
 			zap.String("page", cl.page),
@@ -409,24 +407,6 @@ func retryable(err error) bool {
 		return ge.Retryable()
 	}
 	return false
-}
-
-// backoff returns the wait after the given (1-based) failed attempt: the
-// ceiling doubles from RetryMin up to RetryMax, and the wait is drawn
-// uniformly from [max(ceiling/2, RetryMin), ceiling].
-func (c *Client) backoff(attempt int) time.Duration {
-	ceil := c.retryMin
-	for i := 1; i < attempt && ceil < c.retryMax; i++ {
-		ceil *= 2
-	}
-	if ceil > c.retryMax || ceil <= 0 {
-		ceil = c.retryMax
-	}
-	floor := max(ceil/2, c.retryMin)
-	if floor >= ceil {
-		return ceil
-	}
-	return floor + rand.N(ceil-floor+1)
 }
 
 // snippet shortens a response body for an error message.

@@ -268,9 +268,9 @@ func TestNewValidation(t *testing.T) {
 			t.Fatal(err)
 		}
 		if c.root != "https://graph.facebook.com/v25.0" || c.timeout != DefaultTimeout ||
-			c.maxAttempts != DefaultMaxAttempts || c.retryMin != DefaultRetryMin || c.retryMax != DefaultRetryMax {
+			c.maxAttempts != DefaultMaxAttempts || c.retry.Min != DefaultRetryMin || c.retry.Max != DefaultRetryMax {
 			t.Errorf("defaults not applied: root %q timeout %s attempts %d retry %s..%s",
-				c.root, c.timeout, c.maxAttempts, c.retryMin, c.retryMax)
+				c.root, c.timeout, c.maxAttempts, c.retry.Min, c.retry.Max)
 		}
 		if c.hc.Addr != "graph.facebook.com:443" || !c.hc.IsTLS || c.hc.ReadTimeout == 0 || c.hc.WriteTimeout == 0 ||
 			c.hc.MaxResponseBodySize == 0 || c.hc.MaxConnWaitTimeout == 0 || c.hc.MaxIdleConnDuration == 0 {
@@ -960,23 +960,6 @@ func TestAttemptTimeout(t *testing.T) {
 		t.Errorf("error does not report Timeout(): %v", err)
 	}
 	assertNoToken(t, err, e.logs)
-}
-
-func TestBackoffBounds(t *testing.T) {
-	c := &Client{retryMin: 200 * time.Millisecond, retryMax: 10 * time.Second}
-	for attempt := 1; attempt <= 40; attempt++ {
-		ceil := min(c.retryMin<<min(attempt-1, 30), c.retryMax)
-		for range 50 {
-			d := c.backoff(attempt)
-			if d < c.retryMin || d > c.retryMax || d > ceil || d < ceil/2 {
-				t.Fatalf("backoff(%d) = %s outside [%s, %s]", attempt, d, max(ceil/2, c.retryMin), ceil)
-			}
-		}
-	}
-	same := &Client{retryMin: time.Second, retryMax: time.Second}
-	if d := same.backoff(3); d != time.Second {
-		t.Errorf("backoff with min == max = %s", d)
-	}
 }
 
 func TestRedactString(t *testing.T) {
