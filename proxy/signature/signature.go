@@ -28,22 +28,40 @@ type Signer struct {
 	pool1   sync.Pool
 }
 
+// keyed is a pooled hasher with room for its digest, so a check allocates
+// nothing.
+type keyed struct {
+	h   hash.Hash
+	buf [sha256.Size]byte
+}
+
 // New returns a Signer for the app secret.
 func New(secret []byte) *Signer {
 	key := append([]byte(nil), secret...)
 	s := &Signer{}
-	s.pool256.New = func() any { return hmac.New(sha256.New, key) }
-	s.pool1.New = func() any { return hmac.New(sha1.New, key) }
+	s.pool256.New = func() any { return &keyed{h: hmac.New(sha256.New, key)} }
+	s.pool1.New = func() any { return &keyed{h: hmac.New(sha1.New, key)} }
 	return s
 }
 
-func (s *Signer) sum(pool *sync.Pool, body, dst []byte) []byte {
-	h := pool.Get().(hash.Hash)
-	h.Reset()
-	h.Write(body)
-	dst = h.Sum(dst)
-	pool.Put(h)
-	return dst
+// check computes the digest of body and compares it with want in constant
+// time.
+func (s *Signer) check(pool *sync.Pool, body, want []byte) bool {
+	k := pool.Get().(*keyed)
+	k.h.Reset()
+	k.h.Write(body)
+	ok := hmac.Equal(k.h.Sum(k.buf[:0]), want)
+	pool.Put(k)
+	return ok
+}
+
+func (s *Signer) sign(pool *sync.Pool, prefix string, body []byte) string {
+	k := pool.Get().(*keyed)
+	k.h.Reset()
+	k.h.Write(body)
+	out := prefix + hex.EncodeToString(k.h.Sum(k.buf[:0]))
+	pool.Put(k)
+	return out
 }
 
 // Verify256 reports whether header is a valid "sha256=<hex>" signature of
@@ -57,9 +75,7 @@ func (s *Signer) Verify256(body, header []byte) bool {
 	if _, err := hex.Decode(want[:], header[len(prefix):]); err != nil {
 		return false
 	}
-	var buf [sha256.Size]byte
-	got := s.sum(&s.pool256, body, buf[:0])
-	return hmac.Equal(got, want[:])
+	return s.check(&s.pool256, body, want[:])
 }
 
 // Verify1 reports whether header is a valid legacy "sha1=<hex>" signature.
@@ -72,19 +88,15 @@ func (s *Signer) Verify1(body, header []byte) bool {
 	if _, err := hex.Decode(want[:], header[len(prefix):]); err != nil {
 		return false
 	}
-	var buf [sha1.Size]byte
-	got := s.sum(&s.pool1, body, buf[:0])
-	return hmac.Equal(got, want[:])
+	return s.check(&s.pool1, body, want[:])
 }
 
 // Sign256 returns the X-Hub-Signature-256 value for body.
 func (s *Signer) Sign256(body []byte) string {
-	var buf [sha256.Size]byte
-	return "sha256=" + hex.EncodeToString(s.sum(&s.pool256, body, buf[:0]))
+	return s.sign(&s.pool256, "sha256=", body)
 }
 
 // Sign1 returns the legacy X-Hub-Signature value for body.
 func (s *Signer) Sign1(body []byte) string {
-	var buf [sha1.Size]byte
-	return "sha1=" + hex.EncodeToString(s.sum(&s.pool1, body, buf[:0]))
+	return s.sign(&s.pool1, "sha1=", body)
 }
