@@ -74,7 +74,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 	}
 
 	forwardIt := ev.Channel == messenger.Messaging || d.opts.ForwardStandby
-	if in, ok := policyInput(&ev); ok {
+	if in, ok := PolicyInput(&ev, s.thread, s.now); ok {
 		dec := d.opts.Policies().Evaluate(in)
 		if dec.Matched {
 			d.log.Info("rule matched", zap.String("rule", dec.Rule), zap.String("trigger", dec.Trigger),
@@ -111,10 +111,11 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 	return nil
 }
 
-// policyInput turns the user-originated events rules can match on into the
-// policy's input; everything else (echoes, receipts, handovers) is not for
-// rules.
-func policyInput(ev *messenger.Event) (policies.Input, bool) {
+// PolicyInput turns an event and its thread's state into what the policy
+// rules look at. It reports false for events rules never see (receipts,
+// events without a user). The dispatcher, `baton explain` and `baton
+// replay` all use it, so a recorded event is judged exactly as live.
+func PolicyInput(ev *messenger.Event, th state.Thread, now time.Time) (policies.Input, bool) {
 	in := policies.Input{Owner: policies.OwnerBot}
 	if ev.Channel == messenger.Standby {
 		in.Owner = policies.OwnerOther
