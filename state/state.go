@@ -76,6 +76,51 @@ type Thread struct {
 	LastUser  time.Time `json:"last_user"`
 	LastBot   time.Time `json:"last_bot"`
 	LastOther time.Time `json:"last_other"`
+	// Tags are set and cleared by policy actions (tag / untag).
+	Tags []string `json:"tags,omitempty"`
+	// Recent holds the user's last messages, oldest first, at most
+	// RecentMessages, so a handover can tell the agent what was said.
+	Recent []string `json:"recent,omitempty"`
+}
+
+// RecentMessages is how many of the user's last messages a Thread keeps.
+const RecentMessages = 10
+
+// HasTag reports whether the thread carries tag.
+func (t *Thread) HasTag(tag string) bool {
+	for _, x := range t.Tags {
+		if x == tag {
+			return true
+		}
+	}
+	return false
+}
+
+// AddRecent appends a user message to Recent, dropping the oldest beyond
+// RecentMessages. It copies so that a cached Thread is never changed in place.
+func (t *Thread) AddRecent(text string) {
+	if text == "" {
+		return
+	}
+	keep := t.Recent
+	if len(keep) >= RecentMessages {
+		keep = keep[len(keep)-RecentMessages+1:]
+	}
+	t.Recent = append(append(make([]string, 0, len(keep)+1), keep...), text)
+}
+
+// SetTag adds or removes a tag, copying for the same reason as AddRecent.
+func (t *Thread) SetTag(tag string, on bool) {
+	out := make([]string, 0, len(t.Tags)+1)
+	for _, x := range t.Tags {
+		if x != tag {
+			out = append(out, x)
+		}
+	}
+	if on {
+		out = append(out, tag)
+	}
+	t.Tags = out
 }
 
 // Change is one entry of a thread's history.

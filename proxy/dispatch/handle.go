@@ -146,6 +146,9 @@ func (d *Dispatcher) observe(s *step) {
 	switch ev.Kind {
 	case messenger.KindText, messenger.KindQuickReply, messenger.KindPostback, messenger.KindReferral, messenger.KindOptin:
 		s.thread.LastUser, s.changed = at, true
+		if ev.Kind == messenger.KindText || ev.Kind == messenger.KindQuickReply {
+			s.thread.AddRecent(ev.Text)
+		}
 		if ev.Channel == messenger.Messaging {
 			if s.thread.Owner.Kind != state.OwnerBot {
 				s.setOwner(state.Owner{Kind: state.OwnerBot}, state.Reason{Actor: "platform", Note: "user event delivered on messaging[]"})
