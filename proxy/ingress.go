@@ -16,6 +16,7 @@ import (
 
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/proxy/signature"
 	"github.com/batonproxy/baton/state"
 )
@@ -36,12 +37,14 @@ type IngressOptions struct {
 	Timeout time.Duration // how long a POST may wait for the durable commit; default 5s
 	Clock   clock.Clock
 	Logger  *zap.Logger
+	Metrics *metrics.Metrics // default: a private registry; /metrics serves it
 }
 
 // Ingress is the fasthttp handler for Meta's webhooks.
 type Ingress struct {
-	opts IngressOptions
-	log  *zap.Logger
+	opts         IngressOptions
+	log          *zap.Logger
+	serveMetrics fasthttp.RequestHandler
 }
 
 // NewIngress checks the options and builds the handler.
@@ -64,7 +67,10 @@ func NewIngress(opts IngressOptions) (*Ingress, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Ingress{opts: opts, log: opts.Logger.Named("ingress")}, nil
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New(func() float64 { return 0 })
+	}
+	return &Ingress{opts: opts, log: opts.Logger.Named("ingress"), serveMetrics: opts.Metrics.Handler()}, nil
 }
 
 // Handle serves the webhook path and a health check.
@@ -73,6 +79,8 @@ func (in *Ingress) Handle(ctx *fasthttp.RequestCtx) {
 	switch {
 	case path == "/healthz":
 		ctx.SetBodyString("ok")
+	case path == "/metrics" && ctx.IsGet():
+		in.serveMetrics(ctx)
 	case path != in.opts.Path:
 		ctx.Error("not found", fasthttp.StatusNotFound)
 	case ctx.IsGet():
@@ -102,12 +110,14 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	body := ctx.PostBody()
 	if !in.opts.Signer.Verify256(body, ctx.Request.Header.Peek(signature.Header256)) {
 		in.log.Warn("webhook with missing or bad signature refused", zap.String("remote", ctx.RemoteAddr().String()), zap.Int("bytes", len(body)))
+		in.opts.Metrics.WebhookRefused.WithLabelValues("signature").Inc()
 		ctx.Error("bad signature", fasthttp.StatusForbidden)
 		return
 	}
 	events, err := messenger.Parse(body)
 	if err != nil {
 		in.log.Warn("webhook body refused", zap.Error(err))
+		in.opts.Metrics.WebhookRefused.WithLabelValues("malformed").Inc()
 		ctx.Error(err.Error(), fasthttp.StatusBadRequest)
 		return
 	}
@@ -127,6 +137,7 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 		// Not acknowledged, so Meta delivers it again; the dedup window
 		// drops whatever part of it did get stored.
 		in.log.Error("could not store webhook events", zap.Int("events", len(batch)), zap.Error(err))
+		in.opts.Metrics.WebhookRefused.WithLabelValues("store").Inc()
 		ctx.Error("temporarily unavailable", fasthttp.StatusServiceUnavailable)
 		return
 	}
@@ -141,7 +152,9 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	}
 	if dups > 0 {
 		in.log.Info("re-delivered events dropped", zap.Int("duplicates", dups))
+		in.opts.Metrics.WebhookEvents.WithLabelValues("duplicate").Add(float64(dups))
 	}
+	in.opts.Metrics.WebhookEvents.WithLabelValues("accepted").Add(float64(len(keys)))
 	in.opts.Notify(keys...)
 	ctx.SetContentType("text/plain")
 	ctx.SetBodyString("EVENT_RECEIVED")
@@ -149,8 +162,9 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 
 // RequestError answers requests fasthttp could not read: 413 for a body over
 // the limit (fasthttp's own answer would be a 400), 400 otherwise.
-func RequestError(ctx *fasthttp.RequestCtx, err error) {
+func (in *Ingress) RequestError(ctx *fasthttp.RequestCtx, err error) {
 	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+		in.opts.Metrics.WebhookRefused.WithLabelValues("too_large").Inc()
 		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
 		return
 	}

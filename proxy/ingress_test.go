@@ -43,7 +43,7 @@ func newIngress(t *testing.T) *ingressFixture {
 		t.Fatal(err)
 	}
 	ln := fasthttputil.NewInmemoryListener()
-	srv := &fasthttp.Server{Handler: in.Handle, MaxRequestBodySize: 1 << 20, ErrorHandler: RequestError}
+	srv := &fasthttp.Server{Handler: in.Handle, MaxRequestBodySize: 1 << 20, ErrorHandler: in.RequestError}
 	go srv.Serve(ln)
 	t.Cleanup(func() { ln.Close() })
 	f.client = &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}

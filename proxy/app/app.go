@@ -24,6 +24,7 @@ import (
 	"github.com/batonproxy/baton/proxy/dispatch"
 	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/graph"
+	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/proxy/signature"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/state/badgerstore"
@@ -61,6 +62,7 @@ type App struct {
 	log      *zap.Logger
 	store    *badgerstore.Store
 	policies atomic.Pointer[policies.Set]
+	metrics  *metrics.Metrics
 	graph    *graph.Client
 	disp     *dispatch.Dispatcher
 	server   *fasthttp.Server
@@ -85,11 +87,19 @@ func New(opts Options) (a *App, err error) {
 		}
 	}()
 
+	a.metrics = metrics.New(func() float64 {
+		if a.disp == nil {
+			return 0
+		}
+		return float64(a.disp.Active())
+	})
 	set, err := policies.LoadFiles(cfg.Policies, cfg.Apps)
 	if err != nil {
 		return nil, fmt.Errorf("load policies: %w", err)
 	}
 	a.policies.Store(set)
+	a.metrics.ReloadSuccess.Set(1)
+	a.metrics.ReloadTimestamp.SetToCurrentTime()
 
 	a.store, err = badgerstore.Open(badgerstore.Options{
 		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
@@ -123,6 +133,7 @@ func New(opts Options) (a *App, err error) {
 	a.disp, err = dispatch.New(ctx, dispatch.Options{
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
+		Metrics: a.metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -132,7 +143,7 @@ func New(opts Options) (a *App, err error) {
 
 	in, err := proxy.NewIngress(proxy.IngressOptions{
 		Path: cfg.Webhook.Path, VerifyToken: cfg.App.VerifyToken.Reveal(), Signer: signer,
-		Queue: a.store, Notify: a.disp.Notify, Clock: opts.Clock, Logger: a.log,
+		Queue: a.store, Notify: a.disp.Notify, Clock: opts.Clock, Logger: a.log, Metrics: a.metrics,
 	})
 	if err != nil {
 		return nil, err
@@ -141,7 +152,7 @@ func New(opts Options) (a *App, err error) {
 		Handler:            in.Handle,
 		Name:               "baton",
 		MaxRequestBodySize: cfg.Webhook.MaxBodyBytes,
-		ErrorHandler:       proxy.RequestError,
+		ErrorHandler:       in.RequestError,
 		ReadTimeout:        30 * time.Second,
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
@@ -188,10 +199,13 @@ func (a *App) Store() state.Store { return a.store }
 func (a *App) Reload() error {
 	set, err := policies.LoadFiles(a.opts.Config.Policies, a.opts.Config.Apps)
 	if err != nil {
+		a.metrics.ReloadSuccess.Set(0)
 		a.log.Error("policy reload failed, keeping the running policies", zap.Error(err))
 		return err
 	}
 	a.policies.Store(set)
+	a.metrics.ReloadSuccess.Set(1)
+	a.metrics.ReloadTimestamp.SetToCurrentTime()
 	a.log.Info("policies reloaded", zap.Int("rules", set.Rules()))
 	return nil
 }

@@ -62,6 +62,17 @@ func TestKeywordHandsOverAndAgentHandsBack(t *testing.T) {
 		t.Errorf("owner history = %q; want %q", got, want)
 	}
 	h.checkSignatures()
+
+	_, exposition := getURL(t, strings.TrimSuffix(h.baton.WebhookURL(), "/webhook")+"/metrics")
+	for _, line := range []string{
+		`baton_policy_decisions_total{mode="enforce",rule="talk-to-human"} 1`,
+		`baton_handovers_total{to="app"} 1`,
+		`baton_policy_last_reload_successful 1`,
+	} {
+		if !strings.Contains(exposition, line+"\n") {
+			t.Errorf("metrics lack %s", line)
+		}
+	}
 }
 
 func TestPostbackAndQuickReplyTriggers(t *testing.T) {

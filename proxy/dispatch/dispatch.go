@@ -21,6 +21,7 @@ import (
 	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/graph"
+	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -52,6 +53,7 @@ type Options struct {
 	Retry          backoff.Policy // store errors; default 100ms..10s
 	Clock          clock.Clock
 	Logger         *zap.Logger
+	Metrics        *metrics.Metrics // default: a private registry
 }
 
 // Dispatcher owns the per-thread workers.
@@ -88,6 +90,9 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New(func() float64 { return 0 })
 	}
 	return &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{}}, nil
 }

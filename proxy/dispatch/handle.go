@@ -77,6 +77,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 	if in, ok := PolicyInput(&ev, s.thread, s.now); ok {
 		dec := d.opts.Policies().Evaluate(in)
 		if dec.Matched {
+			d.opts.Metrics.Decisions.WithLabelValues(dec.Rule, "enforce").Inc()
 			d.log.Info("rule matched", zap.String("rule", dec.Rule), zap.String("trigger", dec.Trigger),
 				zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.String("event", s.eventID()))
 			ok := d.act(ctx, s, dec)
@@ -91,11 +92,16 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 
 	c := state.Completion{Thread: q.Thread, Seq: q.Seq, Changes: s.changes}
 	if forwardIt {
-		if err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&ev)); err != nil {
+		err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&ev))
+		if err == nil {
+			d.opts.Metrics.BotDeliveries.WithLabelValues("ok").Inc()
+		}
+		if err != nil {
 			var rej *forward.RejectedError
 			if !errors.As(err, &rej) {
 				return err
 			}
+			d.opts.Metrics.BotDeliveries.WithLabelValues("rejected").Inc()
 			d.log.Error("bot rejected event, set aside", zap.Stringer("thread", q.Thread), zap.String("event", s.eventID()), zap.Error(err))
 			c.DeadLetter = err.Error()
 			s.record("dead_letter", state.Reason{Actor: "bot", Note: err.Error()})
@@ -213,6 +219,7 @@ func (d *Dispatcher) act(ctx context.Context, s *step, dec policies.Decision) bo
 			return false
 		}
 		if err != nil {
+			d.opts.Metrics.ActionFailures.WithLabelValues(a.Kind.String()).Inc()
 			d.log.Error("rule action failed", zap.String("rule", dec.Rule), zap.String("page", page), zap.String("user", user), zap.Error(err))
 			s.record("action_failed", state.Reason{Rule: dec.Rule, Actor: "baton", Note: err.Error()})
 			if graph.IsNotOwner(err) {
@@ -253,8 +260,21 @@ func (d *Dispatcher) refreshOwner(ctx context.Context, s *step) {
 }
 
 func (d *Dispatcher) logHandover(s *step, from, to state.Owner, rule string) {
+	d.opts.Metrics.Handovers.WithLabelValues(ownerLabel(to)).Inc()
 	d.log.Info("handover",
 		zap.String("page", s.ev.PageID), zap.String("user", s.ev.ThreadUser()),
 		zap.Stringer("from", from), zap.Stringer("to", to), zap.String("rule", rule),
 		zap.String("event", s.eventID()))
+}
+
+func ownerLabel(o state.Owner) string {
+	switch o.Kind {
+	case state.OwnerBot:
+		return "bot"
+	case state.OwnerApp:
+		return "app"
+	case state.OwnerIdle:
+		return "idle"
+	}
+	return "unknown"
 }

@@ -1,0 +1,73 @@
+// Package metrics holds Baton's Prometheus collectors and serves them.
+//
+// Collectors are registered on a registry the caller passes in, so every
+// test and every in-process Baton gets its own and nothing is global.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// Metrics are the counters and gauges the pipeline updates.
+type Metrics struct {
+	Registry *prometheus.Registry
+
+	WebhookEvents   *prometheus.CounterVec // result: accepted | duplicate
+	WebhookRefused  *prometheus.CounterVec // reason: signature | malformed | too_large | store
+	Decisions       *prometheus.CounterVec // rule, mode: enforce | observe
+	Handovers       *prometheus.CounterVec // to: bot | app | idle
+	ActionFailures  *prometheus.CounterVec // action
+	BotDeliveries   *prometheus.CounterVec // result: ok | rejected
+	ReloadSuccess   prometheus.Gauge
+	ReloadTimestamp prometheus.Gauge
+	ActiveThreads   prometheus.GaugeFunc
+}
+
+// New registers Baton's collectors (and the Go runtime's) on a new
+// registry. activeThreads reports how many threads have a running worker.
+func New(activeThreads func() float64) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		WebhookEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_webhook_events_total", Help: "Webhook events accepted into a thread queue, or dropped as re-deliveries.",
+		}, []string{"result"}),
+		WebhookRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_webhook_refused_total", Help: "Webhook POSTs refused, by reason.",
+		}, []string{"reason"}),
+		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_policy_decisions_total", Help: "Events a policy rule matched, by rule and mode (enforce, or observe in shadow mode).",
+		}, []string{"rule", "mode"}),
+		Handovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_handovers_total", Help: "Changes of thread owner Baton recorded, by new owner kind.",
+		}, []string{"to"}),
+		ActionFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_action_failures_total", Help: "Policy actions that failed, by action.",
+		}, []string{"action"}),
+		BotDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_bot_deliveries_total", Help: "Events delivered to the bot, or set aside after the bot rejected them.",
+		}, []string{"result"}),
+		ReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_policy_last_reload_successful", Help: "1 if the last policy (re)load succeeded.",
+		}),
+		ReloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "baton_policy_last_reload_success_timestamp_seconds", Help: "When the policies were last loaded successfully.",
+		}),
+		ActiveThreads: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "baton_active_threads", Help: "Threads with queued work and a running worker.",
+		}, activeThreads),
+	}
+	reg.MustRegister(m.WebhookEvents, m.WebhookRefused, m.Decisions, m.Handovers, m.ActionFailures,
+		m.BotDeliveries, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the registry in the Prometheus text format.
+func (m *Metrics) Handler() fasthttp.RequestHandler {
+	return fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+}
