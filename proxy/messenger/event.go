@@ -92,6 +92,13 @@ type Event struct {
 	AppID     string // echo app_id; new owner (pass/take) or requested owner (request)
 	PrevAppID string // previous_owner_app_id of pass/take
 	Metadata  string // handover metadata
+
+	// Entry points: a referral event, the referral inside a postback (a
+	// new thread opened from an m.me link or an ad), or an opt-in's ref.
+	Ref, Source, AdID string
+	// Attachments lists the types of a message's attachments (image,
+	// file, sticker, ...), in order.
+	Attachments []string
 }
 
 // Errors returned by Parse.
@@ -180,11 +187,16 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 		default:
 			ev.Kind = KindText
 		}
+		for _, a := range m.GetArray("attachments") {
+			ev.Attachments = append(ev.Attachments, str(a.Get("type")))
+		}
+		ev.readReferral(m.Get("referral"))
 	case v.Exists("postback"):
 		ev.Kind = KindPostback
 		ev.MID = str(v.Get("postback", "mid"))
 		ev.Text = str(v.Get("postback", "title"))
 		ev.Payload = str(v.Get("postback", "payload"))
+		ev.readReferral(v.Get("postback", "referral"))
 	case v.Exists("pass_thread_control"):
 		ev.Kind = KindPassThreadControl
 		h := v.Get("pass_thread_control")
@@ -199,9 +211,11 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 		ev.AppID, ev.Metadata = idString(h.Get("requested_owner_app_id")), str(h.Get("metadata"))
 	case v.Exists("referral"):
 		ev.Kind = KindReferral
+		ev.readReferral(v.Get("referral"))
 	case v.Exists("optin"):
 		ev.Kind = KindOptin
 		ev.UserRef = str(v.Get("optin", "user_ref"))
+		ev.Ref = str(v.Get("optin", "ref"))
 	case v.Exists("delivery"):
 		ev.Kind = KindDelivery
 	case v.Exists("read"):
@@ -221,6 +235,13 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 		ev.Kind = KindAccountLinking
 	}
 	return ev, nil
+}
+
+func (e *Event) readReferral(r *fastjson.Value) {
+	if r == nil || r.Type() != fastjson.TypeObject {
+		return
+	}
+	e.Ref, e.Source, e.AdID = str(r.Get("ref")), str(r.Get("source")), idString(r.Get("ad_id"))
 }
 
 // ThreadUser is the user part of the event's thread key: the PSID, or

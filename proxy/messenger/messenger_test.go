@@ -15,7 +15,7 @@ const batch = `{"object":"page","entry":[
   {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"timestamp":1767225599876,"message":{"mid":"m_1","text":"hi","x_unknown":{"kept":true}}},
   {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"timestamp":"1767225701000","message":{"mid":"m_2","text":"Talk to a person","quick_reply":{"payload":"HANDOFF"}}}
  ],"standby":[
-  {"sender":{"id":"88"},"recipient":{"id":"104455667788990"},"postback":{"mid":"m_3","title":"Help"}}
+  {"sender":{"id":"88"},"recipient":{"id":"104455667788990"},"postback":{"mid":"m_3","title":"Help","referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}}
  ]},
  {"id":104455667788990,"time":1767225600200,"messaging":[
   {"sender":{"id":"104455667788990"},"recipient":{"id":"77"},"message":{"is_echo":true,"app_id":263902037430900,"mid":"m_4","text":"Sam here"}},
@@ -68,9 +68,28 @@ func TestParseSplitsAndReadsRoutingFields(t *testing.T) {
 	if evs[4].PrevAppID != "263902037430900" || evs[4].Metadata != "done" {
 		t.Errorf("pass fields: %+v", evs[4])
 	}
+	if evs[2].Ref != "support" || evs[2].Source != "SHORTLINK" || evs[6].Ref != "checkout" {
+		t.Errorf("referral/optin refs: postback %+v, optin %+v", evs[2], evs[6])
+	}
 	// Raw bytes are exactly the input, unknown fields and all.
 	if !bytes.Contains([]byte(batch), evs[0].Raw) || !bytes.Contains(evs[0].Raw, []byte(`"x_unknown":{"kept":true}`)) {
 		t.Errorf("raw event not kept verbatim: %s", evs[0].Raw)
+	}
+}
+
+func TestReferralsAndAttachments(t *testing.T) {
+	body := `{"object":"page","entry":[{"id":"1","messaging":[
+ {"sender":{"id":"2"},"referral":{"ref":"vip","source":"ADS","type":"OPEN_THREAD","ad_id":6045246247433}},
+ {"sender":{"id":"2"},"message":{"mid":"m","attachments":[{"type":"image","payload":{}},{"type":"sticker"}]}}]}]}`
+	evs, err := Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := evs[0]; r.Kind != KindReferral || r.Ref != "vip" || r.Source != "ADS" || r.AdID != "6045246247433" {
+		t.Errorf("referral = %+v", r)
+	}
+	if m := evs[1]; m.Kind != KindText || len(m.Attachments) != 2 || m.Attachments[0] != "image" || m.Attachments[1] != "sticker" {
+		t.Errorf("attachments = %+v", m)
 	}
 }
 
