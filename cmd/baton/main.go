@@ -1,6 +1,8 @@
-// Command baton runs the Baton webhook proxy (serve) or a self-contained
-// demonstration (demo). It only parses flags and turns signals into context
-// cancellation and reloads; the work happens in proxy/app and proxy/demo.
+// Command baton runs the Baton webhook proxy (serve), a self-contained
+// demonstration (demo), and the offline ops commands on policy files
+// (check, explain, replay). It only parses flags and turns signals into
+// context cancellation and reloads; the work happens in proxy/app,
+// proxy/demo and proxy/cli.
 package main
 
 import (
@@ -8,21 +10,38 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/batonproxy/baton/proxy/app"
+	"github.com/batonproxy/baton/proxy/cli"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
+	"github.com/batonproxy/baton/proxy/watch"
 )
 
 const usage = `usage:
   baton serve --config baton.yaml   run the proxy
-  baton demo                        play a scripted conversation through Baton and a sandbox platform
+  baton demo [-v]                   play a scripted conversation through Baton and a sandbox platform
+  baton check [--config baton.yaml | --apps NAME=ID,...] [FILE...]
+                                    validate policy files: exit 0 when valid, 1 with every problem
+                                    as file:line:col (default files: the config's policies)
+  baton explain (--config baton.yaml | --policy FILE... --apps NAME=ID,...)
+                --event EVENT.json [--owner bot|other|APP]
+                                    which rule matches an event (a webhook body, or one event
+                                    object), on what trigger, and what it would do
+  baton replay (--config baton.yaml | --policy FILE... --apps NAME=ID,...) RECORDED.jsonl
+                                    run policy files over traffic recorded with record: in baton.yaml
+
+The offline commands (check, explain, replay) read the config without its
+secrets: unset ${VARS} are fine. "-" reads EVENT.json or RECORDED.jsonl from
+standard input.
 `
 
 func main() { os.Exit(run(os.Args[1:])) }
@@ -37,6 +56,12 @@ func run(args []string) int {
 		return serve(args[1:])
 	case "demo":
 		return runDemo(args[1:])
+	case "check":
+		return check(args[1:])
+	case "explain":
+		return explain(args[1:])
+	case "replay":
+		return replay(args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0
@@ -68,14 +93,28 @@ func serve(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{}, 1)
+	requestReload := func() {
+		select {
+		case reload <- struct{}{}:
+		default: // one is pending already
+		}
+	}
 	go func() {
 		for range hup {
-			select {
-			case reload <- struct{}{}:
-			default:
-			}
+			requestReload()
 		}
 	}()
+	if cfg.Reload.Watch {
+		// The watcher stops before main returns, even when app.Run ends on
+		// its own (ctx is not cancelled then).
+		wctx, wstop := context.WithCancel(ctx)
+		w := watch.Start(wctx, watch.Options{
+			Paths: cfg.Policies, Interval: cfg.Reload.Interval, OnChange: requestReload, Logger: log,
+		})
+		defer func() { wstop(); w.Wait() }()
+	}
+	// TODO(app): open a record.Recorder when cfg.Record.Path is set and
+	// have the ingress record accepted events (see proxy/record).
 	if err := app.Run(ctx, app.Options{Config: cfg, Logger: log, Reload: reload}); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("baton stopped", zap.Error(err))
 		return 1
@@ -109,6 +148,154 @@ func runDemo(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// sourceFlags are the flags naming where policy files and app names come
+// from, shared by check, explain and replay.
+type sourceFlags struct {
+	config   string
+	policies listFlag
+	apps     string
+}
+
+func (f *sourceFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "baton.yaml: take the policy files, app names and app id from it")
+	fs.Var(&f.policies, "policy", "a policy file (repeatable; more may follow as arguments)")
+	fs.StringVar(&f.apps, "apps", "", "without --config: the app names policies pass to, as name=id,name=id")
+}
+
+// sources turns the flags and the policy files given as arguments into
+// cli.Sources.
+func (f *sourceFlags) sources(files []string) (cli.Sources, error) {
+	apps, err := cli.ParseApps(f.apps)
+	if err != nil {
+		return cli.Sources{}, err
+	}
+	return cli.Sources{Config: f.config, Policies: append(f.policies, files...), Apps: apps}, nil
+}
+
+func check(args []string) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	var sf sourceFlags
+	fs.StringVar(&sf.config, "config", "", "baton.yaml: check it, and (without FILE arguments) its policy files with its app names")
+	fs.StringVar(&sf.apps, "apps", "", "without --config: the app names policies pass to, as name=id,name=id")
+	files, err := parseArgs(fs, args)
+	if err != nil {
+		return cli.ExitUsage
+	}
+	src, err := sf.sources(files)
+	if err != nil {
+		return cli.Fail(os.Stderr, err)
+	}
+	res, err := src.Resolve(os.LookupEnv)
+	if err != nil {
+		return cli.Fail(os.Stderr, err)
+	}
+	return cli.Check(os.Stdout, os.Stderr, res.Policies, res.Apps)
+}
+
+func explain(args []string) int {
+	fs := flag.NewFlagSet("explain", flag.ContinueOnError)
+	var sf sourceFlags
+	sf.register(fs)
+	event := fs.String("event", "", "the event: a webhook body or one messaging/standby event object (- for stdin)")
+	owner := fs.String("owner", "", "for one event object: who owns the thread, bot (default), other or an app name")
+	files, err := parseArgs(fs, args)
+	if err != nil {
+		return cli.ExitUsage
+	}
+	if *event == "" {
+		fmt.Fprintf(os.Stderr, "baton explain: --event is required\n%s", usage)
+		return cli.ExitUsage
+	}
+	src, err := sf.sources(files)
+	if err != nil {
+		return cli.Fail(os.Stderr, err)
+	}
+	set, res, code := src.Load(os.Stderr, os.LookupEnv)
+	if code != cli.ExitOK {
+		return code
+	}
+	data, err := readInput(*event)
+	if err != nil {
+		return cli.Fail(os.Stderr, err)
+	}
+	return cli.Explain(os.Stdout, os.Stderr, set, data, *owner, res.AppID, res.Apps)
+}
+
+func replay(args []string) int {
+	fs := flag.NewFlagSet("replay", flag.ContinueOnError)
+	var sf sourceFlags
+	sf.register(fs)
+	rest, err := parseArgs(fs, args)
+	if err != nil {
+		return cli.ExitUsage
+	}
+	if len(rest) == 0 {
+		fmt.Fprintf(os.Stderr, "baton replay: give the recorded file\n%s", usage)
+		return cli.ExitUsage
+	}
+	// The recording comes last, after any more policy files.
+	recorded, files := rest[len(rest)-1], rest[:len(rest)-1]
+	src, err := sf.sources(files)
+	if err != nil {
+		return cli.Fail(os.Stderr, err)
+	}
+	set, res, code := src.Load(os.Stderr, os.LookupEnv)
+	if code != cli.ExitOK {
+		return code
+	}
+	in := io.Reader(os.Stdin)
+	if recorded != "-" {
+		f, err := os.Open(recorded)
+		if err != nil {
+			return cli.Fail(os.Stderr, fmt.Errorf("replay: %w", err))
+		}
+		defer f.Close()
+		in = f
+	}
+	return cli.Replay(os.Stdout, os.Stderr, set, in, res.AppID)
+}
+
+// parseArgs parses flags wherever they stand among the arguments, so
+// "baton check a.yaml --apps inbox=1" works as typed; "--" ends the flags.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var rest []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		left := fs.Args()
+		if len(left) == 0 {
+			return rest, nil
+		}
+		if len(left) < len(args) && args[len(args)-len(left)-1] == "--" {
+			return append(rest, left...), nil
+		}
+		rest, args = append(rest, left[0]), left[1:]
+	}
+}
+
+// listFlag is a flag that may be given several times.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// readInput reads a file, or standard input for "-".
+func readInput(path string) ([]byte, error) {
+	if path == "-" {
+		data, err := io.ReadAll(os.Stdin)
+		if err != nil {
+			return nil, fmt.Errorf("reading standard input: %w", err)
+		}
+		return data, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading event: %w", err)
+	}
+	return data, nil
 }
 
 func jsonLogger(level zapcore.Level) (*zap.Logger, error) {

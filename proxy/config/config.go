@@ -44,6 +44,9 @@ const (
 	DefaultDedupWindow    = 48 * time.Hour
 	DefaultCacheSize      = 100000
 	DefaultLogLevel       = zapcore.InfoLevel
+	DefaultRecordMaxBytes = 100 << 20 // 100 MiB: a few days of a busy Page, small next to the database
+	DefaultReloadWatch    = true
+	DefaultReloadInterval = 2 * time.Second
 	defaultAppForPolicies = "default" // reserved: policies use it for the page's default app
 )
 
@@ -77,6 +80,11 @@ type Config struct {
 	// the database (default 100000).
 	CacheSize int
 	Log       Log
+	// Record, when its Path is set, keeps the accepted webhook events in
+	// a file for `baton replay`. Off by default.
+	Record Record
+	// Reload says how policy file changes are picked up besides SIGHUP.
+	Reload Reload
 }
 
 // App is the Messenger app Baton (and the bot behind it) runs as: the
@@ -121,6 +129,30 @@ type Log struct {
 	Level zapcore.Level // default info
 }
 
+// Record configures the recording of accepted webhook events, one JSON
+// line each, so policy changes can be replayed over real traffic. The
+// file holds users' messages: it is personal data like the database.
+type Record struct {
+	// Path is the file written; "" (no record key) turns recording off.
+	// Relative paths resolve against the config file's directory.
+	Path string
+	// MaxBytes is the size at which the file is rotated to Path+".1"
+	// (replacing the previous one), so at most about twice this is kept
+	// on disk, the newest traffic first. Default 100 MiB.
+	MaxBytes int64
+}
+
+// Reload configures how changed policy files are picked up. SIGHUP always
+// reloads; a failed reload keeps the running policies either way.
+type Reload struct {
+	// Watch polls the policy files and reloads when their contents change
+	// (default true). Polling rather than file system notifications also
+	// sees a Kubernetes ConfigMap update, which swaps a symlink.
+	Watch bool
+	// Interval is the time between polls (default 2s).
+	Interval time.Duration
+}
+
 // PageTokens returns page id -> access token, for the Graph client.
 func (c *Config) PageTokens() map[string]string {
 	m := make(map[string]string, len(c.Pages))
@@ -147,6 +179,8 @@ type fileYAML struct {
 	DedupWindow string            `yaml:"dedup_window"`
 	CacheSize   *int              `yaml:"cache_size"`
 	Log         logYAML           `yaml:"log"`
+	Record      *recordYAML       `yaml:"record"` // nil: recording off
+	Reload      reloadYAML        `yaml:"reload"`
 }
 
 type appYAML struct {
@@ -184,11 +218,37 @@ type logYAML struct {
 	Level string `yaml:"level"`
 }
 
+type recordYAML struct {
+	Path     string `yaml:"path"`
+	MaxBytes *int64 `yaml:"max_bytes"`
+}
+
+type reloadYAML struct {
+	Watch    *bool  `yaml:"watch"` // a pointer: absent means the default, true
+	Interval string `yaml:"interval"`
+}
+
 // Load reads and validates the config file at path. Relative paths in it
 // resolve against the file's directory. env looks up ${VAR} references;
 // nil means the process environment. Problems in the file are returned as
 // a yamlfile.Problems listing all of them.
 func Load(path string, env func(string) (string, bool)) (*Config, error) {
+	return load(path, env, mode{checkFiles: true})
+}
+
+// LoadOffline reads the config file for the offline tools (baton check,
+// explain and replay). They need its apps, policies and app id, never its
+// secrets, and run where production's environment is not set: in CI, on a
+// laptop. So an unset ${VAR} is not an error there; it is left as written
+// ("${PAGE_TOKEN}") and the value that refers to it is not validated.
+// Everything else is checked as by Load, so the command that checks a
+// config in CI still reports its typos. The result must not be used to
+// serve.
+func LoadOffline(path string, env func(string) (string, bool)) (*Config, error) {
+	return load(path, env, mode{checkFiles: true, offline: true})
+}
+
+func load(path string, env func(string) (string, bool), m mode) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("loading config: %w", err)
@@ -197,7 +257,7 @@ func Load(path string, env func(string) (string, bool)) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading config: %w", err)
 	}
-	return parse(path, data, env, filepath.Dir(abs), true)
+	return parse(path, data, env, filepath.Dir(abs), m)
 }
 
 // Parse validates a config file's contents; file names it in problems.
@@ -205,29 +265,91 @@ func Load(path string, env func(string) (string, bool)) (*Config, error) {
 // working directory). env looks up ${VAR} references; nil means the
 // process environment.
 func Parse(file string, data []byte, env func(string) (string, bool), baseDir string) (*Config, error) {
-	return parse(file, data, env, baseDir, false)
+	return parse(file, data, env, baseDir, mode{})
 }
 
-// parse is Parse, plus, for Load, a check that the policy files exist, so
-// a wrong path is reported with its line along with everything else.
-func parse(file string, data []byte, env func(string) (string, bool), baseDir string, checkFiles bool) (*Config, error) {
+// mode says what parse checks besides the file itself.
+type mode struct {
+	// checkFiles: the policy files must exist, so a wrong path is
+	// reported with its line along with everything else (Load).
+	checkFiles bool
+	// offline: unset ${VAR}s are tolerated (LoadOffline).
+	offline bool
+}
+
+func parse(file string, data []byte, env func(string) (string, bool), baseDir string, m mode) (*Config, error) {
 	if env == nil {
 		env = os.LookupEnv
+	}
+	var unset map[string]bool
+	if m.offline {
+		unset = make(map[string]bool)
+		env = keepUnset(env, unset)
 	}
 	var raw fileYAML
 	root, probs := yamlfile.Decode(file, data, &raw, yamlfile.Options{Env: env})
 	if root == nil {
 		return nil, probs
 	}
-	v := validator{rep: yamlfile.NewReporter(file, root, probs), root: root, baseDir: baseDir, checkFiles: checkFiles}
+	v := validator{rep: yamlfile.NewReporter(file, root, probs), root: root, baseDir: baseDir, checkFiles: m.checkFiles}
 	cfg := v.build(&raw)
 	cfg.File = file
 	probs = append(probs, v.rep.Problems...)
+	if len(unset) > 0 {
+		probs = withoutUnset(probs, root, unset)
+	}
 	if len(probs) > 0 {
 		probs.Sort()
 		return nil, probs
 	}
 	return cfg, nil
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// keepUnset wraps env for LoadOffline: a variable env does not have
+// expands to its own reference, and its name is added to unset. Invalid
+// names are passed through, so yamlfile still reports them.
+func keepUnset(env func(string) (string, bool), unset map[string]bool) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		if val, ok := env(name); ok || !envNameRE.MatchString(name) {
+			return val, ok
+		}
+		unset[name] = true
+		return "${" + name + "}", true
+	}
+}
+
+// withoutUnset drops the problems about values that refer to an unset
+// variable: they are at the position of the scalar that holds the
+// reference (a type error, "must be numeric", "cannot read policy file"),
+// and the value is only known where the variable is set.
+func withoutUnset(probs yamlfile.Problems, root *yaml.Node, unset map[string]bool) yamlfile.Problems {
+	skip := make(map[[2]int]bool)
+	var walk func(n *yaml.Node)
+	walk = func(n *yaml.Node) {
+		if n.Kind == yaml.ScalarNode && strings.Contains(n.Value, "${") {
+			for name := range unset {
+				if strings.Contains(n.Value, "${"+name+"}") {
+					skip[[2]int{n.Line, n.Column}] = true
+					break
+				}
+			}
+		}
+		// Alias nodes are not followed: their target is walked where it
+		// is defined.
+		for _, c := range n.Content {
+			walk(c)
+		}
+	}
+	walk(root)
+	kept := probs[:0]
+	for _, p := range probs {
+		if !skip[[2]int{p.Line, p.Col}] {
+			kept = append(kept, p)
+		}
+	}
+	return kept
 }
 
 type validator struct {
@@ -293,7 +415,38 @@ func (v *validator) build(raw *fileYAML) *Config {
 	c.Webhook.MaxBodyBytes = v.positive([]any{"webhook", "max_body_bytes"}, raw.Webhook.MaxBodyBytes, DefaultMaxBodyBytes)
 
 	c.Log.Level = v.level(raw.Log.Level)
+
+	c.Record = v.record(raw.Record)
+	c.Reload.Watch = DefaultReloadWatch
+	if raw.Reload.Watch != nil {
+		c.Reload.Watch = *raw.Reload.Watch
+	}
+	c.Reload.Interval = v.duration([]any{"reload", "interval"}, raw.Reload.Interval, DefaultReloadInterval)
 	return c
+}
+
+// record validates the optional record section; without it recording is
+// off and Record is zero.
+func (v *validator) record(raw *recordYAML) Record {
+	if raw == nil {
+		// "record:" with nothing after it decodes like no key at all, but
+		// its author probably meant to turn recording on.
+		if yamlfile.Lookup(v.root, "record") != nil && !v.rep.Reported("record") {
+			v.problem([]any{"record"}, "empty: want a path (and optionally max_bytes), or remove the key to turn recording off")
+		}
+		return Record{}
+	}
+	r := Record{
+		Path:     v.path([]any{"record", "path"}, raw.Path, true),
+		MaxBytes: DefaultRecordMaxBytes,
+	}
+	if raw.MaxBytes != nil {
+		r.MaxBytes = *raw.MaxBytes
+		if r.MaxBytes <= 0 {
+			v.problem([]any{"record", "max_bytes"}, "must be greater than zero, got %d", r.MaxBytes)
+		}
+	}
+	return r
 }
 
 func (v *validator) listen(addr string) string {

@@ -65,6 +65,7 @@ func TestParseExample(t *testing.T) {
 		DedupWindow: 48 * time.Hour,
 		CacheSize:   100000,
 		Log:         Log{Level: zapcore.InfoLevel},
+		Reload:      Reload{Watch: true, Interval: 2 * time.Second},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %#v\nwant %#v", cfg, want)
@@ -104,6 +105,7 @@ func TestDefaults(t *testing.T) {
 		DedupWindow: DefaultDedupWindow,
 		CacheSize:   DefaultCacheSize,
 		Log:         Log{Level: DefaultLogLevel},
+		Reload:      Reload{Watch: DefaultReloadWatch, Interval: DefaultReloadInterval},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %#v\nwant %#v", cfg, want)

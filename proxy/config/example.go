@@ -45,6 +45,23 @@ apps:
 policies:
   - policies/handoff.yaml
 
+# Picking up edited policy files. SIGHUP always re-reads them; with watch
+# on, Baton also polls them and reloads when their contents change, which
+# also sees a Kubernetes ConfigMap update. A bad file keeps the running
+# rules (check files first with: baton check --config baton.yaml).
+reload:
+  watch: true
+  interval: 2s   # time between polls
+
+# Recording of accepted webhook events, one JSON line each, for
+# "baton replay" (try policy changes on real traffic). Off unless set.
+# The file is renamed to <path>.1 when it would pass max_bytes, so at most
+# about twice that is kept. It holds users' messages: treat it as
+# personal data.
+# record:
+#   path: events.jsonl
+#   max_bytes: 104857600   # 100 MiB
+
 # The existing bot, which receives every event no policy claims.
 bot:
   url: http://127.0.0.1:3000/webhook

@@ -1,0 +1,171 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/batonproxy/baton/policies"
+	"github.com/batonproxy/baton/proxy/dispatch"
+	"github.com/batonproxy/baton/proxy/messenger"
+)
+
+// now is the time events are judged at; a variable so tests can fix it.
+var now = time.Now
+
+// Explain shows which rule of set matches an event, on what trigger, and
+// what it would do. eventJSON is either a whole webhook body (every event
+// in it is explained, each with the owner its channel implies) or one
+// event object from messaging[]/standby[] (page "0"; owner says who owns
+// the thread: "bot", the default, or "other" or an app name from apps,
+// which put the event on standby as Meta would). appID is the bot's app
+// id, to tell its echoes from other apps'. It returns 0 when every event
+// was explained, 1 for an unreadable event and 2 for an unknown owner.
+func Explain(out, errOut io.Writer, set *policies.Set, eventJSON []byte, owner string, appID string, apps map[string]string) int {
+	events, code := explainEvents(errOut, eventJSON, owner, appID, apps)
+	if code != ExitOK {
+		return code
+	}
+	for i := range events {
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		explainOne(out, set, &events[i], appID, apps)
+	}
+	return ExitOK
+}
+
+// explained is an event with who owns its thread.
+type explained struct {
+	ev       messenger.Event
+	owner    string // "" or a note for the owner line
+	ownerApp string // the other app's id when --owner named it
+}
+
+func explainEvents(errOut io.Writer, data []byte, owner, appID string, apps map[string]string) ([]explained, int) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		fmt.Fprintf(errOut, "event: want a webhook body or one event object: %v\n", err)
+		return nil, ExitFail
+	}
+	_, hasObject := top["object"]
+	_, hasEntry := top["entry"]
+	if hasObject || hasEntry {
+		// A whole delivery: where each event sits says who owns its thread.
+		if owner != "" {
+			fmt.Fprintln(errOut, "note: --owner is ignored for a whole webhook body: an event on standby[] means another app owns the thread")
+		}
+		evs, err := messenger.Parse(data)
+		if err != nil {
+			fmt.Fprintf(errOut, "event: %v\n", err)
+			return nil, ExitFail
+		}
+		if len(evs) == 0 {
+			fmt.Fprintln(errOut, "event: the webhook body holds no events")
+			return nil, ExitFail
+		}
+		out := make([]explained, len(evs))
+		for i, ev := range evs {
+			out[i] = explained{ev: ev, owner: "the event came on " + ev.Channel.String()}
+		}
+		return out, ExitOK
+	}
+
+	ch, ownerApp, note, ok := ownerChannel(owner, appID, apps)
+	if !ok {
+		names := "bot, other"
+		for _, name := range sortedNames(apps) {
+			names += ", " + name
+		}
+		fmt.Fprintf(errOut, "unknown owner %q: want one of %s, or an app id\n", owner, names)
+		return nil, ExitUsage
+	}
+	ev, err := messenger.ParseEvent("page", "0", 0, ch, bytes.TrimSpace(data))
+	if err != nil {
+		fmt.Fprintf(errOut, "event: %v\n", err)
+		return nil, ExitFail
+	}
+	return []explained{{ev: ev, owner: note, ownerApp: ownerApp}}, ExitOK
+}
+
+// ownerChannel turns --owner into the channel Meta would deliver the event
+// on, and the owning app's id when it names one: the proxy knows the owner
+// from the channel and what it observed, not from a flag.
+func ownerChannel(owner, appID string, apps map[string]string) (ch messenger.Channel, ownerApp, note string, ok bool) {
+	switch {
+	case owner == "" || owner == "bot" || (appID != "" && owner == appID):
+		return messenger.Messaging, "", "", true
+	case owner == "other":
+		return messenger.Standby, "", "", true
+	case apps[owner] != "":
+		return messenger.Standby, apps[owner], owner + ", app " + apps[owner], true
+	case strings.Trim(owner, "0123456789") == "":
+		return messenger.Standby, owner, "app " + owner, true
+	}
+	return 0, "", "", false
+}
+
+func sortedNames(apps map[string]string) []string {
+	return slices.Sorted(maps.Keys(apps))
+}
+
+func explainOne(out io.Writer, set *policies.Set, x *explained, appID string, apps map[string]string) {
+	ev := &x.ev
+	user := "no user"
+	if u := ev.ThreadUser(); u != "" {
+		user = "user " + u
+	}
+	fmt.Fprintf(out, "event: page %s, %s: %s\n", ev.PageID, user, describe(ev, func(id string) string { return appLabel(id, appID, apps) }, 0))
+
+	in, judged := dispatch.PolicyInput(ev, observedThread(ev.Channel, x.ownerApp), now())
+	if x.owner != "" {
+		fmt.Fprintf(out, "owner: %s (%s)\n", in.Owner, x.owner)
+	} else {
+		fmt.Fprintf(out, "owner: %s\n", in.Owner)
+	}
+	if ev.Kind == messenger.KindPostback && ev.Channel == messenger.Standby && ev.Payload != "" {
+		fmt.Fprintln(out, "note: Meta strips postback payloads from standby events; live, the rules would see none")
+	}
+	toBot := "the event goes to the bot"
+	if ev.Channel == messenger.Standby {
+		toBot = "a standby event goes to the bot only with bot.forward_standby"
+	}
+	if !judged {
+		what := ev.Kind.String() + " events"
+		switch ev.Kind {
+		case messenger.KindText, messenger.KindQuickReply, messenger.KindPostback:
+			// The kinds rules do look at: what is missing is the user.
+			what = "events without a user id"
+		}
+		fmt.Fprintf(out, "not judged: rules do not look at %s; %s\n", what, toBot)
+		return
+	}
+
+	dec := set.Evaluate(in)
+	if !dec.Matched {
+		fmt.Fprintf(out, "no rule matched: %s\n", toBot)
+		return
+	}
+	// TODO(policies): print the rule's file:line from Decision.Rules
+	// (Match.File, Match.Line), and every rule of a `continue` chain,
+	// once the policies package has them.
+	fmt.Fprintf(out, "rule %q matched on %s\n", dec.Rule, dec.Trigger)
+	// TODO(policies): say "observe only: nothing is done" when
+	// Decision.Observe is set.
+	for _, a := range dec.Actions {
+		fmt.Fprintf(out, "  %s\n", a)
+	}
+	switch {
+	case !dec.Forward:
+		fmt.Fprintln(out, "forward to bot: no (unless an action fails: then the bot gets the event, so the user is not left unanswered)")
+	case ev.Channel == messenger.Standby:
+		fmt.Fprintln(out, "forward to bot: yes (a standby event only with bot.forward_standby)")
+	default:
+		fmt.Fprintln(out, "forward to bot: yes")
+	}
+}
