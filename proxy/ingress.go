@@ -26,6 +26,11 @@ type Enqueuer interface {
 	Enqueue(ctx context.Context, now time.Time, events []state.NewEvent) ([]state.EnqueueResult, error)
 }
 
+// Recorder keeps a copy of accepted events (for `baton replay`).
+type Recorder interface {
+	Record(ev *messenger.Event, receivedAt time.Time)
+}
+
 // IngressOptions configure the webhook endpoint.
 type IngressOptions struct {
 	Path        string            // webhook path, e.g. "/webhook"
@@ -38,6 +43,8 @@ type IngressOptions struct {
 	Clock   clock.Clock
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics // default: a private registry; /metrics serves it
+	// Recorder, when set, is given every accepted (not duplicate) event.
+	Recorder Recorder
 }
 
 // Ingress is the fasthttp handler for Meta's webhooks.
@@ -132,7 +139,8 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), in.opts.Timeout)
 	defer cancel()
-	results, err := in.opts.Queue.Enqueue(cctx, in.opts.Clock.Now(), batch)
+	now := in.opts.Clock.Now()
+	results, err := in.opts.Queue.Enqueue(cctx, now, batch)
 	if err != nil {
 		// Not acknowledged, so Meta delivers it again; the dedup window
 		// drops whatever part of it did get stored.
@@ -146,6 +154,9 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	for i, r := range results {
 		if r == state.Accepted {
 			keys = append(keys, batch[i].Thread)
+			if in.opts.Recorder != nil {
+				in.opts.Recorder.Record(&events[i], now)
+			}
 		} else {
 			dups++
 		}

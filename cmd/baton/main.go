@@ -23,7 +23,6 @@ import (
 	"github.com/batonproxy/baton/proxy/cli"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
-	"github.com/batonproxy/baton/proxy/watch"
 )
 
 const usage = `usage:
@@ -93,28 +92,14 @@ func serve(args []string) int {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	reload := make(chan struct{}, 1)
-	requestReload := func() {
-		select {
-		case reload <- struct{}{}:
-		default: // one is pending already
-		}
-	}
 	go func() {
 		for range hup {
-			requestReload()
+			select {
+			case reload <- struct{}{}:
+			default: // one is pending already
+			}
 		}
 	}()
-	if cfg.Reload.Watch {
-		// The watcher stops before main returns, even when app.Run ends on
-		// its own (ctx is not cancelled then).
-		wctx, wstop := context.WithCancel(ctx)
-		w := watch.Start(wctx, watch.Options{
-			Paths: cfg.Policies, Interval: cfg.Reload.Interval, OnChange: requestReload, Logger: log,
-		})
-		defer func() { wstop(); w.Wait() }()
-	}
-	// TODO(app): open a record.Recorder when cfg.Record.Path is set and
-	// have the ingress record accepted events (see proxy/record).
 	if err := app.Run(ctx, app.Options{Config: cfg, Logger: log, Reload: reload}); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("baton stopped", zap.Error(err))
 		return 1

@@ -25,7 +25,9 @@ import (
 	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/graph"
 	"github.com/batonproxy/baton/proxy/metrics"
+	"github.com/batonproxy/baton/proxy/record"
 	"github.com/batonproxy/baton/proxy/signature"
+	"github.com/batonproxy/baton/proxy/watch"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/state/badgerstore"
 )
@@ -39,7 +41,8 @@ type Options struct {
 	// (tests pass an in-memory or pre-bound listener).
 	Listener net.Listener
 	// Reload receives a value whenever the policy files should be re-read
-	// (SIGHUP in cmd/baton).
+	// (SIGHUP in cmd/baton). With reload.watch on, Baton also re-reads them
+	// when their contents change.
 	Reload <-chan struct{}
 }
 
@@ -141,9 +144,21 @@ func New(opts Options) (a *App, err error) {
 	// Workers stop before the store closes (teardown runs in reverse).
 	a.onStop = append(a.onStop, func() error { cancel(); a.disp.Wait(); return nil })
 
+	var rec proxy.Recorder
+	if cfg.Record.Path != "" {
+		r, err := record.Open(record.Options{Path: cfg.Record.Path, MaxBytes: cfg.Record.MaxBytes, Clock: opts.Clock, Logger: a.log})
+		if err != nil {
+			return nil, fmt.Errorf("event recording: %w", err)
+		}
+		// Closed after the listener stops, so every accepted event is written.
+		a.onStop = append(a.onStop, r.Close)
+		rec = r
+	}
+
 	in, err := proxy.NewIngress(proxy.IngressOptions{
 		Path: cfg.Webhook.Path, VerifyToken: cfg.App.VerifyToken.Reveal(), Signer: signer,
 		Queue: a.store, Notify: a.disp.Notify, Clock: opts.Clock, Logger: a.log, Metrics: a.metrics,
+		Recorder: rec,
 	})
 	if err != nil {
 		return nil, err
@@ -181,6 +196,14 @@ func (a *App) Start() error {
 		return a.server.ShutdownWithContext(ctx)
 	})
 	go func() { a.served <- a.server.Serve(ln) }()
+	if cfg := a.opts.Config; cfg.Reload.Watch && len(cfg.Policies) > 0 {
+		wctx, stop := context.WithCancel(context.Background())
+		w := watch.Start(wctx, watch.Options{
+			Paths: cfg.Policies, Interval: cfg.Reload.Interval, Clock: a.opts.Clock, Logger: a.log,
+			OnChange: func() { a.Reload() },
+		})
+		a.onStop = append(a.onStop, func() error { stop(); w.Wait(); return nil })
+	}
 	a.log.Info("baton listening", zap.String("addr", ln.Addr().String()), zap.String("path", a.opts.Config.Webhook.Path),
 		zap.Int("rules", a.policies.Load().Rules()))
 	return nil

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy/app"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
@@ -46,6 +47,7 @@ type harness struct {
 type harnessOpts struct {
 	extraConfig string // appended to the YAML config
 	maxBody     int
+	policy      string // policy file contents; default demo.Policy
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -76,7 +78,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 
 func (h *harness) writeConfig(o harnessOpts) {
 	h.t.Helper()
-	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(demo.Policy), 0o600); err != nil {
+	policy := o.policy
+	if policy == "" {
+		policy = demo.Policy
+	}
+	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(policy), 0o600); err != nil {
 		h.t.Fatal(err)
 	}
 	var b strings.Builder
@@ -246,4 +252,14 @@ func postTo(url string, body []byte, headers map[string]string) (int, string, er
 		return 0, "", err
 	}
 	return resp.StatusCode(), string(resp.Body()), nil
+}
+
+// policySet compiles the harness's current policy file.
+func (h *harness) policySet() *policies.Set {
+	h.t.Helper()
+	set, err := policies.LoadFiles(h.cfg.Policies, h.cfg.Apps)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return set
 }
