@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
 
 	"go.yaml.in/yaml/v3"
 
@@ -17,15 +16,23 @@ import (
 
 // The on-disk format, version 1. These are plain structs decoded strictly
 // by yamlfile (no custom unmarshalers, so unknown keys are caught at any
-// depth); everything semantic is checked in compileFile with positions
-// from the node tree.
+// depth); everything semantic is checked in the compile step with
+// positions from the node tree.
 //
-// Growing the format means adding fields: a new trigger goes into
-// whenYAML, a new action into actionYAML (each do item holds exactly one
-// action key), and an incompatible change bumps version.
+// Growing the format means adding fields: a new trigger or condition goes
+// into whenYAML, a new action into actionYAML (each do item holds exactly
+// one action key), and an incompatible change bumps version. Every field
+// must also be described in testdata/policies/policy.schema.json, which a
+// test keeps in step with these structs.
 type fileYAML struct {
-	Version *int       `yaml:"version"`
-	Rules   []ruleYAML `yaml:"rules"`
+	Version *int `yaml:"version"`
+	// Pages limits the file to these page ids: for their events only the
+	// rules of files naming them apply.
+	Pages []string `yaml:"pages"`
+	// Mode is enforce (default) or observe (shadow mode).
+	Mode  string              `yaml:"mode"`
+	Teams map[string]teamYAML `yaml:"teams"`
+	Rules []ruleYAML          `yaml:"rules"`
 }
 
 type ruleYAML struct {
@@ -36,29 +43,45 @@ type ruleYAML struct {
 	// bot should not answer a conversation it is handing away) and to true
 	// otherwise.
 	Forward *bool `yaml:"forward"`
+	// Continue lets later matching rules add their actions too.
+	Continue bool `yaml:"continue"`
 }
 
 type whenYAML struct {
-	Owner        string   `yaml:"owner"` // bot (default) | other | idle | any
-	Keywords     []string `yaml:"keywords"`
-	Postbacks    []string `yaml:"postbacks"`
-	QuickReplies []string `yaml:"quick_replies"`
+	// Conditions: all must hold.
+	Owner   string   `yaml:"owner"` // bot | other | idle | any | an app name
+	Pages   []string `yaml:"pages"`
+	Tags    []string `yaml:"tags"`
+	NotTags []string `yaml:"not_tags"`
+	Open    string   `yaml:"open"`   // a team name
+	Closed  string   `yaml:"closed"` // a team name
+
+	// Triggers: one must match.
+	Keywords           []string      `yaml:"keywords"`
+	AllKeywords        []string      `yaml:"all_keywords"`
+	Regex              []string      `yaml:"regex"`
+	Postbacks          []string      `yaml:"postbacks"`
+	PostbackPrefixes   []string      `yaml:"postback_prefixes"`
+	PostbackRegex      []string      `yaml:"postback_regex"`
+	QuickReplies       []string      `yaml:"quick_replies"`
+	QuickReplyPrefixes []string      `yaml:"quick_reply_prefixes"`
+	QuickReplyRegex    []string      `yaml:"quick_reply_regex"`
+	Referral           *referralYAML `yaml:"referral"`
+	Optin              *optinYAML    `yaml:"optin"`
+	Attachments        []string      `yaml:"attachments"`
+	EchoFrom           []string      `yaml:"echo_from"`
+	RequestFrom        []string      `yaml:"request_from"`
+	ControlReturned    bool          `yaml:"control_returned"`
 }
 
-type actionYAML struct {
-	SendText *string     `yaml:"send_text"`
-	Pass     *passYAML   `yaml:"pass"`
-	Take     *reasonYAML `yaml:"take"`
-	Release  *reasonYAML `yaml:"release"`
+type referralYAML struct {
+	Refs    []string `yaml:"refs"`
+	Sources []string `yaml:"sources"`
+	AdIDs   []string `yaml:"ad_ids"`
 }
 
-type passYAML struct {
-	To     string `yaml:"to"`
-	Reason string `yaml:"reason"`
-}
-
-type reasonYAML struct {
-	Reason string `yaml:"reason"`
+type optinYAML struct {
+	Refs []string `yaml:"refs"`
 }
 
 // File is one policy file's name (used in problems) and contents.
@@ -75,13 +98,20 @@ const (
 	// control (Graph API: target_app_id omitted).
 	DefaultApp = "default"
 
+	// BotApp in echo_from means our own app, the bot behind Baton.
+	BotApp = "bot"
+
 	maxNameLen = 64
 	// maxTextLen is Messenger's limit on a text message (2000 characters);
 	// the text must stay under it.
 	maxTextLen = 2000
 )
 
-var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+var (
+	nameRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
+	tagRE    = regexp.MustCompile(`^[a-z0-9_-]+$`)
+	sourceRE = regexp.MustCompile(`^[A-Za-z_]+$`)
+)
 
 var owners = map[string]uint8{
 	"bot":   ownerBit(OwnerBot),
@@ -89,6 +119,22 @@ var owners = map[string]uint8{
 	"idle":  ownerBit(OwnerIdle),
 	"any":   0xff,
 }
+
+// attachmentTypes are the attachment types Messenger sends (see the
+// protocol notes, §4.3), plus "location" from older clients and "any".
+var attachmentTypes = []string{
+	"image", "video", "audio", "file", "sticker", "location", "fallback", "template",
+	"reel", "ig_reel", "post", "ig_post", "appointment_booking", "any",
+}
+
+// triggerKeys and actionKeys name what a rule needs at least one of, for
+// problem messages.
+const (
+	triggerKeys = "keywords, all_keywords, regex, postbacks, quick_replies (each also with _prefixes and _regex), " +
+		"referral, optin, attachments, echo_from, request_from or control_returned"
+	actionKeys = "send_text, send_quick_replies, send_buttons, send_feedback, pass, take, release, " +
+		"request, extend, tag, untag or notify"
+)
 
 // LoadFiles reads and compiles the policy files at paths, in order. A file
 // that cannot be read is an error wrapping the os error; problems in the
@@ -106,20 +152,40 @@ func LoadFiles(paths []string, apps map[string]string) (*Set, error) {
 }
 
 // Compile validates and compiles policy files, in order. apps maps the
-// app names a pass action may use to app ids. On any problem it returns a
-// nil Set and a yamlfile.Problems with every problem in every file.
+// app names rules may use (pass targets, owners, echo and request
+// sources) to app ids. On any problem it returns a nil Set and a
+// yamlfile.Problems with every problem in every file.
 func Compile(files []File, apps map[string]string) (*Set, error) {
 	c := compiler{
-		apps:  apps,
-		names: make(map[string]string),
+		apps:   apps,
+		names:  make(map[string]string),
+		teamAt: make(map[string]string),
 		set: &Set{
+			teams:        make(map[string]*Team),
 			keywords:     make(map[string][]phraseRef),
 			postbacks:    make(map[string][]triggerRef),
 			quickReplies: make(map[string][]triggerRef),
+			pageFiles:    make(map[string]bool),
 		},
 	}
+	var srcs []*source
 	for _, f := range files {
-		c.compileFile(f)
+		if src := c.parseFile(f); src != nil {
+			srcs = append(srcs, src)
+		}
+	}
+	// Teams first: a rule may name a team defined in any file.
+	for _, src := range srcs {
+		c.enter(src)
+		c.compileTeams()
+	}
+	for _, src := range srcs {
+		c.enter(src)
+		c.compileRules()
+	}
+	c.checkReachable()
+	for _, src := range srcs {
+		c.probs = append(c.probs, src.rep.Problems...)
 	}
 	if len(c.probs) > 0 {
 		c.probs.Sort()
@@ -129,15 +195,36 @@ func Compile(files []File, apps map[string]string) (*Set, error) {
 }
 
 type compiler struct {
-	apps  map[string]string
-	names map[string]string // rule name -> "file:line:col" where first defined
-	set   *Set
-	probs yamlfile.Problems
+	apps   map[string]string
+	names  map[string]string // rule name -> "file:line:col" where first defined
+	teamAt map[string]string // team name -> "file:line:col" where first defined
+	set    *Set
+	probs  yamlfile.Problems
+
+	// Where each compiled rule came from, parallel to set.rules, for the
+	// checks that need all rules.
+	ruleSrc  []*source
+	rulePath [][]any
 
 	// The file being compiled: its name, root node and semantic problems.
+	src  *source
 	file string
 	root *yaml.Node
 	rep  *yamlfile.Reporter
+}
+
+// source is one parsed file.
+type source struct {
+	file    string
+	root    *yaml.Node
+	rep     *yamlfile.Reporter
+	doc     fileYAML
+	pages   []string
+	observe bool
+}
+
+func (c *compiler) enter(src *source) {
+	c.src, c.file, c.root, c.rep = src, src.file, src.root, src.rep
 }
 
 // problem records a problem about the value at path; see
@@ -151,16 +238,18 @@ func at(base []any, more ...any) []any {
 	return append(slices.Clip(base), more...)
 }
 
-func (c *compiler) compileFile(f File) {
-	var doc fileYAML
-	root, probs := yamlfile.Decode(f.Name, f.Data, &doc, yamlfile.Options{})
+// parseFile decodes one file and checks its top-level settings. It
+// returns nil when the file did not parse at all.
+func (c *compiler) parseFile(f File) *source {
+	src := &source{file: f.Name}
+	root, probs := yamlfile.Decode(f.Name, f.Data, &src.doc, yamlfile.Options{})
 	c.probs = append(c.probs, probs...)
 	if root == nil {
-		return
+		return nil
 	}
-	c.file, c.root = f.Name, root
-	c.rep = yamlfile.NewReporter(f.Name, root, probs)
-	defer func() { c.probs = append(c.probs, c.rep.Problems...) }()
+	src.root, src.rep = root, yamlfile.NewReporter(f.Name, root, probs)
+	c.enter(src)
+	doc := &src.doc
 
 	switch {
 	case doc.Version != nil:
@@ -170,14 +259,48 @@ func (c *compiler) compileFile(f File) {
 	case !yamlfile.Present(root, "version"):
 		c.problem([]any{"version"}, `required: start the file with "version: %d"`, Version)
 	}
-	// Validate the rules even when the version is wrong: they are read as
-	// version 1, and the author gets every problem in one round.
-	// Lists are walked by node, not through the decoded slices (see
-	// yamlfile.Len).
-	for i := range yamlfile.Len(root, "rules") {
+
+	switch doc.Mode {
+	case "", "enforce":
+	case "observe":
+		src.observe = true
+	default:
+		c.problem([]any{"mode"}, "unknown mode %q (expected enforce, the default, or observe)", doc.Mode)
+	}
+
+	src.pages = c.pageIDs([]any{"pages"})
+	if yamlfile.Present(root, "pages") && yamlfile.Len(root, "pages") == 0 && !c.rep.Reported("pages") {
+		c.problem([]any{"pages"}, "an empty list limits the file to no page; leave pages out to apply the file to every page without its own files")
+	}
+	for _, p := range src.pages {
+		c.set.pageFiles[p] = true
+	}
+	return src
+}
+
+// pageIDs reads a list of page ids.
+func (c *compiler) pageIDs(path []any) []string {
+	var out []string
+	idx, vals := c.scalars(path)
+	for j, v := range vals {
+		if !digits(v) {
+			c.problem(at(path, idx[j]), "page id %q must be digits, as in the webhook's entry[].id", v)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// compileRules compiles the current file's rules. They are validated even
+// when the version is wrong: they are read as version 1, and the author
+// gets every problem in one round. Lists are walked by node, not through
+// the decoded slices (see yamlfile.Len).
+func (c *compiler) compileRules() {
+	for i := range yamlfile.Len(c.root, "rules") {
 		path := []any{"rules", i}
 		var ry ruleYAML
-		_ = yamlfile.Lookup(root, path...).Decode(&ry) // errors reported by Decode above
+		_ = yamlfile.Lookup(c.root, path...).Decode(&ry) // errors reported by Decode
 		c.compileRule(&ry, path)
 	}
 }
@@ -186,13 +309,18 @@ func (c *compiler) compileFile(f File) {
 // skipping items of the wrong shape (reported by yamlfile). A null item
 // counts as "".
 func (c *compiler) scalars(path []any) (idx []int, vals []string) {
-	for i := range yamlfile.Len(c.root, path...) {
-		n := yamlfile.Lookup(c.root, at(path, i)...)
+	return scalarsBelow(c.root, path...)
+}
+
+// scalarsBelow is scalars for a path below any node.
+func scalarsBelow(root *yaml.Node, path ...any) (idx []int, vals []string) {
+	for i := range yamlfile.Len(root, path...) {
+		n := yamlfile.Lookup(root, at(path, i)...)
 		if n == nil || n.Kind != yaml.ScalarNode {
 			continue
 		}
 		v := n.Value
-		if !yamlfile.Present(c.root, at(path, i)...) {
+		if !yamlfile.Present(root, at(path, i)...) {
 			v = ""
 		}
 		idx, vals = append(idx, i), append(vals, v)
@@ -200,69 +328,29 @@ func (c *compiler) scalars(path []any) (idx []int, vals []string) {
 	return idx, vals
 }
 
+// written reports whether key is present below path, even with a null
+// value ("referral:" alone means any referral).
+func (c *compiler) written(path []any, key string) bool {
+	return yamlfile.Lookup(c.root, at(path, key)...) != nil
+}
+
 func (c *compiler) compileRule(ry *ruleYAML, path []any) {
 	line, col := yamlfile.Pos(c.root, path...)
-	r := rule{name: ry.Name, file: c.file, line: line, col: col}
-
+	r := rule{
+		name: ry.Name, file: c.file, line: line, col: col,
+		filePages: c.src.pages, observe: c.src.observe, cont: ry.Continue,
+	}
+	before := len(c.rep.Problems)
 	c.checkName(ry.Name, path)
-
-	when := at(path, "when")
-	r.owner = ry.When.Owner
-	if r.owner == "" {
-		r.owner = "bot"
-	}
-	bits, ok := owners[r.owner]
-	if !ok {
-		c.problem(at(when, "owner"), "unknown owner %q (expected bot, other, idle or any)", ry.When.Owner)
-	}
-	r.owners = bits
-
 	ruleIdx := len(c.set.rules)
-	written := 0 // triggers written, valid or not
+	when := at(path, "when")
 
-	idx, kws := c.scalars(at(when, "keywords"))
-	written += len(kws)
-	for j, kw := range kws {
-		ws := words(kw)
-		if len(ws) == 0 {
-			c.problem(at(when, "keywords", idx[j]), "keyword %q has no letters or digits to match", kw)
-			continue
-		}
-		r.keywords = append(r.keywords, kw)
-		c.set.keywords[ws[0]] = append(c.set.keywords[ws[0]], phraseRef{
-			rule: ruleIdx, rest: ws[1:], trigger: fmt.Sprintf("keyword %q", kw),
-		})
-	}
+	c.compileConditions(&r, &ry.When, when)
+	user := c.compileTriggers(&r, &ry.When, when, ruleIdx)
 
-	idx, pbs := c.scalars(at(when, "postbacks"))
-	written += len(pbs)
-	for j, pb := range pbs {
-		if pb == "" {
-			c.problem(at(when, "postbacks", idx[j]), "postback payload must not be empty")
-			continue
-		}
-		r.postbacks = append(r.postbacks, pb)
-		c.set.postbacks[pb] = append(c.set.postbacks[pb], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("postback %q", pb)})
-	}
-	if r.owner == "other" && len(pbs) > 0 {
-		c.problem(at(when, "postbacks"), `postbacks never match when owner is "other": while another app owns the thread, `+
-			"Baton only receives its events on the standby channel, and standby postbacks carry no payload; "+
-			"use keywords instead, or another owner")
-	}
-
-	idx, qrs := c.scalars(at(when, "quick_replies"))
-	written += len(qrs)
-	for j, qr := range qrs {
-		if qr == "" {
-			c.problem(at(when, "quick_replies", idx[j]), "quick-reply payload must not be empty")
-			continue
-		}
-		r.quickReplies = append(r.quickReplies, qr)
-		c.set.quickReplies[qr] = append(c.set.quickReplies[qr], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("quick_reply %q", qr)})
-	}
-	if written == 0 {
-		c.problem(when, "needs at least one trigger (keywords, postbacks or quick_replies)")
-	}
+	// The owner is decided after the triggers: its default depends on
+	// them.
+	c.compileOwner(&r, &ry.When, when, user)
 
 	r.actions = c.compileActions(at(path, "do"))
 	r.forward = true
@@ -275,7 +363,10 @@ func (c *compiler) compileRule(ry *ruleYAML, path []any) {
 	if ry.Forward != nil {
 		r.forward = *ry.Forward
 	}
+	r.broken = len(c.rep.Problems) > before || c.rep.Reported(path...)
 	c.set.rules = append(c.set.rules, r)
+	c.ruleSrc = append(c.ruleSrc, c.src)
+	c.rulePath = append(c.rulePath, path)
 }
 
 func (c *compiler) checkName(name string, path []any) {
@@ -298,94 +389,390 @@ func (c *compiler) checkName(name string, path []any) {
 	c.names[name] = here
 }
 
-func (c *compiler) compileActions(path []any) []Action {
-	count := yamlfile.Len(c.root, path...)
-	if count == 0 {
-		c.problem(path, "needs at least one action (send_text, pass, take or release)")
+// compileOwner resolves the owner condition. Written, it is bot, other,
+// idle, any or an app name. Left out, it is bot for rules on the user's
+// events, and any for rules that only react to echoes, requests and
+// control coming back: those events are about ownership changing, so the
+// owner before them is rarely what the rule means to test.
+func (c *compiler) compileOwner(r *rule, w *whenYAML, when []any, userTriggers bool) {
+	r.owner = w.Owner
+	if r.owner == "" {
+		r.owner = "bot"
+		if !userTriggers && (r.echo() || len(r.requestFrom) > 0 || r.returned) {
+			r.owner = "any"
+		}
+	}
+	op := at(when, "owner")
+	if bits, ok := owners[r.owner]; ok {
+		r.owners = bits
+	} else if id, ok := c.apps[r.owner]; ok && r.owner != DefaultApp {
+		r.owners, r.ownerApp = ownerBit(OwnerOther), id
+	} else {
+		c.problem(op, "unknown owner %q (expected bot, other, idle, any or an app name; %s)", w.Owner, c.appList())
+	}
+	if r.owners == ownerBit(OwnerOther) {
+		// While another app owns the thread, Baton only gets its events on
+		// the standby channel, where postbacks carry no payload.
+		for _, k := range []string{"postbacks", "postback_prefixes", "postback_regex"} {
+			if yamlfile.Len(c.root, at(when, k)...) > 0 {
+				c.problem(at(when, k), "%s never match when owner is %q: while another app owns the thread, "+
+					"Baton only receives its events on the standby channel, and standby postbacks carry no payload; "+
+					"use keywords instead, or another owner", k, r.owner)
+			}
+		}
+	}
+}
+
+// compileConditions compiles the conditions other than the owner.
+func (c *compiler) compileConditions(r *rule, w *whenYAML, when []any) {
+	r.pages = c.pageIDs(at(when, "pages"))
+	r.tags = c.tagList(at(when, "tags"))
+	r.notTags = c.tagList(at(when, "not_tags"))
+	for _, t := range r.tags {
+		if slices.Contains(r.notTags, t) {
+			c.problem(at(when, "not_tags"), "tag %q is in both tags and not_tags: the rule could never match", t)
+		}
+	}
+	r.open = c.team(w.Open, at(when, "open"))
+	r.closed = c.team(w.Closed, at(when, "closed"))
+	if w.Open != "" && w.Open == w.Closed {
+		c.problem(at(when, "closed"), "team %q cannot be open and closed at once: the rule could never match", w.Open)
+	}
+}
+
+func (c *compiler) tagList(path []any) []string {
+	var out []string
+	idx, vals := c.scalars(path)
+	for j, v := range vals {
+		if msg := checkTag(v); msg != "" {
+			c.problem(at(path, idx[j]), "%s", msg)
+			continue
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+func checkTag(v string) string {
+	switch {
+	case v == "":
+		return "tag name must not be empty"
+	case len(v) > maxNameLen:
+		return fmt.Sprintf("tag name is %d characters; at most %d are allowed", len(v), maxNameLen)
+	case !tagRE.MatchString(v):
+		return fmt.Sprintf("tag name %q must be lowercase letters, digits, '-' and '_'", v)
+	}
+	return ""
+}
+
+func (c *compiler) team(name string, path []any) *Team {
+	if name == "" {
 		return nil
 	}
-	actions := make([]Action, 0, count)
-	for i := range count {
-		ip := at(path, i)
-		n := yamlfile.Lookup(c.root, ip...)
-		if n == nil || n.Kind != yaml.MappingNode && !yamlfile.Present(c.root, ip...) {
-			c.problem(ip, "empty action: use one of send_text, pass, take or release")
-			continue
-		}
-		if n.Kind != yaml.MappingNode {
-			continue // a wrong shape, which yamlfile has reported
-		}
-		// Count the keys written, not the fields decoded: "- take:" with no
-		// value decodes to a nil pointer but is a valid action.
-		var keys []string
-		for k := 0; k+1 < len(n.Content); k += 2 {
-			keys = append(keys, n.Content[k].Value)
-		}
-		switch len(keys) {
-		case 0:
-			c.problem(ip, "empty action: use one of send_text, pass, take or release")
-			continue
-		case 1:
-		default:
-			c.problem(ip, "has %d action keys (%s): each do item holds exactly one action; split them into separate \"- \" items",
-				len(keys), strings.Join(keys, ", "))
-			continue
-		}
-		var a actionYAML
-		_ = n.Decode(&a) // errors reported by yamlfile.Decode
-		switch keys[0] {
-		case "send_text":
-			if act, ok := c.sendText(a.SendText, at(ip, "send_text")); ok {
-				actions = append(actions, act)
-			}
-		case "pass":
-			if act, ok := c.pass(a.Pass, at(ip, "pass")); ok {
-				actions = append(actions, act)
-			}
-		case "take":
-			actions = append(actions, Action{Kind: ActionTake, Reason: reason(a.Take)})
-		case "release":
-			actions = append(actions, Action{Kind: ActionRelease, Reason: reason(a.Release)})
-		default:
-			// An unknown key, which yamlfile has reported.
-		}
+	if t, ok := c.set.teams[name]; ok {
+		return t
 	}
-	return actions
+	if _, defined := c.teamAt[name]; defined {
+		return nil // defined but broken, which is reported there
+	}
+	names := slices.Sorted(maps.Keys(c.teamAt))
+	if len(names) == 0 {
+		c.problem(path, "unknown team %q (no teams are defined; add a teams: section to a policy file)", name)
+		return nil
+	}
+	c.problem(path, "unknown team %q (defined teams: %s)", name, quoteAll(names))
+	return nil
 }
 
-func reason(r *reasonYAML) string {
-	if r == nil {
-		return ""
-	}
-	return r.Reason
-}
+// compileTriggers compiles the triggers and indexes them. It reports
+// whether the rule has triggers on the user's own events (as opposed to
+// echoes, requests and control coming back).
+func (c *compiler) compileTriggers(r *rule, w *whenYAML, when []any, ruleIdx int) (user bool) {
+	written := 0 // triggers written, valid or not
 
-func (c *compiler) sendText(text *string, path []any) (Action, bool) {
+	echo := yamlfile.Len(c.root, at(when, "echo_from")...) > 0
+	idx, names := c.scalars(at(when, "echo_from"))
+	written += len(names)
+	for j, name := range names {
+		if name == BotApp {
+			r.echoFrom = append(r.echoFrom, literal{name: BotApp, trigger: `echo_from "bot"`})
+			continue
+		}
+		if id, ok := c.appID(name, at(when, "echo_from", idx[j]), `or "bot" for our own app`); ok {
+			r.echoFrom = append(r.echoFrom, literal{value: id, name: name, trigger: fmt.Sprintf("echo_from %q", name)})
+		}
+	}
+	prefix := ""
+	if echo {
+		// In an echo rule the text triggers look at the echo; say so in
+		// the trigger, which shows up in logs.
+		prefix = "echo "
+	}
+
+	idx, kws := c.scalars(at(when, "keywords"))
+	written += len(kws)
+	for j, kw := range kws {
+		ws := words(kw)
+		if len(ws) == 0 {
+			c.problem(at(when, "keywords", idx[j]), "keyword %q has no letters or digits to match", kw)
+			continue
+		}
+		p := phrase{text: kw, words: ws, trigger: fmt.Sprintf("%skeyword %q", prefix, kw)}
+		r.keywords = append(r.keywords, p)
+		if !echo {
+			c.set.keywords[ws[0]] = append(c.set.keywords[ws[0]], phraseRef{rule: ruleIdx, rest: ws[1:], trigger: p.trigger})
+		}
+	}
+
+	idx, all := c.scalars(at(when, "all_keywords"))
+	if len(all) > 0 {
+		written++
+	}
+	for j, kw := range all {
+		ws := words(kw)
+		if len(ws) == 0 {
+			c.problem(at(when, "all_keywords", idx[j]), "keyword %q has no letters or digits to match", kw)
+			continue
+		}
+		r.allKeywords = append(r.allKeywords, kw)
+		r.allWords = append(r.allWords, ws)
+	}
+	if len(r.allWords) > 0 && len(r.allWords) == len(all) {
+		r.allTrigger = fmt.Sprintf("%sall_keywords %s", prefix, quoteAll(r.allKeywords))
+		if !echo {
+			first := r.allWords[0]
+			c.set.keywords[first[0]] = append(c.set.keywords[first[0]], phraseRef{
+				rule: ruleIdx, rest: first[1:], others: r.allWords[1:], trigger: r.allTrigger,
+			})
+		}
+	} else {
+		r.allKeywords, r.allWords = nil, nil
+	}
+
+	r.regex = c.patterns(at(when, "regex"), prefix+"regex", &written)
+	for _, p := range r.regex {
+		for _, n := range p.needs {
+			c.set.needLower = c.set.needLower || n.fold
+		}
+	}
+
+	idx, pbs := c.scalars(at(when, "postbacks"))
+	written += len(pbs)
+	for j, pb := range pbs {
+		if pb == "" {
+			c.problem(at(when, "postbacks", idx[j]), "postback payload must not be empty")
+			continue
+		}
+		r.postbacks = append(r.postbacks, pb)
+		c.set.postbacks[pb] = append(c.set.postbacks[pb], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("postback %q", pb)})
+	}
+	r.pbPrefixes = c.prefixes(at(when, "postback_prefixes"), "postback_prefix", &written)
+	r.pbRegex = c.patterns(at(when, "postback_regex"), "postback_regex", &written)
+
+	idx, qrs := c.scalars(at(when, "quick_replies"))
+	written += len(qrs)
+	for j, qr := range qrs {
+		if qr == "" {
+			c.problem(at(when, "quick_replies", idx[j]), "quick-reply payload must not be empty")
+			continue
+		}
+		r.quickReplies = append(r.quickReplies, qr)
+		c.set.quickReplies[qr] = append(c.set.quickReplies[qr], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("quick_reply %q", qr)})
+	}
+	r.qrPrefixes = c.prefixes(at(when, "quick_reply_prefixes"), "quick_reply_prefix", &written)
+	r.qrRegex = c.patterns(at(when, "quick_reply_regex"), "quick_reply_regex", &written)
+
+	if c.written(when, "referral") {
+		written++
+		r.referral = c.referral(at(when, "referral"), "referral", true)
+	}
+	if c.written(when, "optin") {
+		written++
+		r.optin = c.referral(at(when, "optin"), "optin", false)
+	}
+
+	idx, types := c.scalars(at(when, "attachments"))
+	written += len(types)
+	for j, t := range types {
+		lt := strings.ToLower(t)
+		if !slices.Contains(attachmentTypes, lt) {
+			c.problem(at(when, "attachments", idx[j]), "unknown attachment type %q (expected %s)", t, strings.Join(attachmentTypes, ", "))
+			continue
+		}
+		r.attachments = append(r.attachments, literal{value: lt, name: lt, trigger: fmt.Sprintf("%sattachment %q", prefix, lt)})
+	}
+
+	idx, names = c.scalars(at(when, "request_from"))
+	written += len(names)
+	for j, name := range names {
+		if id, ok := c.appID(name, at(when, "request_from", idx[j]), ""); ok {
+			r.requestFrom = append(r.requestFrom, literal{value: id, name: name, trigger: fmt.Sprintf("request_from %q", name)})
+		}
+	}
+	if w.ControlReturned {
+		written++
+		r.returned = true
+	}
+
+	if written == 0 {
+		c.problem(when, "needs at least one trigger (%s)", triggerKeys)
+	}
+	if echo {
+		// An echo is the Page's own message: it has no payload, referral
+		// or opt-in, and a user trigger beside echo_from would be
+		// ambiguous (does "done" mean the user's or the agent's?).
+		for _, k := range []string{"postbacks", "postback_prefixes", "postback_regex", "quick_replies",
+			"quick_reply_prefixes", "quick_reply_regex", "referral", "optin"} {
+			if c.written(when, k) {
+				c.problem(at(when, k), "%s cannot be combined with echo_from: an echo rule only looks at the Page's own messages "+
+					"(its keywords, regex and attachments match the echo); put the user's triggers in a separate rule", k)
+			}
+		}
+	}
+
+	user = !echo && (len(kws) > 0 || len(all) > 0 || len(r.regex) > 0 || len(pbs) > 0 || len(qrs) > 0 ||
+		len(r.pbPrefixes) > 0 || len(r.pbRegex) > 0 || len(r.qrPrefixes) > 0 || len(r.qrRegex) > 0 ||
+		r.referral != nil || r.optin != nil || len(types) > 0)
 	switch {
-	case text == nil || *text == "":
-		c.problem(path, "message text must not be empty")
-		return Action{}, false
-	case utf8.RuneCountInString(*text) >= maxTextLen:
-		c.problem(path, "message text is %d characters; Messenger needs fewer than %d", utf8.RuneCountInString(*text), maxTextLen)
-		return Action{}, false
+	case echo:
+		c.set.echoRules = append(c.set.echoRules, ruleIdx)
+	default:
+		if len(r.regex) > 0 || len(r.attachments) > 0 {
+			c.set.textScan = append(c.set.textScan, ruleIdx)
+		}
+		if len(r.pbPrefixes) > 0 || len(r.pbRegex) > 0 || len(r.qrPrefixes) > 0 || len(r.qrRegex) > 0 ||
+			r.referral != nil || r.optin != nil {
+			c.set.payloadScan = append(c.set.payloadScan, ruleIdx)
+		}
 	}
-	return Action{Kind: ActionSendText, Text: *text}, true
+	if len(r.requestFrom) > 0 {
+		c.set.requestRules = append(c.set.requestRules, ruleIdx)
+	}
+	if r.returned {
+		c.set.returnRules = append(c.set.returnRules, ruleIdx)
+	}
+	if len(r.keywords) > 0 || len(r.allWords) > 0 {
+		c.set.needWords = true
+	}
+	return user
 }
 
-func (c *compiler) pass(p *passYAML, path []any) (Action, bool) {
-	if p == nil || p.To == "" {
-		c.problem(at(path, "to"), "required: the app to pass the thread to (%s)", c.knownApps())
-		return Action{}, false
+// appID resolves an app name, reporting an unknown one.
+func (c *compiler) appID(name string, path []any, also string) (string, bool) {
+	id, ok := c.apps[name]
+	if ok && name != DefaultApp {
+		return id, true
 	}
-	if p.To == DefaultApp {
-		return Action{Kind: ActionPass, App: DefaultApp, Reason: p.Reason}, true
+	list := c.appList()
+	if also != "" {
+		list += "; " + also
 	}
-	id, ok := c.apps[p.To]
-	if !ok {
-		c.problem(at(path, "to"), "unknown app %q (%s)", p.To, c.knownApps())
-		return Action{}, false
+	if name == "" {
+		c.problem(path, "app name must not be empty (%s)", list)
+	} else {
+		c.problem(path, "unknown app %q (%s)", name, list)
 	}
-	return Action{Kind: ActionPass, App: p.To, AppID: id, Reason: p.Reason}, true
+	return "", false
+}
+
+func (c *compiler) prefixes(path []any, kind string, written *int) []literal {
+	var out []literal
+	idx, vals := c.scalars(path)
+	*written += len(vals)
+	for j, v := range vals {
+		if v == "" {
+			c.problem(at(path, idx[j]), "prefix must not be empty (it would match every payload)")
+			continue
+		}
+		out = append(out, literal{value: v, trigger: fmt.Sprintf("%s %q", kind, v)})
+	}
+	return out
+}
+
+// patterns compiles a list of RE2 regular expressions, once.
+func (c *compiler) patterns(path []any, kind string, written *int) []pattern {
+	var out []pattern
+	idx, vals := c.scalars(path)
+	*written += len(vals)
+	for j, v := range vals {
+		if v == "" {
+			c.problem(at(path, idx[j]), "regular expression must not be empty")
+			continue
+		}
+		re, needs, err := compilePattern(v)
+		if err != nil {
+			c.problem(at(path, idx[j]), "invalid regular expression %q: %s (the syntax is RE2, see https://golang.org/s/re2syntax)",
+				v, strings.TrimPrefix(err.Error(), "error parsing regexp: "))
+			continue
+		}
+		out = append(out, pattern{re: re, trigger: fmt.Sprintf("%s %q", kind, v), universal: universal(v), needs: needs})
+	}
+	return out
+}
+
+// referral compiles a referral or optin trigger. Every list given must be
+// non-empty; one left out matches anything.
+func (c *compiler) referral(path []any, kind string, full bool) *referral {
+	f := &referral{}
+	list := func(key string, check func(string) string) []string {
+		if !c.written(path, key) {
+			return nil
+		}
+		out := []string{}
+		idx, vals := c.scalars(at(path, key))
+		if len(vals) == 0 && !c.rep.Reported(at(path, key)...) {
+			c.problem(at(path, key), "an empty list never matches; leave %s out to match any", key)
+		}
+		for j, v := range vals {
+			if msg := check(v); msg != "" {
+				c.problem(at(path, key, idx[j]), "%s", msg)
+				continue
+			}
+			out = append(out, v)
+		}
+		return out
+	}
+	f.refs = list("refs", func(v string) string {
+		if v == "" {
+			return "ref must not be empty"
+		}
+		return ""
+	})
+	var parts []string
+	if f.refs != nil {
+		parts = append(parts, "refs="+quoteAll(f.refs))
+	}
+	if full {
+		f.sources = list("sources", func(v string) string {
+			if !sourceRE.MatchString(v) {
+				return fmt.Sprintf("referral source %q must be a word such as SHORTLINK or ADS", v)
+			}
+			return ""
+		})
+		f.adIDs = list("ad_ids", func(v string) string {
+			if !digits(v) {
+				return fmt.Sprintf("ad id %q must be digits", v)
+			}
+			return ""
+		})
+		if f.sources != nil {
+			parts = append(parts, "sources="+quoteAll(f.sources))
+		}
+		if f.adIDs != nil {
+			parts = append(parts, "ad_ids="+quoteAll(f.adIDs))
+		}
+	}
+	f.trigger = strings.Join(append([]string{kind}, parts...), " ")
+	return f
+}
+
+// appList describes the configured app names for a problem message.
+func (c *compiler) appList() string {
+	names := slices.Sorted(maps.Keys(c.apps))
+	if len(names) == 0 {
+		return "no apps are configured"
+	}
+	return "configured apps: " + quoteList(names)
 }
 
 // knownApps describes the valid pass targets for a problem message.
@@ -394,9 +781,19 @@ func (c *compiler) knownApps() string {
 	if len(names) == 0 {
 		return `no apps are configured; use "default" for the page's default app, or add apps to the config`
 	}
+	return "configured apps: " + quoteList(names) + `; or "default" for the page's default app`
+}
+
+// quoteList renders "a", "b".
+func quoteList(names []string) string {
 	quoted := make([]string, len(names))
 	for i, n := range names {
 		quoted[i] = strconv.Quote(n)
 	}
-	return "configured apps: " + strings.Join(quoted, ", ") + `; or "default" for the page's default app`
+	return strings.Join(quoted, ", ")
+}
+
+// quoteAll renders ["a", "b"].
+func quoteAll(names []string) string {
+	return "[" + quoteList(names) + "]"
 }

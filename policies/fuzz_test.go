@@ -1,6 +1,7 @@
 package policies
 
 import (
+	"encoding/json"
 	"errors"
 	"go/parser"
 	"go/token"
@@ -9,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/batonproxy/baton/policies/yamlfile"
 )
@@ -29,6 +31,8 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte("version: 1\nrules: [{name: a, when: {keywords: ['a b']}, do: [{take: }]}]\n"), "A B")
 	f.Add([]byte("a: &a [*a]\n"), "")
 	f.Add([]byte("version: 1\nrules:\n- <<: {name: x}\n  when: {keywords: [x]}\n  do: [{release: }]\n"), "x")
+	f.Add([]byte("version: 1\nteams: {t: {timezone: Europe/Berlin, hours: {sun: ['01:00-04:00']}}}\nrules:\n- {name: a, when: {open: t, regex: ['(?i)k'], attachments: [any]}, do: [{tag: x}], continue: true}\n- {name: b, when: {echo_from: [bot, inbox], keywords: [x]}, do: [{extend: {duration: 1d}}]}\n"), "\u212a x")
+	f.Add([]byte("version: 1\nmode: observe\npages: ['1']\nrules:\n- {name: a, when: {referral: , optin: {refs: [r]}, postback_prefixes: [P]}, do: [{send_quick_replies: {text: t, replies: [{title: a, payload: b}]}}]}\n"), "P1")
 
 	f.Fuzz(func(t *testing.T, data []byte, text string) {
 		set, err := Compile([]File{{Name: "fuzz.yaml", Data: data}}, testApps)
@@ -42,10 +46,27 @@ func FuzzCompile(f *testing.F) {
 			}
 			return
 		}
+		now := time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC)
 		for _, o := range []Owner{OwnerUnknown, OwnerBot, OwnerOther, OwnerIdle} {
-			d := set.Evaluate(Input{Owner: o, Text: text, Postback: text, QuickReply: text})
-			if d.Matched == d.Forward && d.Matched && len(d.Actions) == 0 {
-				t.Fatalf("matched rule %q has no actions", d.Rule)
+			for k := EventUnknown; k <= EventControlReturned+1; k++ {
+				in := Input{
+					Owner: o, Kind: k, Text: text, Postback: text, QuickReply: text,
+					Page: text, OwnerAppID: testApps["inbox"], Ref: text, Source: text, AdID: text,
+					Attachments: []string{text, "image"}, AppID: testApps["inbox"], FromBot: k%2 == 0,
+					Tags: []string{text, "vip"}, Now: now,
+				}
+				d := set.Evaluate(in)
+				if d.Matched && (len(d.Actions) == 0 || len(d.Rules) == 0 || d.Rules[0].Rule != d.Rule) {
+					t.Fatalf("matched rule %q: actions %v, rules %v", d.Rule, d.Actions, d.Rules)
+				}
+				if !d.Matched && (!d.Forward || d.Observe) {
+					t.Fatalf("no match must forward: %+v", d)
+				}
+				for _, a := range d.Actions {
+					if a.Message != nil && !json.Valid(a.Message) {
+						t.Fatalf("action %v: invalid message JSON", a)
+					}
+				}
 			}
 		}
 		_ = set.Summary()

@@ -10,19 +10,21 @@ import (
 // Devanagari are not cut mid-word), and an apostrophe between two word
 // characters belongs to the word ("don't", "don’t"). A keyword or phrase
 // matches when its words appear as consecutive words of the text, compared
-// case-insensitively. So "Agent!" matches "agent" but "agents" and
-// "reagent" do not. A run of CJK characters is a single word.
+// without regard to case or accents. So "Agent!" and "AGÉNT" match
+// "agent" but "agents" and "reagent" do not. A run of CJK characters is a
+// single word.
 //
-// Case-insensitive means what strings.EqualFold means (Unicode simple case
-// folding): "AGENT" = "agent", "Σ" = "σ" = "ς", the Kelvin sign = "k";
-// "ß" stays distinct from "ss" (that would be full folding), and letters
-// with diacritics stay distinct from their bases ("Ağent" is not "agent").
-// Text is not Unicode-normalized: a decomposed "é" (e + U+0301) differs
-// from the precomposed one.
+// Without regard to case means what strings.EqualFold means (Unicode
+// simple case folding): "AGENT" = "agent", "Σ" = "σ" = "ς", the Kelvin
+// sign = "k". Without regard to accents is the folding described in
+// fold.go: Latin letters lose their diacritics ("agénte" = "agente",
+// "Straße" = "strasse", "Ağent" = "agent"), Greek vowels their tonos, and
+// combining diacritical marks are dropped, so a decomposed "é" (e +
+// U+0301) equals the precomposed one.
 
 type span struct{ start, end int }
 
-// foldWords appends the case-folded words of text to buf and their byte
+// foldWords appends the folded words of text to buf and their byte
 // ranges in buf to spans. Keywords are folded by the same function at
 // compile time, so comparisons are plain byte equality.
 func foldWords(text string, buf []byte, spans []span) ([]byte, []span) {
@@ -41,15 +43,24 @@ func foldWords(text string, buf []byte, spans []span) ([]byte, []span) {
 		case inWord && (r == '\'' || r == '’') && startsWithWordRune(text[i+size:]):
 			buf = append(buf, '\'')
 		case inWord:
-			spans = append(spans, span{start, len(buf)})
+			spans = appendSpan(spans, start, len(buf))
 			inWord = false
 		}
 		i += size
 	}
 	if inWord {
-		spans = append(spans, span{start, len(buf)})
+		spans = appendSpan(spans, start, len(buf))
 	}
 	return buf, spans
+}
+
+// appendSpan records a word unless folding left nothing of it (a run of
+// combining marks with no letter under them).
+func appendSpan(spans []span, start, end int) []span {
+	if end == start {
+		return spans
+	}
+	return append(spans, span{start, end})
 }
 
 // words returns the folded words of s, for compiling keywords.
@@ -77,13 +88,9 @@ func startsWithWordRune(s string) bool {
 	return isWordRune(r)
 }
 
-// appendFolded appends a canonical member of r's case-folding orbit (the
-// set unicode.SimpleFold cycles through, which is what strings.EqualFold
-// compares by): the smallest rune of the orbit, lowercased if it is ASCII.
-// Lowercasing the ASCII result keeps the common path a byte operation and
-// stays consistent, since every orbit that contains an ASCII letter has
-// the uppercase ASCII letter as its smallest member (K, k, U+212A KELVIN
-// SIGN -> k; S, s, U+017F LONG S -> s).
+// appendFolded appends r folded for case and accents: diacritical marks
+// are dropped, a letter in the accent table becomes its base letters, and
+// everything is then case-folded by appendCase.
 func appendFolded(buf []byte, r rune) []byte {
 	if r < utf8.RuneSelf {
 		if 'A' <= r && r <= 'Z' {
@@ -91,12 +98,88 @@ func appendFolded(buf []byte, r rune) []byte {
 		}
 		return append(buf, byte(r))
 	}
+	if isDiacritic(r) {
+		return buf
+	}
+	// Case first, so that a letter outside the table whose case orbit
+	// holds a table letter (U+212B ANGSTROM SIGN ~ Å) folds like it.
+	c := caseCanon(r)
+	if base := accentFold(c); base != "" {
+		return appendFoldedString(buf, base)
+	}
+	if 'A' <= c && c <= 'Z' {
+		c += 'a' - 'A'
+	}
+	return utf8.AppendRune(buf, c)
+}
+
+// appendCase appends the case-folded r, without accent folding.
+func appendCase(buf []byte, r rune) []byte {
+	c := caseCanon(r)
+	if 'A' <= c && c <= 'Z' {
+		c += 'a' - 'A'
+	}
+	return utf8.AppendRune(buf, c)
+}
+
+// caseCanon returns a canonical member of r's case-folding orbit (the set
+// unicode.SimpleFold cycles through, which is what strings.EqualFold
+// compares by): its smallest rune. Every orbit that contains an ASCII
+// letter has the uppercase ASCII letter as its smallest member (K, k,
+// U+212A KELVIN SIGN; S, s, U+017F LONG S), which the callers lowercase,
+// keeping the common path a byte operation.
+func caseCanon(r rune) rune {
 	m := r
 	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
 		m = min(m, f)
 	}
-	if 'A' <= m && m <= 'Z' {
-		m += 'a' - 'A'
+	return m
+}
+
+// hasPhrase reports whether the words at the start of spans are rest.
+func hasPhrase(buf []byte, spans []span, rest []string) bool {
+	if len(spans) < len(rest) {
+		return false
 	}
-	return utf8.AppendRune(buf, m)
+	for k, w := range rest {
+		if string(buf[spans[k].start:spans[k].end]) != w {
+			return false
+		}
+	}
+	return true
+}
+
+// containsPhrase reports whether phrase (folded words) appears as
+// consecutive words anywhere in the folded text.
+func containsPhrase(buf []byte, spans []span, phrase []string) bool {
+	if len(phrase) == 0 {
+		return false
+	}
+	for i := 0; i+len(phrase) <= len(spans); i++ {
+		if string(buf[spans[i].start:spans[i].end]) == phrase[0] && hasPhrase(buf, spans[i+1:], phrase[1:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// subPhrase reports whether inner appears as consecutive words of outer,
+// for the compile-time check that an earlier keyword hides a later one.
+func subPhrase(outer, inner []string) bool {
+	if len(inner) == 0 {
+		return false
+	}
+	for i := 0; i+len(inner) <= len(outer); i++ {
+		match := true
+		for k, w := range inner {
+			if outer[i+k] != w {
+				match = false
+				break
+			}
+		}
+		if match {
+			return true
+		}
+	}
+	return false
 }

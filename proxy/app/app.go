@@ -78,12 +78,12 @@ type App struct {
 
 // New builds every component; nothing is served until Start. On error,
 // whatever was already created is torn down again.
-func New(opts Options) (a *App, err error) {
+func New(opts Options) (_ *App, err error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
 	cfg := opts.Config
-	a = &App{opts: opts, log: opts.Logger, served: make(chan error, 1)}
+	a := &App{opts: opts, log: opts.Logger, served: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			a.teardown()

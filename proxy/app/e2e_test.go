@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batonproxy/baton/proxy/app"
 	"github.com/batonproxy/baton/proxy/sandbox"
 )
 
@@ -319,4 +320,18 @@ func TestFailedHandoverStillAnswersTheUser(t *testing.T) {
 	if got := h.p.Owner(page, u); got != botApp {
 		t.Errorf("owner = %q; want the bot to keep the thread", got)
 	}
+}
+
+// A failure half way through New tears down what it had opened: the data
+// directory can be opened again at once.
+func TestNewCleansUpAfterAnError(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	h.baton.Close()
+	cfg := *h.cfg
+	cfg.Bot.URL = "not a url" // fails after the store is open
+	if _, err := app.New(app.Options{Config: &cfg}); err == nil {
+		t.Fatal("New accepted a bad bot URL")
+	}
+	h.start() // would fail on Badger's directory lock if the store were left open
 }

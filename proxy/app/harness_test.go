@@ -263,3 +263,13 @@ func (h *harness) policySet() *policies.Set {
 	}
 	return set
 }
+
+// thread returns Baton's state of user's thread.
+func (h *harness) thread(user string) state.Thread {
+	h.t.Helper()
+	th, err := h.baton.Store().Thread(context.Background(), state.ThreadKey{Page: page, User: user})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return th
+}

@@ -217,7 +217,7 @@ func TestReplayNothing(t *testing.T) {
 	got := run(func(out, errOut *bytes.Buffer) int {
 		return Replay(out, errOut, nil, strings.NewReader(""), botApp)
 	})
-	want := result{code: 0, stdout: "\n0 events: 0 matched a rule, 0 matched none, 0 not judged (not a user's message or postback)\n0 unreadable lines\n"}
+	want := result{code: 0, stdout: "\n0 events: 0 matched a rule, 0 matched none, 0 not judged (receipts and other events rules never see)\n0 unreadable lines\n"}
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}

@@ -122,7 +122,7 @@ func explainOne(out io.Writer, set *policies.Set, x *explained, appID string, ap
 	}
 	fmt.Fprintf(out, "event: page %s, %s: %s\n", ev.PageID, user, describe(ev, func(id string) string { return appLabel(id, appID, apps) }, 0))
 
-	in, judged := dispatch.PolicyInput(ev, observedThread(ev.Channel, x.ownerApp), now())
+	in, judged := dispatch.PolicyInput(ev, observedThread(ev.Channel, x.ownerApp), now(), appID)
 	if x.owner != "" {
 		fmt.Fprintf(out, "owner: %s (%s)\n", in.Owner, x.owner)
 	} else {

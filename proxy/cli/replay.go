@@ -36,7 +36,7 @@ func Replay(out, errOut io.Writer, set *policies.Set, recorded io.Reader, appID 
 			return nil
 		}
 		// Judged at the time it was received, like the proxy did then.
-		in, judged := dispatch.PolicyInput(&ev, observedThread(ev.Channel, ""), l.At)
+		in, judged := dispatch.PolicyInput(&ev, observedThread(ev.Channel, ""), l.At, appID)
 		decision := sum.judge(set, &ev, in, judged)
 		user := ev.ThreadUser()
 		if user == "" {
@@ -101,7 +101,7 @@ func (s *replaySummary) judge(set *policies.Set, ev *messenger.Event, in policie
 }
 
 func (s *replaySummary) print(out io.Writer) {
-	fmt.Fprintf(out, "\n%s: %d matched a rule, %d matched none, %d not judged (not a user's message or postback)\n",
+	fmt.Fprintf(out, "\n%s: %d matched a rule, %d matched none, %d not judged (receipts and other events rules never see)\n",
 		plural(s.events, "event", "events"), s.matched, s.unmatched, s.unjudged)
 	width := 0
 	for _, r := range s.rules {

@@ -22,16 +22,24 @@ import (
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/graph"
 	"github.com/batonproxy/baton/proxy/metrics"
+	"github.com/batonproxy/baton/proxy/notify"
 	"github.com/batonproxy/baton/state"
 )
 
 // Graph is the part of the Graph API client the dispatcher uses.
 type Graph interface {
-	SendText(ctx context.Context, page, user, text string) (graph.SendResult, error)
+	Send(ctx context.Context, page string, msg graph.SendRequest) (graph.SendResult, error)
 	PassThreadControl(ctx context.Context, page, user, targetAppID, metadata string) error
 	TakeThreadControl(ctx context.Context, page, user, metadata string) error
 	ReleaseThreadControl(ctx context.Context, page, user, metadata string) error
+	RequestThreadControl(ctx context.Context, page, user, metadata string) error
+	ExtendThreadControl(ctx context.Context, page, user string, d time.Duration) error
 	ThreadOwner(ctx context.Context, page, user string) (graph.ThreadOwner, error)
+}
+
+// Notifier posts a decision summary to an external URL (notify action).
+type Notifier interface {
+	Send(ctx context.Context, url string, s notify.Summary) error
 }
 
 // Bot delivers one enveloped event to the bot, retrying until it is
@@ -46,7 +54,8 @@ type Options struct {
 	Policies func() *policies.Set // the current policy snapshot; nil func or nil Set: no rules
 	Graph    Graph
 	Bot      Bot
-	AppID    string // our app id: echoes with it are the bot's own messages
+	Notifier Notifier // default: notify.New with defaults
+	AppID    string   // our app id: echoes with it are the bot's own messages
 	// ForwardStandby sends standby events to the bot (in standby[]). Off by
 	// default so an unchanged bot never talks over a human.
 	ForwardStandby bool
@@ -93,6 +102,9 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New(func() float64 { return 0 })
+	}
+	if opts.Notifier == nil {
+		opts.Notifier = notify.New(notify.Options{Clock: opts.Clock, Logger: opts.Logger})
 	}
 	return &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{}}, nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/graph"
 	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/proxy/notify"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -25,6 +26,9 @@ type step struct {
 	changed bool
 	changes []state.Change
 	now     time.Time
+	// tookFrom is set when a rule's take brought the thread back to the
+	// bot: control_returned rules then run too, as for a pass to us.
+	tookFrom *state.Owner
 }
 
 func (s *step) eventID() string {
@@ -74,13 +78,26 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 	}
 
 	forwardIt := ev.Channel == messenger.Messaging || d.opts.ForwardStandby
-	if in, ok := PolicyInput(&ev, s.thread, s.now); ok {
+	if in, ok := PolicyInput(&ev, s.thread, s.now, d.opts.AppID); ok {
 		dec := d.opts.Policies().Evaluate(in)
-		if dec.Matched {
-			d.opts.Metrics.Decisions.WithLabelValues(dec.Rule, "enforce").Inc()
+		if dec.Matched && dec.Observe {
+			// Shadow mode: say what would have happened, do none of it.
+			for _, m := range dec.Rules {
+				d.opts.Metrics.Decisions.WithLabelValues(m.Rule, "observe").Inc()
+			}
+			d.log.Info("rule matched in observe mode, nothing done", zap.String("rule", dec.Rule), zap.String("trigger", dec.Trigger),
+				zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.String("event", s.eventID()),
+				zap.Stringers("would_do", dec.Actions))
+		} else if dec.Matched {
+			for _, m := range dec.Rules {
+				d.opts.Metrics.Decisions.WithLabelValues(m.Rule, "enforce").Inc()
+			}
 			d.log.Info("rule matched", zap.String("rule", dec.Rule), zap.String("trigger", dec.Trigger),
 				zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.String("event", s.eventID()))
 			ok := d.act(ctx, s, dec)
+			if ok && s.tookFrom != nil {
+				ok = d.controlReturned(ctx, s, in)
+			}
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -117,22 +134,41 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 	return nil
 }
 
-// PolicyInput turns an event and its thread's state into what the policy
-// rules look at. It reports false for events rules never see (receipts,
-// events without a user). The dispatcher, `baton explain` and `baton
-// replay` all use it, so a recorded event is judged exactly as live.
-func PolicyInput(ev *messenger.Event, th state.Thread, now time.Time) (policies.Input, bool) {
-	in := policies.Input{Owner: policies.OwnerBot}
+// PolicyInput turns an event and its thread's state (after the event's own
+// ownership effects) into what the policy rules look at. It reports false
+// for events rules never see (receipts, reactions, events without a user).
+// The dispatcher, `baton explain` and `baton replay` all use it, so a
+// recorded event is judged exactly as a live one.
+func PolicyInput(ev *messenger.Event, th state.Thread, now time.Time, ourAppID string) (policies.Input, bool) {
+	in := policies.Input{Owner: policies.OwnerBot, Page: ev.PageID, Tags: th.Tags, Now: now, Attachments: ev.Attachments}
 	if ev.Channel == messenger.Standby {
 		in.Owner = policies.OwnerOther
+		if th.Owner.Kind == state.OwnerApp {
+			in.OwnerAppID = th.Owner.AppID
+		}
 	}
 	switch ev.Kind {
 	case messenger.KindText:
-		in.Text = ev.Text
+		in.Kind, in.Text = policies.EventText, ev.Text
 	case messenger.KindQuickReply:
-		in.Text, in.QuickReply = ev.Text, ev.Payload
+		in.Kind, in.Text, in.QuickReply = policies.EventQuickReply, ev.Text, ev.Payload
 	case messenger.KindPostback:
-		in.Postback = ev.Payload
+		in.Kind, in.Postback = policies.EventPostback, ev.Payload
+		in.Ref, in.Source, in.AdID = ev.Ref, ev.Source, ev.AdID
+	case messenger.KindReferral:
+		in.Kind, in.Ref, in.Source, in.AdID = policies.EventReferral, ev.Ref, ev.Source, ev.AdID
+	case messenger.KindOptin:
+		in.Kind, in.Ref = policies.EventOptin, ev.Ref
+	case messenger.KindEcho:
+		in.Kind, in.Text, in.AppID = policies.EventEcho, ev.Text, ev.AppID
+		in.FromBot = ev.AppID == ourAppID
+	case messenger.KindRequestThreadControl:
+		in.Kind, in.AppID = policies.EventRequest, ev.AppID
+	case messenger.KindPassThreadControl, messenger.KindTakeThreadControl:
+		if th.Owner.Kind != state.OwnerBot {
+			return in, false
+		}
+		in.Kind, in.AppID = policies.EventControlReturned, ev.PrevAppID
 	default:
 		return in, false
 	}
@@ -188,31 +224,12 @@ func (d *Dispatcher) observe(s *step) {
 	}
 }
 
-// act runs a matched rule's actions in order. It reports false when an
+// act runs the matched rules' actions in order. It reports false when an
 // action failed; the remaining actions are skipped because they usually
 // depend on the earlier ones (a pass after its "connecting you" text).
 func (d *Dispatcher) act(ctx context.Context, s *step, dec policies.Decision) bool {
-	page, user := s.ev.PageID, s.ev.UserID
 	for _, a := range dec.Actions {
-		reason := state.Reason{Rule: dec.Rule, Actor: "baton", Note: a.Reason}
-		meta := policies.Metadata(dec.Rule, a.Reason, s.eventID())
-		var err error
-		var to state.Owner
-		switch a.Kind {
-		case policies.ActionSendText:
-			_, err = d.opts.Graph.SendText(ctx, page, user, a.Text)
-		case policies.ActionPass:
-			err = d.opts.Graph.PassThreadControl(ctx, page, user, a.AppID, meta)
-			to = state.Owner{Kind: state.OwnerApp, AppID: a.AppID}
-		case policies.ActionTake:
-			err = d.opts.Graph.TakeThreadControl(ctx, page, user, meta)
-			to = state.Owner{Kind: state.OwnerBot}
-		case policies.ActionRelease:
-			err = d.opts.Graph.ReleaseThreadControl(ctx, page, user, meta)
-			to = state.Owner{Kind: state.OwnerIdle}
-		default:
-			err = fmt.Errorf("unsupported action %v", a.Kind)
-		}
+		err := d.do(ctx, s, dec.Rule, a)
 		if err != nil && ctx.Err() != nil {
 			// Shutting down: the event stays queued and is handled again
 			// after the restart, so this is not a failure of the rule.
@@ -220,20 +237,104 @@ func (d *Dispatcher) act(ctx context.Context, s *step, dec policies.Decision) bo
 		}
 		if err != nil {
 			d.opts.Metrics.ActionFailures.WithLabelValues(a.Kind.String()).Inc()
-			d.log.Error("rule action failed", zap.String("rule", dec.Rule), zap.String("page", page), zap.String("user", user), zap.Error(err))
-			s.record("action_failed", state.Reason{Rule: dec.Rule, Actor: "baton", Note: err.Error()})
+			d.log.Error("rule action failed", zap.String("rule", dec.Rule), zap.Stringer("action", a.Kind),
+				zap.String("page", s.ev.PageID), zap.String("user", s.ev.UserID), zap.Error(err))
+			s.record("action_failed", state.Reason{Rule: dec.Rule, Actor: "baton", Note: a.Kind.String() + ": " + err.Error()})
 			if graph.IsNotOwner(err) {
 				d.refreshOwner(ctx, s)
 			}
 			return false
 		}
-		if a.Kind != policies.ActionSendText {
-			from := s.thread.Owner
-			s.setOwner(to, reason)
-			d.logHandover(s, from, to, dec.Rule)
-		}
 	}
 	return true
+}
+
+// controlReturned runs the control_returned rules after a rule's own take:
+// no webhook tells Baton about a take it made, so it judges the moment
+// itself, once.
+func (d *Dispatcher) controlReturned(ctx context.Context, s *step, in policies.Input) bool {
+	from := s.tookFrom
+	s.tookFrom = nil
+	in = policies.Input{Kind: policies.EventControlReturned, Owner: policies.OwnerBot, Page: in.Page,
+		AppID: from.AppID, Tags: s.thread.Tags, Now: in.Now}
+	dec := d.opts.Policies().Evaluate(in)
+	if !dec.Matched {
+		return true
+	}
+	for _, m := range dec.Rules {
+		mode := "enforce"
+		if dec.Observe {
+			mode = "observe"
+		}
+		d.opts.Metrics.Decisions.WithLabelValues(m.Rule, mode).Inc()
+	}
+	d.log.Info("rule matched", zap.String("rule", dec.Rule), zap.String("trigger", dec.Trigger),
+		zap.String("page", s.ev.PageID), zap.String("user", s.ev.UserID), zap.Bool("observe", dec.Observe))
+	if dec.Observe {
+		return true
+	}
+	return d.act(ctx, s, dec)
+}
+
+// do runs one action and records its effect on the thread.
+func (d *Dispatcher) do(ctx context.Context, s *step, rule string, a policies.Action) error {
+	page, user := s.ev.PageID, s.ev.UserID
+	meta := func() string { return policies.Metadata(rule, a.Reason, s.eventID()) }
+	handover := func(to state.Owner) {
+		from := s.thread.Owner
+		s.setOwner(to, state.Reason{Rule: rule, Actor: "baton", Note: a.Reason})
+		d.logHandover(s, from, to, rule)
+	}
+	switch a.Kind {
+	case policies.ActionSendText, policies.ActionSendQuickReplies, policies.ActionSendButtons, policies.ActionSendFeedback:
+		_, err := d.opts.Graph.Send(ctx, page, graph.SendRequest{Recipient: graph.Recipient{ID: user}, Message: a.Message})
+		return err
+	case policies.ActionPass:
+		m := meta()
+		if a.IncludeLast > 0 {
+			recent := s.thread.Recent
+			m = policies.MetadataWith(rule, a.Reason, s.eventID(), recent[max(0, len(recent)-a.IncludeLast):])
+		}
+		if err := d.opts.Graph.PassThreadControl(ctx, page, user, a.AppID, m); err != nil {
+			return err
+		}
+		handover(state.Owner{Kind: state.OwnerApp, AppID: a.AppID})
+	case policies.ActionTake:
+		if err := d.opts.Graph.TakeThreadControl(ctx, page, user, meta()); err != nil {
+			return err
+		}
+		if from := s.thread.Owner; from.Kind != state.OwnerBot {
+			s.tookFrom = &from
+		}
+		handover(state.Owner{Kind: state.OwnerBot})
+	case policies.ActionRelease:
+		if err := d.opts.Graph.ReleaseThreadControl(ctx, page, user, meta()); err != nil {
+			return err
+		}
+		handover(state.Owner{Kind: state.OwnerIdle})
+	case policies.ActionRequest:
+		if err := d.opts.Graph.RequestThreadControl(ctx, page, user, meta()); err != nil {
+			return err
+		}
+		s.record("request", state.Reason{Rule: rule, Actor: "baton", Note: a.Reason})
+	case policies.ActionExtend:
+		return d.opts.Graph.ExtendThreadControl(ctx, page, user, a.Duration)
+	case policies.ActionTag, policies.ActionUntag:
+		on := a.Kind == policies.ActionTag
+		if s.thread.HasTag(a.Tag) != on {
+			s.thread.SetTag(a.Tag, on)
+			s.changed = true
+			s.record(a.Kind.String(), state.Reason{Rule: rule, Actor: "baton", Note: a.Tag})
+		}
+	case policies.ActionNotify:
+		return d.opts.Notifier.Send(ctx, a.URL, notify.Summary{
+			Rule: rule, Reason: a.Reason, Page: page, User: user, Event: s.eventID(), Kind: s.ev.Kind.String(),
+			Text: s.ev.Text, Owner: s.thread.Owner.String(), At: s.now, Recent: s.thread.Recent, Tags: s.thread.Tags,
+		})
+	default:
+		return fmt.Errorf("unsupported action %v", a.Kind)
+	}
+	return nil
 }
 
 // refreshOwner asks the platform who owns the thread after it told us we

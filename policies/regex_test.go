@@ -1,0 +1,65 @@
+package policies
+
+import (
+	"testing"
+)
+
+func TestPrefilter(t *testing.T) {
+	tests := []struct {
+		expr, text string
+	}{
+		{`(?i)\bticket\s*#?1003\b`, "TICKET #1003"},
+		{`(?i)kiosk`, "\u212aIOS\u212a"}, // Kelvin signs fold to k
+		{`(?i)pass`, "PA\u017f\u017f"},   // long s folds to s
+		{`order (\d+)+ shipped`, "order 12 shipped"},
+		{`\x{FFFD}`, "a\xffb"}, // invalid UTF-8 reads as U+FFFD
+		{`(?i)straße`, "STRASSE"},
+	}
+	for _, tt := range tests {
+		re, needs, err := compilePattern(tt.expr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := pattern{re: re, needs: needs}
+		l := lowered{b: lowerText(tt.text, nil), ks: true}
+		if re.MatchString(tt.text) && (!p.mayMatch(tt.text) || !p.mayMatchText(tt.text, &l)) {
+			t.Errorf("%q on %q: the prefilter (%v) rules out a match", tt.expr, tt.text, needs)
+		}
+	}
+	re, needs, _ := compilePattern(`(?i)\bticket\s*#?1003\b`)
+	p := pattern{re: re, needs: needs}
+	if len(needs) != 2 || p.mayMatch("ticket 1004") || p.mayMatch("tix 1003") || !p.mayMatch("Ticket1003") {
+		t.Errorf("needs = %+v", needs)
+	}
+}
+
+// FuzzPrefilter checks that the prefilter never rules out a text the
+// expression matches.
+func FuzzPrefilter(f *testing.F) {
+	f.Add(`(?i)\bticket\s*#?1003\b`, "Ticket #1003")
+	f.Add(`(?i)k+s`, "\u212a\u017f")
+	f.Add(`a(b|c)d+`, "xabdd")
+	f.Fuzz(func(t *testing.T, expr, text string) {
+		re, needs, err := compilePattern(expr)
+		if err != nil {
+			return
+		}
+		p := pattern{re: re, needs: needs}
+		l := lowered{b: lowerText(text, nil)}
+		l.ks = containsAnyRune(text, '\u212a', '\u017f')
+		if re.MatchString(text) && (!p.mayMatch(text) || !p.mayMatchText(text, &l)) {
+			t.Fatalf("%q matches %q but the prefilter %+v rules it out", expr, text, needs)
+		}
+	})
+}
+
+func containsAnyRune(s string, rs ...rune) bool {
+	for _, r := range s {
+		for _, x := range rs {
+			if r == x {
+				return true
+			}
+		}
+	}
+	return false
+}
