@@ -11,7 +11,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy/app"
@@ -42,6 +44,7 @@ type harness struct {
 	baton      *app.App
 	dir        string
 	cfg        *config.Config
+	logs       *observer.ObservedLogs // Baton's log entries, info and up
 }
 
 type harnessOpts struct {
@@ -110,7 +113,10 @@ func (h *harness) writeConfig(o harnessOpts) {
 
 func (h *harness) start() {
 	h.t.Helper()
-	a, err := app.New(app.Options{Config: h.cfg, Logger: zaptest.NewLogger(h.t, zaptest.Level(zap.InfoLevel))})
+	core, logs := observer.New(zap.InfoLevel)
+	h.logs = logs
+	log := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t, zaptest.Level(zap.InfoLevel)).Core(), core))
+	a, err := app.New(app.Options{Config: h.cfg, Logger: log})
 	if err != nil {
 		h.t.Fatal(err)
 	}

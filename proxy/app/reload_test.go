@@ -59,6 +59,11 @@ func TestHotReloadKeepsOldRulesOnErrorAndLosesNoEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitMetric("baton_policy_last_reload_successful 0")
+	failed := h.logs.FilterMessage("policy reload failed, keeping the running policies").All()
+	if len(failed) == 0 || !strings.Contains(fmt.Sprint(failed[0].ContextMap()["error"]), `policy.yaml:5:`) ||
+		!strings.Contains(fmt.Sprint(failed[0].ContextMap()["error"]), `unknown app "nowhere"`) {
+		t.Errorf("reload failure not reported with file:line: %+v", failed)
+	}
 	chat(10)
 	// The broken file changed nothing: "agent" still hands over.
 	h.p.UserText(page, u, "agent")

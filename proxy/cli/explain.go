@@ -151,12 +151,12 @@ func explainOne(out io.Writer, set *policies.Set, x *explained, appID string, ap
 		fmt.Fprintf(out, "no rule matched: %s\n", toBot)
 		return
 	}
-	// TODO(policies): print the rule's file:line from Decision.Rules
-	// (Match.File, Match.Line), and every rule of a `continue` chain,
-	// once the policies package has them.
-	fmt.Fprintf(out, "rule %q matched on %s\n", dec.Rule, dec.Trigger)
-	// TODO(policies): say "observe only: nothing is done" when
-	// Decision.Observe is set.
+	for _, m := range dec.Rules {
+		fmt.Fprintf(out, "rule %q (%s:%d) matched on %s\n", m.Rule, m.File, m.Line, m.Trigger)
+	}
+	if dec.Observe {
+		fmt.Fprintln(out, "observe mode: the decision is logged and counted, nothing below is done, and the event goes to the bot")
+	}
 	for _, a := range dec.Actions {
 		fmt.Fprintf(out, "  %s\n", a)
 	}

@@ -87,8 +87,6 @@ func (s *replaySummary) judge(set *policies.Set, ev *messenger.Event, in policie
 	}
 	s.perRule[dec.Rule]++
 
-	// TODO(policies): mark observe-only decisions (Decision.Observe) and
-	// name every rule of a continue chain (Decision.Rules).
 	actions := make([]string, len(dec.Actions))
 	for i, a := range dec.Actions {
 		actions[i] = a.String()
@@ -97,7 +95,15 @@ func (s *replaySummary) judge(set *policies.Set, ev *messenger.Event, in policie
 	if dec.Forward {
 		bot = "bot: yes"
 	}
-	return fmt.Sprintf("rule %s on %s: %s; %s", dec.Rule, dec.Trigger, strings.Join(actions, ", "), bot)
+	names := make([]string, len(dec.Rules))
+	for i, m := range dec.Rules {
+		names[i] = m.Rule
+	}
+	observe := ""
+	if dec.Observe {
+		observe = "observe only, not done: "
+	}
+	return fmt.Sprintf("rule %s on %s: %s%s; %s", strings.Join(names, "+"), dec.Trigger, observe, strings.Join(actions, ", "), bot)
 }
 
 func (s *replaySummary) print(out io.Writer) {
