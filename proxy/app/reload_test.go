@@ -2,7 +2,9 @@ package app_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonproxy/baton/proxy/app"
 	"github.com/batonproxy/baton/proxy/cli"
 	"github.com/batonproxy/baton/proxy/sandbox"
 )
@@ -132,4 +135,32 @@ func TestRecordedTrafficReplays(t *testing.T) {
 			t.Errorf("replay output lacks %q:\n%s", want, out.String())
 		}
 	}
+}
+
+// SIGHUP reaches app.Run as a value on Options.Reload.
+func TestReloadRequestSwapsRules(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{extraConfig: "reload:\n  watch: false\n"})
+	h.baton.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reload := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, app.Options{Config: h.cfg, Listener: ln, Reload: reload}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	h.p.SetWebhook(botApp, "http://"+ln.Addr().String()+"/webhook")
+
+	const u = "1401"
+	h.p.UserText(page, u, "operator")
+	h.waitText(h.bot, u, "operator") // the demo policy has no rule for it
+	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(operatorPolicy), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	reload <- struct{}{} // the first has been taken, so the reload ran before this send returns
+	h.p.UserText(page, u, "operator")
+	h.waitKind(h.agent, u, "pass_thread_control")
 }
