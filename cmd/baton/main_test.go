@@ -43,6 +43,7 @@ bot: {url: "http://127.0.0.1:3000/webhook"}
 		{"check valid", []string{"check", "--apps", "inbox=263902037430900", handoff}, 0},
 		{"check flags after files", []string{"check", handoff, "--apps", "inbox=263902037430900"}, 0},
 		{"check with config", []string{"check", "--config", cfg}, 0},
+		{"check the shipped example config", []string{"check", "--config", filepath.Join(testdata, "config", "baton.example.yaml")}, 0},
 		{"check unknown app", []string{"check", handoff}, 1},
 		{"check bad file", []string{"check", bad}, 1},
 		{"check missing file", []string{"check", filepath.Join(dir, "missing.yaml")}, 1},
