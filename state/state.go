@@ -165,6 +165,33 @@ type Completion struct {
 	State      *Thread // new thread state; nil leaves it unchanged
 	Changes    []Change
 	DeadLetter string // non-empty: keep the item aside with this reason instead of dropping it
+	// Arm sets timers on this thread (replacing one of the same kind);
+	// Cancel removes timers by kind (a missing one is fine). Both commit
+	// with the rest, so a timer never outlives the decision that set it.
+	Arm    []Timer
+	Cancel []string
+}
+
+// Timer is a durable deadline on a thread. When it comes due, a timer event
+// is appended to the thread's queue, so timeouts are ordered with the
+// thread's real events.
+type Timer struct {
+	Thread ThreadKey
+	Kind   string // one timer per kind and thread, e.g. "agent_idle"
+	Due    time.Time
+	Data   []byte // opaque to the store; carried into the timer event
+}
+
+// Timers finds and fires due timers.
+type Timers interface {
+	// NextDue reports the earliest due time of any timer.
+	NextDue(ctx context.Context) (time.Time, bool, error)
+	// FireDue moves up to max timers due at or before now into their
+	// threads' queues, as the records makeRecord builds, in one atomic
+	// commit, and returns the threads that received an event.
+	FireDue(ctx context.Context, now time.Time, max int, makeRecord func(Timer) []byte) ([]ThreadKey, error)
+	// ThreadTimers lists a thread's armed timers.
+	ThreadTimers(ctx context.Context, thread ThreadKey) ([]Timer, error)
 }
 
 // Queue is the durable per-thread queue with de-duplication. Enqueue returns
@@ -186,6 +213,7 @@ type Threads interface {
 type Store interface {
 	Queue
 	Threads
+	Timers
 	Complete(ctx context.Context, c Completion) error
 	Close() error
 }

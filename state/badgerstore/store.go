@@ -57,6 +57,7 @@ type job struct {
 	events     []state.NewEvent
 	results    []state.EnqueueResult
 	completion *state.Completion
+	fire       *fireJob
 	done       chan error
 }
 
@@ -258,6 +259,9 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 	if c := j.completion; c != nil {
 		return s.applyCompletion(w, c, seq, cacheUpdates)
 	}
+	if j.fire != nil {
+		return s.applyFire(w, j.fire, seq)
+	}
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(j.now.UnixNano()))
 	for i, ev := range j.events {
@@ -346,6 +350,9 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, cac
 			return err
 		}
 		*cacheUpdates = append(*cacheUpdates, t)
+	}
+	if err := s.applyTimers(w, c); err != nil {
+		return err
 	}
 	for _, ch := range c.Changes {
 		b, err := json.Marshal(ch)
