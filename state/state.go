@@ -81,6 +81,11 @@ type Thread struct {
 	// Recent holds the user's last messages, oldest first, at most
 	// RecentMessages, so a handover can tell the agent what was said.
 	Recent []string `json:"recent,omitempty"`
+	// Handled is the queue item whose rule actions already ran while its
+	// delivery to the bot is still pending, and HandledForward whether it
+	// goes to the bot: a restart then delivers it without acting twice.
+	Handled        uint64 `json:"handled,omitempty"`
+	HandledForward bool   `json:"handled_forward,omitempty"`
 }
 
 // RecentMessages is how many of the user's last messages a Thread keeps.

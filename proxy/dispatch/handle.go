@@ -58,6 +58,10 @@ func (s *step) record(kind string, r state.Reason) {
 	s.changes = append(s.changes, state.Change{At: s.now, Kind: kind, From: s.thread.Owner, To: s.thread.Owner, Reason: r})
 }
 
+// commitTimeout bounds a commit that must happen even when the worker is
+// being stopped: once actions have run, their record must not be lost.
+const commitTimeout = 10 * time.Second
+
 // handle processes one queue item and commits the outcome. It returns an
 // error only when the item must be tried again (store failure, shutdown).
 func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
@@ -71,14 +75,28 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 		return err
 	}
 	s := &step{q: q, ev: ev, thread: th, now: d.opts.Clock.Now()}
+	if th.Handled == q.Seq && q.Seq != 0 {
+		// Its actions ran before a restart; only the delivery is left.
+		s.thread.Handled, s.changed = 0, true
+		return d.finish(ctx, s, th.HandledForward, false)
+	}
+
+	// An event Meta delivered before the thread's last change of owner
+	// (typically a message sent right after "agent", still queued when
+	// Baton passed the thread) says nothing about who owns it now.
+	stale := !th.Since.IsZero() && q.Enqueued.Before(th.Since)
 	before := th.Owner
-	d.observe(s)
+	d.observe(s, stale)
 	if s.thread.Owner != before {
 		d.logHandover(s, before, s.thread.Owner, "")
 	}
+	owner := d.ownerAtEvent(s, before, stale)
+	forwardIt := owner.Kind != state.OwnerApp || ev.Kind.IsHandover() || d.opts.ForwardStandby
 
-	forwardIt := ev.Channel == messenger.Messaging || d.opts.ForwardStandby
-	if in, ok := PolicyInput(&ev, s.thread, s.now, d.opts.AppID); ok {
+	acted := false
+	judged := s.thread
+	judged.Owner = owner
+	if in, ok := PolicyInput(&ev, judged, s.now, d.opts.AppID); ok {
 		dec := d.opts.Policies().Evaluate(in)
 		if dec.Matched && dec.Observe {
 			// Shadow mode: say what would have happened, do none of it.
@@ -94,22 +112,69 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 			}
 			d.log.Info("rule matched", zap.String("rule", dec.Rule), zap.String("trigger", dec.Trigger),
 				zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.String("event", s.eventID()))
+			acted = true
 			ok := d.act(ctx, s, dec)
 			if ok && s.tookFrom != nil {
 				ok = d.controlReturned(ctx, s, in)
 			}
-			if ctx.Err() != nil {
+			if !ok && ctx.Err() != nil {
 				return ctx.Err()
 			}
-			// If a handover failed nobody else will answer the user, so the
-			// bot gets the message even when the rule said to hold it.
-			forwardIt = forwardIt && (dec.Forward || !ok)
+			switch {
+			case dec.Forward:
+				// A take on standby with forward: true hands the message
+				// to the bot that now owns the thread.
+				forwardIt = forwardIt || s.thread.Owner.Kind == state.OwnerBot
+			case !ok && s.thread.Owner.Kind != state.OwnerApp:
+				// A send or handover failed and nobody else has the
+				// thread: the bot answers rather than nobody.
+			default:
+				forwardIt = false
+			}
 		}
 	}
+	if ev.Channel == messenger.Messaging && owner.Kind == state.OwnerApp && !ev.Kind.IsHandover() {
+		ev.Channel = messenger.Standby // forwarded as what it now is
+		s.ev.Channel = messenger.Standby
+	}
+	return d.finish(ctx, s, forwardIt, acted)
+}
 
-	c := state.Completion{Thread: q.Thread, Seq: q.Seq, Changes: s.changes}
+// ownerAtEvent is who owned the thread when the event happened, as far as
+// rules and forwarding are concerned: the channel says it for a fresh
+// event (an idle thread the user reopens counts as idle), the thread state
+// for a stale one.
+func (d *Dispatcher) ownerAtEvent(s *step, before state.Owner, stale bool) state.Owner {
+	switch {
+	case stale || s.ev.Kind.IsHandover():
+		return s.thread.Owner
+	case s.ev.Channel == messenger.Standby:
+		if s.thread.Owner.Kind == state.OwnerApp {
+			return s.thread.Owner
+		}
+		return state.Owner{Kind: state.OwnerApp}
+	case before.Kind == state.OwnerIdle:
+		return before
+	}
+	return state.Owner{Kind: state.OwnerBot}
+}
+
+// finish delivers the event to the bot when it should see it and commits
+// the outcome with the dequeue. When rule actions ran, their effects are
+// committed first, so that a stop while the bot is down neither loses nor
+// repeats them.
+func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool) error {
+	c := state.Completion{Thread: s.q.Thread, Seq: s.q.Seq}
+	if forwardIt && acted {
+		s.thread.Handled, s.thread.HandledForward = s.q.Seq, true
+		if err := d.commitNow(ctx, state.Completion{Thread: s.q.Thread, State: &s.thread, Changes: s.changes}); err != nil {
+			return err
+		}
+		s.thread.Handled, s.thread.HandledForward = 0, false
+		s.changes, s.changed = nil, true
+	}
 	if forwardIt {
-		err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&ev))
+		err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&s.ev))
 		if err == nil {
 			d.opts.Metrics.BotDeliveries.WithLabelValues("ok").Inc()
 		}
@@ -119,33 +184,47 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 				return err
 			}
 			d.opts.Metrics.BotDeliveries.WithLabelValues("rejected").Inc()
-			d.log.Error("bot rejected event, set aside", zap.Stringer("thread", q.Thread), zap.String("event", s.eventID()), zap.Error(err))
+			d.log.Error("bot rejected event, set aside", zap.Stringer("thread", s.q.Thread), zap.String("event", s.eventID()), zap.Error(err))
 			c.DeadLetter = err.Error()
 			s.record("dead_letter", state.Reason{Actor: "bot", Note: err.Error()})
-			c.Changes = s.changes
 		}
 	}
+	c.Changes = s.changes
 	if s.changed {
 		c.State = &s.thread
 	}
+	if acted {
+		return d.commitNow(ctx, c)
+	}
 	if err := d.opts.Store.Complete(ctx, c); err != nil {
-		return fmt.Errorf("commit %s #%d: %w", q.Thread, q.Seq, err)
+		return fmt.Errorf("commit %s #%d: %w", s.q.Thread, s.q.Seq, err)
 	}
 	return nil
 }
 
-// PolicyInput turns an event and its thread's state (after the event's own
-// ownership effects) into what the policy rules look at. It reports false
+// commitNow commits even if ctx is being cancelled, within commitTimeout.
+func (d *Dispatcher) commitNow(ctx context.Context, c state.Completion) error {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	if err := d.opts.Store.Complete(cctx, c); err != nil {
+		return fmt.Errorf("commit %s #%d: %w", c.Thread, c.Seq, err)
+	}
+	return nil
+}
+
+// PolicyInput turns an event and its thread's state into what the policy
+// rules look at; th.Owner must be who owned the thread when the event
+// happened (the dispatcher works it out; tools derive it from the channel). It reports false
 // for events rules never see (receipts, reactions, events without a user).
 // The dispatcher, `baton explain` and `baton replay` all use it, so a
 // recorded event is judged exactly as a live one.
 func PolicyInput(ev *messenger.Event, th state.Thread, now time.Time, ourAppID string) (policies.Input, bool) {
 	in := policies.Input{Owner: policies.OwnerBot, Page: ev.PageID, Tags: th.Tags, Now: now, Attachments: ev.Attachments}
-	if ev.Channel == messenger.Standby {
-		in.Owner = policies.OwnerOther
-		if th.Owner.Kind == state.OwnerApp {
-			in.OwnerAppID = th.Owner.AppID
-		}
+	switch th.Owner.Kind {
+	case state.OwnerApp:
+		in.Owner, in.OwnerAppID = policies.OwnerOther, th.Owner.AppID
+	case state.OwnerIdle:
+		in.Owner = policies.OwnerIdle
 	}
 	switch ev.Kind {
 	case messenger.KindText:
@@ -179,7 +258,7 @@ func PolicyInput(ev *messenger.Event, th state.Thread, now time.Time, ourAppID s
 // Activity is dated by the platform's timestamp when the event has one: the
 // messaging window is counted from when the user wrote, not from when Baton
 // got round to the event.
-func (d *Dispatcher) observe(s *step) {
+func (d *Dispatcher) observe(s *step, stale bool) {
 	ev := &s.ev
 	at := s.now
 	if ev.Timestamp > 0 {
@@ -191,11 +270,13 @@ func (d *Dispatcher) observe(s *step) {
 		if ev.Kind == messenger.KindText || ev.Kind == messenger.KindQuickReply {
 			s.thread.AddRecent(ev.Text)
 		}
-		if ev.Channel == messenger.Messaging {
+		switch {
+		case stale:
+		case ev.Channel == messenger.Messaging:
 			if s.thread.Owner.Kind != state.OwnerBot {
 				s.setOwner(state.Owner{Kind: state.OwnerBot}, state.Reason{Actor: "platform", Note: "user event delivered on messaging[]"})
 			}
-		} else if s.thread.Owner.Kind != state.OwnerApp {
+		case s.thread.Owner.Kind != state.OwnerApp:
 			s.setOwner(state.Owner{Kind: state.OwnerApp}, state.Reason{Actor: "platform", Note: "user event delivered on standby[]"})
 		}
 	case messenger.KindEcho:
@@ -204,7 +285,7 @@ func (d *Dispatcher) observe(s *step) {
 			return
 		}
 		s.thread.LastOther, s.changed = at, true
-		if ev.AppID != "" {
+		if ev.AppID != "" && !stale {
 			s.setOwner(state.Owner{Kind: state.OwnerApp, AppID: ev.AppID}, state.Reason{Actor: ev.AppID, Note: "another app or a person replied"})
 		}
 	case messenger.KindPassThreadControl:
@@ -224,27 +305,33 @@ func (d *Dispatcher) observe(s *step) {
 	}
 }
 
-// act runs the matched rules' actions in order. It reports false when an
-// action failed; the remaining actions are skipped because they usually
-// depend on the earlier ones (a pass after its "connecting you" text).
+// act runs the matched rules' actions in order. A failed send or
+// handover stops the rest, which usually depend on it (a pass after its
+// "connecting you" text), and act reports false; a failed notification is
+// logged and the rest go on, since the conversation must not hinge on an
+// outside ticketing hook.
 func (d *Dispatcher) act(ctx context.Context, s *step, dec policies.Decision) bool {
 	for _, a := range dec.Actions {
 		err := d.do(ctx, s, dec.Rule, a)
-		if err != nil && ctx.Err() != nil {
+		if err == nil {
+			continue
+		}
+		if ctx.Err() != nil {
 			// Shutting down: the event stays queued and is handled again
 			// after the restart, so this is not a failure of the rule.
 			return false
 		}
-		if err != nil {
-			d.opts.Metrics.ActionFailures.WithLabelValues(a.Kind.String()).Inc()
-			d.log.Error("rule action failed", zap.String("rule", dec.Rule), zap.Stringer("action", a.Kind),
-				zap.String("page", s.ev.PageID), zap.String("user", s.ev.UserID), zap.Error(err))
-			s.record("action_failed", state.Reason{Rule: dec.Rule, Actor: "baton", Note: a.Kind.String() + ": " + err.Error()})
-			if graph.IsNotOwner(err) {
-				d.refreshOwner(ctx, s)
-			}
-			return false
+		d.opts.Metrics.ActionFailures.WithLabelValues(a.Kind.String()).Inc()
+		d.log.Error("rule action failed", zap.String("rule", dec.Rule), zap.Stringer("action", a.Kind),
+			zap.String("page", s.ev.PageID), zap.String("user", s.ev.UserID), zap.Error(err))
+		s.record("action_failed", state.Reason{Rule: dec.Rule, Actor: "baton", Note: a.Kind.String() + ": " + err.Error()})
+		if a.Kind == policies.ActionNotify {
+			continue
 		}
+		if graph.IsNotOwner(err) {
+			d.refreshOwner(ctx, s)
+		}
+		return false
 	}
 	return true
 }

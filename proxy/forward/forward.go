@@ -6,8 +6,9 @@
 // Delivery is at-least-once. While the bot is down (connection refused,
 // timeout, 5xx, 408, 429) it is retried forever with capped backoff: the
 // event is durable and the thread's order must hold. A bot that keeps
-// rejecting an event with another 4xx will not change its mind, so after
-// MaxRejects answers the event is reported as rejected and set aside.
+// answering anything else (another 4xx, or a 3xx redirect) will not change
+// its mind, so after MaxRejects such answers the event is reported as
+// rejected and set aside.
 package forward
 
 import (
@@ -114,7 +115,9 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 		switch {
 		case err == nil && status >= 200 && status < 300:
 			return nil
-		case err == nil && status >= 400 && status < 500 && status != 408 && status != 429:
+		case err == nil && status < 500 && status != 408 && status != 429:
+			// 4xx, and 3xx too: fasthttp does not follow redirects for a
+			// POST, and a bot that keeps redirecting will not stop.
 			rejects++
 			if rejects >= f.opts.MaxRejects {
 				return &RejectedError{Status: status, Attempts: attempt, Body: respBody}

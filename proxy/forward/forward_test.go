@@ -101,7 +101,7 @@ func TestRetriesWhileBotFailsThenDelivers(t *testing.T) {
 
 func TestPermanentRejectionGivesUp(t *testing.T) {
 	clk := clock.NewFake(time.Unix(0, 0))
-	b := &bot{script: []int{400, 503, 403, 404}}
+	b := &bot{script: []int{400, 503, 302, 404}}
 	f := start(t, b, clk)
 	err := deliver(t, f, clk, `{}`)
 	var rej *RejectedError
