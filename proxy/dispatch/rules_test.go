@@ -210,7 +210,7 @@ rules:
     do: [{take: {}}]
 `, []messenger.Event{
 		textEvent(t, messenger.Messaging, "m1", "agent", now-2000),
-		textEvent(t, messenger.Messaging, "m2", "thanks", now-1900), // sent before the pass happened
+		textEvent(t, messenger.Messaging, "m2", "thanks", now-1900),   // sent before the pass happened
 		textEvent(t, messenger.Standby, "m3", "bot please", now+1000), // later, on standby: inbox owns it
 	})
 	t.Logf("graph calls: %v; bot got: %v; owner: %v", g.calls, bot.got, th.Owner)
