@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -74,6 +75,7 @@ type App struct {
 	served   chan error
 	onStop   []func() error // teardown in reverse order of creation
 	closed   atomic.Bool
+	reloadMu sync.Mutex // one reload at a time, so the last file read wins
 }
 
 // New builds every component; nothing is served until Start. On error,
@@ -203,6 +205,9 @@ func (a *App) Start() error {
 			OnChange: func() { a.Reload() },
 		})
 		a.onStop = append(a.onStop, func() error { stop(); w.Wait(); return nil })
+		// The watcher's first look is after New read the files; read them
+		// again so an edit in between is not missed.
+		a.Reload()
 	}
 	a.log.Info("baton listening", zap.String("addr", ln.Addr().String()), zap.String("path", a.opts.Config.Webhook.Path),
 		zap.Int("rules", a.policies.Load().Rules()))
@@ -220,6 +225,8 @@ func (a *App) Store() state.Store { return a.store }
 // Reload compiles the policy files again and swaps them in; on error the
 // running set stays.
 func (a *App) Reload() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	set, err := policies.LoadFiles(a.opts.Config.Policies, a.opts.Config.Apps)
 	if err != nil {
 		a.metrics.ReloadSuccess.Set(0)
