@@ -159,13 +159,16 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 			}
 		} else {
 			dups++
+			// Notified too: a re-delivery after a failed ack may find its
+			// events stored after all, and their worker must not wait.
+			keys = append(keys, batch[i].Thread)
 		}
 	}
 	if dups > 0 {
 		in.log.Info("re-delivered events dropped", zap.Int("duplicates", dups))
 		in.opts.Metrics.WebhookEvents.WithLabelValues("duplicate").Add(float64(dups))
 	}
-	in.opts.Metrics.WebhookEvents.WithLabelValues("accepted").Add(float64(len(keys)))
+	in.opts.Metrics.WebhookEvents.WithLabelValues("accepted").Add(float64(len(keys) - dups))
 	in.opts.Notify(keys...)
 	ctx.SetContentType("text/plain")
 	ctx.SetBodyString("EVENT_RECEIVED")

@@ -48,6 +48,9 @@ type Store struct {
 	done   chan struct{}
 	gcDone chan struct{}
 	seq    uint64 // only touched by the committer goroutine after Open
+	// maxBytes caps a gathered batch well inside one Badger transaction,
+	// so a batch is never split into parts that could commit separately.
+	maxBytes int64
 }
 
 var _ state.Store = (*Store)(nil)
@@ -119,6 +122,7 @@ func Open(opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("read sequence: %w", err)
 	}
+	s.maxBytes = db.MaxBatchSize() / 2
 	go s.commitLoop()
 	go s.gcLoop()
 	return s, nil
@@ -201,13 +205,14 @@ func (s *Store) commitLoop() {
 			}
 		}
 		batch := []*job{first}
-		n := len(first.events) + 1
+		n, size := len(first.events)+1, jobBytes(first)
 	gather:
-		for n < s.opts.MaxBatch {
+		for n < s.opts.MaxBatch && size < s.maxBytes {
 			select {
 			case j := <-s.jobs:
 				batch = append(batch, j)
 				n += len(j.events) + 1
+				size += jobBytes(j)
 			default:
 				break gather
 			}
@@ -216,9 +221,31 @@ func (s *Store) commitLoop() {
 	}
 }
 
-// commit writes a batch of jobs in as few synced transactions as Badger's
-// size limits allow and tells every job the outcome.
+// commit writes a batch of jobs and tells every job the outcome. If the
+// batch fails as a whole, each job is tried again on its own, so one bad
+// job cannot fail the others, and none of them is told it failed when its
+// writes are in fact on disk.
 func (s *Store) commit(batch []*job) {
+	err := s.tryCommit(batch)
+	if err != nil && len(batch) > 1 {
+		for _, j := range batch {
+			j.done <- s.tryCommit([]*job{j})
+		}
+		return
+	}
+	for _, j := range batch {
+		j.done <- err
+	}
+}
+
+// tryCommit writes a batch in one synced transaction (more only if it
+// outgrew Badger's limit despite the size cap of the gathering loop).
+func (s *Store) tryCommit(batch []*job) error {
+	for _, j := range batch {
+		if j.fire != nil {
+			j.fire.threads = nil
+		}
+	}
 	seq := s.seq
 	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq}
 	seenInBatch := make(map[string]struct{})
@@ -250,9 +277,26 @@ func (s *Store) commit(batch []*job) {
 			s.cache.Add(t.Key, t)
 		}
 	}
-	for _, j := range batch {
-		j.done <- err
+	return err
+}
+
+// jobBytes estimates what a job adds to a transaction, so the gathering
+// loop can keep a batch within one Badger transaction.
+func jobBytes(j *job) int64 {
+	n := int64(64)
+	for _, e := range j.events {
+		n += int64(len(e.Record)+len(e.DedupKey)) + 96
 	}
+	if c := j.completion; c != nil {
+		n += 1024 + 256*int64(len(c.Changes)+len(c.Arm)+len(c.Cancel))
+		if c.DeadLetter != "" {
+			n += 64 << 10 // the set-aside record is copied
+		}
+	}
+	if j.fire != nil {
+		n += int64(j.fire.max) * 1024
+	}
+	return n
 }
 
 func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, cacheUpdates *[]state.Thread) error {
@@ -265,6 +309,9 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(j.now.UnixNano()))
 	for i, ev := range j.events {
+		if err := w.room(int64(len(ev.Record)+2*len(ev.DedupKey)) + 160); err != nil {
+			return err
+		}
 		if ev.DedupKey != nil {
 			dk := dedupKey(ev.DedupKey)
 			if _, ok := seen[string(dk)]; ok {
@@ -318,6 +365,9 @@ func (s *Store) seenRecently(txn *badger.Txn, dk []byte, now time.Time) (bool, e
 }
 
 func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, cacheUpdates *[]state.Thread) error {
+	if err := w.room(jobBytes(&job{completion: c})); err != nil {
+		return err
+	}
 	if c.Seq != 0 {
 		qk := seqKey(spaceQueue, c.Thread, c.Seq)
 		if c.DeadLetter != "" {
@@ -374,9 +424,26 @@ type writer struct {
 	db  *badger.DB
 	txn *badger.Txn
 	seq *uint64
+	// size and count estimate the open transaction, so that room() can
+	// start a new one between two related writes rather than between the
+	// halves of one (an event's dedup key without its queue item).
+	size, count int64
+}
+
+// room rotates the transaction first if n more bytes might not fit.
+func (w *writer) room(n int64) error {
+	if w.size+n < w.db.MaxBatchSize()*9/10 && w.count+8 < w.db.MaxBatchCount()*9/10 {
+		return nil
+	}
+	if w.count == 0 {
+		return nil // nothing to commit first: let Badger judge
+	}
+	return w.rotate()
 }
 
 func (w *writer) set(k, v []byte, ttl time.Duration) error {
+	w.size += int64(len(k)+len(v)) + 32
+	w.count++
 	e := badger.NewEntry(k, v)
 	if ttl > 0 {
 		e = e.WithTTL(ttl)
@@ -394,6 +461,8 @@ func (w *writer) set(k, v []byte, ttl time.Duration) error {
 }
 
 func (w *writer) delete(k []byte) error {
+	w.size += int64(len(k)) + 32
+	w.count++
 	err := w.txn.Delete(k)
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		if err = w.rotate(); err == nil {
@@ -411,6 +480,7 @@ func (w *writer) rotate() error {
 		return err
 	}
 	w.txn = w.db.NewTransaction(true)
+	w.size, w.count = 0, 0
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package badgerstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -175,5 +176,31 @@ func TestKeysOfOddThreadsStaySeparate(t *testing.T) {
 	}
 	if p, _ := s.PendingThreads(ctx); len(p) != len(keys) {
 		t.Fatalf("pending = %v", p)
+	}
+}
+
+// One failing job (here a dead letter for an item that does not exist) in a
+// group commit with a large enqueue must not fail the enqueue, nor leave
+// part of it on disk while reporting failure.
+func TestFailingJobDoesNotFailItsBatch(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	key := state.ThreadKey{Page: "p", User: "u"}
+	var evs []state.NewEvent
+	for i := 0; i < 6; i++ {
+		evs = append(evs, state.NewEvent{Thread: key, DedupKey: []byte(fmt.Sprintf("mid-%d", i)),
+			Record: bytes.Repeat([]byte{'a' + byte(i)}, 300<<10)})
+	}
+	a := &job{now: t0, events: evs, results: make([]state.EnqueueResult, len(evs)), done: make(chan error, 1)}
+	b := &job{completion: &state.Completion{Thread: state.ThreadKey{Page: "p", User: "other"}, Seq: 999, DeadLetter: "x"}, done: make(chan error, 1)}
+	s.commit([]*job{a, b})
+	if err := <-a.done; err != nil {
+		t.Fatalf("the enqueue failed with the other job: %v", err)
+	}
+	if err := <-b.done; err == nil {
+		t.Error("the bad job succeeded")
+	}
+	if q, _ := s.Head(context.Background(), key, 0); len(q) != 6 {
+		t.Errorf("%d of 6 events queued", len(q))
 	}
 }
