@@ -75,40 +75,7 @@ func (downNotifier) Send(ctx context.Context, url string, s notify.Summary) erro
 }
 
 func runText(t *testing.T, policy string, text string) (*recordingGraph, *recordingBot, state.Thread) {
-	set, err := policies.Compile([]policies.File{{Name: "p.yaml", Data: []byte(policy)}}, map[string]string{"inbox": "263902037430900"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), MemTableSize: 8 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	g, bot := &recordingGraph{}, &recordingBot{}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, Options{Store: store, Graph: g, Bot: bot, AppID: "1", Notifier: downNotifier{},
-		Policies: func() *policies.Set { return set }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw := fmt.Sprintf(`{"sender":{"id":"u"},"recipient":{"id":"p"},"timestamp":1,"message":{"mid":"m1","text":%q}}`, text)
-	ev, _ := messenger.ParseEvent("page", "p", 0, messenger.Messaging, []byte(raw))
-	key := state.ThreadKey{Page: "p", User: "u"}
-	if _, err := store.Enqueue(ctx, time.Now(), []state.NewEvent{{Thread: key, DedupKey: ev.DedupKey(), Record: messenger.EncodeRecord(&ev)}}); err != nil {
-		t.Fatal(err)
-	}
-	d.Notify(key)
-	for i := 0; i < 200; i++ {
-		q, _ := store.Head(ctx, key, 1)
-		if len(q) == 0 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	d.Wait()
-	th, _ := store.Thread(context.Background(), key)
-	return g, bot, th
+	return runEvents(t, policy, []messenger.Event{textEvent(t, messenger.Messaging, "m1", text, 1)})
 }
 
 // A notify rule with continue, followed by a pass rule (the shape of
