@@ -294,7 +294,7 @@ func jobBytes(j *job) int64 {
 		}
 	}
 	if j.fire != nil {
-		n += int64(j.fire.max) * 1024
+		n += int64(j.fire.max) * 256
 	}
 	return n
 }

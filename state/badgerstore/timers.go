@@ -66,6 +66,10 @@ func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64) error {
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(f.now.UnixNano()))
 	for _, d := range found {
+		// A timer's removal and its event commit together or not at all.
+		if err := w.room(int64(2*len(d.key)) + 2048); err != nil {
+			return err
+		}
 		tk := timerKey(d.thread, d.kind)
 		t := state.Timer{Thread: d.thread, Kind: d.kind, Due: d.at}
 		item, err := w.txn.Get(tk)
