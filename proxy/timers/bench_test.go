@@ -15,10 +15,13 @@ import (
 	"github.com/batonproxy/baton/state/badgerstore"
 )
 
-var benchTimers = flag.Int("timers.count", 100_000, "timers armed by BenchmarkTimers (one per thread)")
+var (
+	benchTimers = flag.Int("timers.count", 100_000, "timers armed by BenchmarkTimers (one per thread)")
+	benchSpread = flag.Duration("timers.spread", 10*time.Second, "BenchmarkTimers spreads the due times over this long")
+)
 
-// BenchmarkTimers arms -timers.count timers on as many threads, spread over
-// the next 10 seconds, and reports the heap held once they are armed (the
+// BenchmarkTimers arms -timers.count timers on as many threads, due evenly
+// over -timers.spread, and reports the heap held once they are armed (the
 // timers live on disk, so it should not grow with the count) and how late
 // they fire while the scheduler works through them.
 //
@@ -53,7 +56,7 @@ func BenchmarkTimers(b *testing.B) {
 				if i >= int64(n) {
 					return
 				}
-				due := start.Add(time.Duration(i) * 10 * time.Second / time.Duration(n))
+				due := start.Add(time.Duration(i) * *benchSpread / time.Duration(n))
 				err := store.Complete(ctx, state.Completion{Thread: state.ThreadKey{Page: "p", User: fmt.Sprint(i)},
 					Arm: []state.Timer{{Kind: "agent_idle", Due: due}}})
 				if err != nil {
