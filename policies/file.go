@@ -32,6 +32,8 @@ type fileYAML struct {
 	// Mode is enforce (default) or observe (shadow mode).
 	Mode  string              `yaml:"mode"`
 	Teams map[string]teamYAML `yaml:"teams"`
+	// Timeouts are the file's timers, by kind (see timeouts.go).
+	Timeouts map[string]timeoutYAML `yaml:"timeouts"`
 	Rules []ruleYAML          `yaml:"rules"`
 }
 
@@ -182,6 +184,7 @@ func Compile(files []File, apps map[string]string) (*Set, error) {
 	for _, src := range srcs {
 		c.enter(src)
 		c.compileRules()
+		c.compileTimeouts()
 	}
 	c.checkReachable()
 	for _, src := range srcs {

@@ -320,6 +320,8 @@ type Set struct {
 	// pageFiles holds the pages that have page-specific files; an event of
 	// such a page only sees the rules of those files.
 	pageFiles map[string]bool
+	// timeouts by scope ("" or a page id) and kind.
+	timeouts timeoutScope
 	// needWords says some rule looks at the folded words of a text;
 	// needLower that some text regex has a case-insensitive literal.
 	needWords, needLower bool

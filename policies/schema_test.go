@@ -118,8 +118,17 @@ func TestSchemaMatchesStructs(t *testing.T) {
 			}
 			walk(typ.Elem(), items, where+"[]")
 		case reflect.Map:
-			// A map is an object with free keys: additionalProperties is
-			// the schema of the values.
+			// A map is an object with free keys, whose additionalProperties
+			// is the schema of the values, or with a fixed set of keys
+			// (timeouts: one per kind), each of the value type.
+			if props, ok := node["properties"].(map[string]any); ok && node["additionalProperties"] == false {
+				for name, p := range props {
+					if pm, ok := p.(map[string]any); ok {
+						walk(typ.Elem(), pm, where+"."+name)
+					}
+				}
+				return
+			}
 			values, ok := node["additionalProperties"].(map[string]any)
 			if !ok {
 				t.Errorf("%s: a map needs additionalProperties with the value schema", where)
