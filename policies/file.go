@@ -34,7 +34,7 @@ type fileYAML struct {
 	Teams map[string]teamYAML `yaml:"teams"`
 	// Timeouts are the file's timers, by kind (see timeouts.go).
 	Timeouts map[string]timeoutYAML `yaml:"timeouts"`
-	Rules []ruleYAML          `yaml:"rules"`
+	Rules    []ruleYAML             `yaml:"rules"`
 }
 
 type ruleYAML struct {
