@@ -28,6 +28,7 @@ import (
 	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/proxy/record"
 	"github.com/batonproxy/baton/proxy/signature"
+	"github.com/batonproxy/baton/proxy/timers"
 	"github.com/batonproxy/baton/proxy/watch"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/state/badgerstore"
@@ -178,11 +179,22 @@ func New(opts Options) (_ *App, err error) {
 	return a, nil
 }
 
-// Start resumes the threads left with queued events and starts serving.
+// Start resumes the threads left with queued events, starts the timers
+// (any that came due while Baton was down fire now) and starts serving.
 func (a *App) Start() error {
 	if err := a.disp.Resume(context.Background()); err != nil {
 		return fmt.Errorf("resume queued threads: %w", err)
 	}
+	tctx, stopTimers := context.WithCancel(context.Background())
+	sched, err := timers.Start(tctx, timers.Options{
+		Store: a.store, Record: dispatch.TimerRecord, Notify: a.disp.Notify, Clock: a.opts.Clock, Logger: a.log,
+	})
+	if err != nil {
+		stopTimers()
+		return err
+	}
+	a.disp.OnArm(sched.Wake)
+	a.onStop = append(a.onStop, func() error { stopTimers(); sched.Wait(); return nil })
 	ln := a.opts.Listener
 	if ln == nil {
 		var err error

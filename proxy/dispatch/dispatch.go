@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -74,6 +75,18 @@ type Dispatcher struct {
 	mu      sync.Mutex
 	running map[state.ThreadKey]*worker // +checklocks:mu
 	wg      sync.WaitGroup
+
+	onArm atomic.Pointer[func()]
+}
+
+// OnArm sets what to call after a commit armed a timer (the scheduler's
+// Wake, so a sooner timer is not missed).
+func (d *Dispatcher) OnArm(fn func()) { d.onArm.Store(&fn) }
+
+func (d *Dispatcher) wakeTimers() {
+	if fn := d.onArm.Load(); fn != nil {
+		(*fn)()
+	}
 }
 
 type worker struct {

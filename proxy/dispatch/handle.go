@@ -29,6 +29,9 @@ type step struct {
 	// tookFrom is set when a rule's take brought the thread back to the
 	// bot: control_returned rules then run too, as for a pass to us.
 	tookFrom *state.Owner
+	// Timer changes to commit with the item.
+	timers    []state.Timer
+	cancelled []string
 }
 
 func (s *step) eventID() string {
@@ -79,6 +82,15 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 		// Its actions ran before a restart; only the delivery is left.
 		s.thread.Handled, s.changed = 0, true
 		return d.finish(ctx, s, th.HandledForward, false)
+	}
+
+	if ev.Kind == messenger.KindTimer {
+		acted := d.fire(ctx, s)
+		if !acted && ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.changed = s.changed || acted
+		return d.finish(ctx, s, false, acted)
 	}
 
 	// An event Meta delivered before the thread's last change of owner
@@ -133,6 +145,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 			}
 		}
 	}
+	d.planTimers(ctx, s, before)
 	if ev.Channel == messenger.Messaging && owner.Kind == state.OwnerApp && !ev.Kind.IsHandover() {
 		ev.Channel = messenger.Standby // forwarded as what it now is
 		s.ev.Channel = messenger.Standby
@@ -190,8 +203,12 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 		}
 	}
 	c.Changes = s.changes
+	c.Arm, c.Cancel = s.timers, s.cancelled
 	if s.changed {
 		c.State = &s.thread
+	}
+	if len(c.Arm) > 0 {
+		defer d.wakeTimers()
 	}
 	if acted {
 		return d.commitNow(ctx, c)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fastjson"
 )
@@ -51,6 +52,9 @@ const (
 	KindAppRoles
 	KindPolicyEnforcement
 	KindAccountLinking
+	// KindTimer is Baton's own event: a durable timer came due. It is never
+	// forwarded to the bot. Text is the timer's kind.
+	KindTimer
 )
 
 var kindNames = [...]string{
@@ -60,6 +64,7 @@ var kindNames = [...]string{
 	KindPassThreadControl: "pass_thread_control", KindTakeThreadControl: "take_thread_control",
 	KindRequestThreadControl: "request_thread_control", KindAppRoles: "app_roles",
 	KindPolicyEnforcement: "policy_enforcement", KindAccountLinking: "account_linking",
+	KindTimer: "baton_timer",
 }
 
 func (k Kind) String() string {
@@ -233,6 +238,10 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 		ev.Kind = KindPolicyEnforcement
 	case v.Exists("account_linking"):
 		ev.Kind = KindAccountLinking
+	case v.Exists("baton_timer"):
+		ev.Kind = KindTimer
+		ev.Text = str(v.Get("baton_timer", "kind"))
+		ev.Metadata = string(v.Get("baton_timer", "data").MarshalTo(nil))
 	}
 	return ev, nil
 }
@@ -242,6 +251,18 @@ func (e *Event) readReferral(r *fastjson.Value) {
 		return
 	}
 	e.Ref, e.Source, e.AdID = str(r.Get("ref")), str(r.Get("source")), idString(r.Get("ad_id"))
+}
+
+// TimerEvent builds the queue event of a durable timer that came due, in
+// the shape of a messaging event so it travels the same path.
+func TimerEvent(page, user, kind string, due time.Time, data []byte) Event {
+	if !json.Valid(data) {
+		data = []byte("null")
+	}
+	raw := fmt.Appendf(nil, `{"sender":{"id":%s},"recipient":{"id":%s},"timestamp":%d,"baton_timer":{"kind":%s,"data":%s}}`,
+		appendJSONString(nil, user), appendJSONString(nil, page), due.UnixMilli(), appendJSONString(nil, kind), data)
+	ev, _ := ParseEvent("page", page, due.UnixMilli(), Messaging, raw) // built above, always valid
+	return ev
 }
 
 // ThreadUser is the user part of the event's thread key: the PSID, or

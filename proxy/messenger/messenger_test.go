@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 const batch = `{"object":"page","entry":[
@@ -205,4 +206,20 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTimerEventRoundTrip(t *testing.T) {
+	due := time.Date(2026, 3, 2, 9, 0, 0, 0, time.UTC)
+	ev := TimerEvent("104", "ref:x\"y", "agent_idle", due, []byte(`{"armed":1}`))
+	back, err := DecodeRecord(EncodeRecord(&ev))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Kind != KindTimer || back.Text != "agent_idle" || back.UserID != "ref:x\"y" || back.PageID != "104" ||
+		back.Timestamp != due.UnixMilli() || back.Metadata != `{"armed":1}` {
+		t.Errorf("timer event = %+v", back)
+	}
+	if bad := TimerEvent("1", "2", "k", due, []byte("{")); bad.Kind != KindTimer || bad.Metadata != "null" {
+		t.Errorf("invalid data not replaced: %+v", bad)
+	}
 }
