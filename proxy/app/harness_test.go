@@ -17,6 +17,7 @@ import (
 
 	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy/app"
+	clockpkg "github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
 	"github.com/batonproxy/baton/proxy/sandbox"
@@ -45,20 +46,26 @@ type harness struct {
 	dir        string
 	cfg        *config.Config
 	logs       *observer.ObservedLogs // Baton's log entries, info and up
+	clock      *clockpkg.Fake
 }
 
 type harnessOpts struct {
 	extraConfig string // appended to the YAML config
 	maxBody     int
 	policy      string // policy file contents; default demo.Policy
+	clock       *clockpkg.Fake // drives Baton and the sandbox; default the wall clock
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir()}
+	h := &harness{t: t, dir: t.TempDir(), clock: o.clock}
+	var clk clockpkg.Clock = clockpkg.Real{}
+	if o.clock != nil {
+		clk = o.clock
+	}
 	var err error
 	h.p, err = sandbox.Start(sandbox.Options{
-		Pages: []string{page}, DefaultApp: botApp,
+		Pages: []string{page}, DefaultApp: botApp, Clock: clk,
 		Apps: []sandbox.AppSpec{{ID: botApp, Secret: botSecret, CanTake: true}, {ID: agentApp, Secret: agentSec, CanTake: true}},
 	})
 	if err != nil {
@@ -116,7 +123,11 @@ func (h *harness) start() {
 	core, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
 	log := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t, zaptest.Level(zap.InfoLevel)).Core(), core))
-	a, err := app.New(app.Options{Config: h.cfg, Logger: log})
+	opts := app.Options{Config: h.cfg, Logger: log}
+	if h.clock != nil {
+		opts.Clock = h.clock
+	}
+	a, err := app.New(opts)
 	if err != nil {
 		h.t.Fatal(err)
 	}

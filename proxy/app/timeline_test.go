@@ -1,0 +1,216 @@
+package app_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	clockpkg "github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/demo"
+	"github.com/batonproxy/baton/proxy/sandbox"
+	"github.com/batonproxy/baton/state"
+)
+
+// Timeline tests: Baton and the sandbox run on a fake clock, and time
+// moves only when the test says so. The policy is the demo's plus a
+// timeouts section; the file watcher is off, so the timer scheduler is the
+// only thing waiting on the clock.
+
+var timelineStart = time.Date(2026, 3, 2, 10, 0, 0, 0, time.UTC)
+
+func timelineHarness(t *testing.T, timeouts string) *harness {
+	return newHarness(t, harnessOpts{
+		clock:       clockpkg.NewFake(timelineStart),
+		policy:      demo.Policy + timeouts,
+		extraConfig: "reload:\n  watch: false\n",
+	})
+}
+
+// advance moves the fake clock forward by d, a minute at a time, each time
+// after the scheduler has gone back to waiting, so that every timer due on
+// the way fires and its work is queued in order.
+func (h *harness) advance(d time.Duration) {
+	h.t.Helper()
+	for d > 0 {
+		step := min(d, time.Minute)
+		h.waitClockWaiter()
+		h.clock.Advance(step)
+		d -= step
+	}
+	h.waitClockWaiter()
+}
+
+func (h *harness) waitClockWaiter() {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for h.clock.Waiters() == 0 {
+		if time.Now().After(deadline) {
+			h.t.Fatal("the timer scheduler never waited on the clock")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// waitTimer waits until Baton has armed kind on user's thread due at due.
+func (h *harness) waitTimer(user, kind string, due time.Time) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		timers, err := h.baton.Store().ThreadTimers(context.Background(), state.ThreadKey{Page: page, User: user})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		for _, tm := range timers {
+			if tm.Kind == kind && tm.Due.Equal(due) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timer %s due %s never armed; armed: %+v", kind, due, timers)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (h *harness) handOver(u string) {
+	h.t.Helper()
+	h.p.UserText(page, u, "agent please")
+	h.waitKind(h.agent, u, "pass_thread_control")
+}
+
+const firstReplyTimeout = `timeouts:
+  agent_first_reply:
+    after: 10m
+    do:
+      - take: {reason: "nobody answered"}
+      - send_text: "Sorry, nobody is free right now. I'm back."
+`
+
+func TestAgentFirstReplyFiresAndTakesBack(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, firstReplyTimeout)
+	const u = "3001"
+	h.handOver(u)
+	h.waitTimer(u, "agent_first_reply", timelineStart.Add(10*time.Minute))
+	h.advance(9 * time.Minute)
+	if got := h.p.Owner(page, u); got != agentApp {
+		t.Fatalf("taken back early: owner %q", got)
+	}
+	h.advance(2 * time.Minute)
+	h.waitKind(h.agent, u, "take_thread_control")
+	h.waitSend(u, "Sorry, nobody is free right now. I'm back.")
+	if got := h.p.Owner(page, u); got != botApp {
+		t.Errorf("owner after the timeout = %q; want the bot", got)
+	}
+}
+
+func TestAgentFirstReplyCancelledWhenTheAgentAnswers(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, firstReplyTimeout)
+	const u = "3002"
+	h.handOver(u)
+	h.waitTimer(u, "agent_first_reply", timelineStart.Add(10*time.Minute))
+	h.advance(5 * time.Minute)
+	if _, err := h.p.Send(agentApp, page, u, "Hi, Sam here."); err != nil {
+		t.Fatal(err)
+	}
+	h.waitNoTimer(u, "agent_first_reply")
+	h.advance(20 * time.Minute)
+	if got := h.p.Owner(page, u); got != agentApp {
+		t.Errorf("owner = %q; the agent answered, so the thread stays", got)
+	}
+}
+
+func TestAgentIdleSlidesUpToItsCap(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, `timeouts:
+  agent_idle:
+    after: 30m
+    cap: 1h
+    do: [{take: {reason: "agent idle"}}]
+`)
+	const u = "3003"
+	h.handOver(u)
+	h.waitTimer(u, "agent_idle", timelineStart.Add(30*time.Minute))
+	h.advance(20 * time.Minute)
+	h.p.UserText(page, u, "any news?") // activity slides it to 50m
+	h.waitTimer(u, "agent_idle", timelineStart.Add(50*time.Minute))
+	h.advance(20 * time.Minute) // 40m
+	if _, err := h.p.Send(agentApp, page, u, "Still checking."); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTimer(u, "agent_idle", timelineStart.Add(time.Hour)) // 70m, capped at 60m
+	h.advance(19 * time.Minute)                                 // 59m
+	if got := h.p.Owner(page, u); got != agentApp {
+		t.Fatalf("fired before the cap: owner %q", got)
+	}
+	h.advance(2 * time.Minute)
+	h.waitKind(h.agent, u, "take_thread_control")
+}
+
+func TestBotSilenceWarnsOnceThenHandsOver(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, `timeouts:
+  bot_silence:
+    after: 2m
+    warn: {after: 1m, text: "Still thinking..."}
+    do: [{pass: {to: helpdesk, reason: "the bot went quiet"}}]
+`)
+	const u = "3004"
+	h.p.UserText(page, u, "hello?") // the test bot never answers
+	h.waitText(h.bot, u, "hello?")
+	h.waitTimer(u, "bot_silence", timelineStart.Add(2*time.Minute))
+	h.p.UserText(page, u, "hello???") // counts from the first unanswered message
+	h.waitText(h.bot, u, "hello???")
+	h.advance(90 * time.Second)
+	h.waitSend(u, "Still thinking...")
+	h.advance(time.Minute)
+	h.waitFor(h.agent, u, "pass after silence", func(e sandbox.Received) bool {
+		return e.Kind == "pass_thread_control" && strings.Contains(e.Text, "timeout:bot_silence")
+	})
+	warnings := 0
+	for _, s := range h.sends(u) {
+		if s == "Still thinking..." {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("warning sent %d times; want once", warnings)
+	}
+}
+
+func TestTimerSurvivesRestartAndFiresIfDueWhileDown(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, firstReplyTimeout)
+	const u = "3005"
+	h.handOver(u)
+	h.waitTimer(u, "agent_first_reply", timelineStart.Add(10*time.Minute))
+	h.baton.Close()
+	h.clock.Advance(15 * time.Minute) // Baton is down when it comes due
+	h.start()
+	h.waitKind(h.agent, u, "take_thread_control")
+	if got := h.p.Owner(page, u); got != botApp {
+		t.Errorf("owner = %q; want the bot", got)
+	}
+}
+
+// waitNoTimer waits until kind is no longer armed on user's thread.
+func (h *harness) waitNoTimer(user, kind string) {
+	h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		timers, _ := h.baton.Store().ThreadTimers(context.Background(), state.ThreadKey{Page: page, User: user})
+		found := false
+		for _, tm := range timers {
+			found = found || tm.Kind == kind
+		}
+		if !found {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timer %s still armed: %+v", kind, timers)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
