@@ -52,7 +52,7 @@ type harness struct {
 type harnessOpts struct {
 	extraConfig string // appended to the YAML config
 	maxBody     int
-	policy      string // policy file contents; default demo.Policy
+	policy      string         // policy file contents; default demo.Policy
 	clock       *clockpkg.Fake // drives Baton and the sandbox; default the wall clock
 }
 

@@ -141,7 +141,7 @@ func TestAgentIdleSlidesUpToItsCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitTimer(u, "agent_idle", timelineStart.Add(time.Hour)) // 70m, capped at 60m
-	h.advance(19 * time.Minute)                                 // 59m
+	h.advance(19 * time.Minute)                                // 59m
 	if got := h.p.Owner(page, u); got != agentApp {
 		t.Fatalf("fired before the cap: owner %q", got)
 	}
