@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -174,8 +176,11 @@ func (h *harness) waitTemplateSent(user string) {
 	}
 }
 
+// postEvent posts one event straight to Baton; TS in it becomes the
+// current time in milliseconds, as Meta would stamp it.
 func (h *harness) postEvent(event string) {
 	h.t.Helper()
+	event = strings.ReplaceAll(event, "TS", strconv.FormatInt(time.Now().UnixMilli(), 10))
 	if s := h.postSigned(envelope(event)); s != 200 {
 		h.t.Fatalf("webhook: %d", s)
 	}
@@ -246,23 +251,23 @@ func TestEveryTriggerAndActionKind(t *testing.T) {
 	}
 
 	{ // "m.me referral and opt-in"
-		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2105"},"recipient":{"id":%q},"timestamp":1,"referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}`, page))
+		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2105"},"recipient":{"id":%q},"timestamp":TS,"referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}`, page))
 		// The sandbox knows the user once they wrote; the referral came
 		// straight to Baton, so let them say hello first.
 		h.p.UserText(page, "2105", "hello")
 		h.waitText(h.bot, "2105", "hello")
-		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2105"},"recipient":{"id":%q},"timestamp":2,"referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}`, page))
+		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2105"},"recipient":{"id":%q},"timestamp":TS,"referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}`, page))
 		h.waitKind(h.agent, "2105", "pass_thread_control")
 
 		h.p.UserText(page, "2106", "hi")
-		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2106"},"recipient":{"id":%q},"timestamp":3,"optin":{"ref":"checkout"}}`, page))
+		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2106"},"recipient":{"id":%q},"timestamp":TS,"optin":{"ref":"checkout"}}`, page))
 		h.waitSend("2106", "Thanks, we'll keep you posted.")
 	}
 
 	{ // "attachment tags the thread"
 		const u = "2107"
 		h.p.UserText(page, u, "look")
-		h.postEvent(fmt.Sprintf(`{"sender":{"id":%q},"recipient":{"id":%q},"timestamp":4,"message":{"mid":"m_img","attachments":[{"type":"image","payload":{"url":"https://example.invalid/a.jpg"}}]}}`, u, page))
+		h.postEvent(fmt.Sprintf(`{"sender":{"id":%q},"recipient":{"id":%q},"timestamp":TS,"message":{"mid":"m_img","attachments":[{"type":"image","payload":{"url":"https://example.invalid/a.jpg"}}]}}`, u, page))
 		h.waitSend(u, "Nice picture.")
 		if th := h.thread(u); !th.HasTag("has_photo") {
 			t.Errorf("tags = %q", th.Tags)

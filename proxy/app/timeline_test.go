@@ -214,3 +214,61 @@ func (h *harness) waitNoTimer(user, kind string) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+const surveyPolicy = `  - name: survey
+    when: {control_returned: true}
+    do:
+      - send_feedback:
+          title: "How did we do?"
+          subtitle: "One question about your chat"
+          button_title: "Rate the chat"
+          question: {id: csat_chat, type: csat}
+          privacy_url: "https://example.invalid/privacy"
+`
+
+// feedbackCalls returns the bodies of the Send API calls that carried the
+// survey to user.
+func (h *harness) feedbackCalls(user string) []string {
+	var out []string
+	for _, c := range h.p.Calls() {
+		if c.Endpoint == "messages" && c.AppID == botApp && strings.Contains(c.Body, "customer_feedback") && strings.Contains(c.Body, user) {
+			out = append(out, c.Body)
+		}
+	}
+	return out
+}
+
+func TestSurveyRespectsTheMessagingWindow(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{
+		clock:       clockpkg.NewFake(timelineStart),
+		policy:      demo.Policy + surveyPolicy,
+		extraConfig: "reload:\n  watch: false\n",
+	})
+	handBack := func(u string, after time.Duration) {
+		h.handOver(u)
+		h.clock.Advance(after) // no timers are armed: nothing else moves
+		if err := h.p.Pass(agentApp, page, u, botApp, "done"); err != nil {
+			t.Fatal(err)
+		}
+		h.waitKind(h.bot, u, "pass_thread_control")
+	}
+
+	handBack("3101", time.Hour) // inside 24 h: a normal response
+	h.waitTemplateSent("3101")
+	if calls := h.feedbackCalls("3101"); len(calls) != 1 || strings.Contains(calls[0], "CUSTOMER_FEEDBACK") || !strings.Contains(calls[0], `"RESPONSE"`) {
+		t.Errorf("survey inside 24 h: %q", calls)
+	}
+
+	handBack("3102", 3*24*time.Hour) // inside 7 days: tagged
+	h.waitTemplateSent("3102")
+	if calls := h.feedbackCalls("3102"); len(calls) != 1 || !strings.Contains(calls[0], `"tag":"CUSTOMER_FEEDBACK"`) {
+		t.Errorf("survey after 3 days: %q", calls)
+	}
+
+	handBack("3103", 8*24*time.Hour) // too late: skipped and counted
+	h.waitMetric(`baton_sends_skipped_total{action="send_feedback"} 1`)
+	if calls := h.feedbackCalls("3103"); len(calls) != 0 {
+		t.Errorf("survey sent after 8 days: %q", calls)
+	}
+}

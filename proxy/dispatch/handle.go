@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -380,6 +381,49 @@ func (d *Dispatcher) controlReturned(ctx context.Context, s *step, in policies.I
 	return d.act(ctx, s, dec)
 }
 
+type window uint8
+
+const (
+	inWindow       window = iota // within 24 h of the user's last message
+	feedbackWindow               // within 7 days: only the feedback template, tagged
+	closedWindow
+)
+
+// messagingWindow says what Baton may send, given when the user last wrote
+// (the platform's 24-hour standard window; CUSTOMER_FEEDBACK up to 7 days).
+// A thread whose user never wrote here is left to the platform to judge.
+func messagingWindow(lastUser, now time.Time) window {
+	switch age := now.Sub(lastUser); {
+	case lastUser.IsZero() || age <= 24*time.Hour:
+		return inWindow
+	case age <= 7*24*time.Hour:
+		return feedbackWindow
+	}
+	return closedWindow
+}
+
+// sendMessage sends a rule's or a timeout's message to the user, as a
+// response inside the 24-hour window, tagged CUSTOMER_FEEDBACK for a survey
+// inside 7 days, and not at all later (logged, counted, recorded).
+func (d *Dispatcher) sendMessage(ctx context.Context, s *step, rule string, kind policies.ActionKind, msg json.RawMessage) error {
+	page, user := s.ev.PageID, s.ev.UserID
+	req := graph.SendRequest{Recipient: graph.Recipient{ID: user}, Message: msg}
+	switch window := messagingWindow(s.thread.LastUser, s.now); {
+	case window == inWindow:
+	case window == feedbackWindow && kind == policies.ActionSendFeedback:
+		req.Tag = "CUSTOMER_FEEDBACK"
+	default:
+		// Meta would refuse it (10/2018278); Baton does not try.
+		d.opts.Metrics.SendsSkipped.WithLabelValues(kind.String()).Inc()
+		d.log.Info("message skipped: outside the messaging window", zap.String("rule", rule), zap.Stringer("action", kind),
+			zap.String("page", page), zap.String("user", user), zap.Time("last_user_message", s.thread.LastUser))
+		s.record("send_skipped", state.Reason{Rule: rule, Actor: "baton", Note: kind.String() + ": outside the messaging window"})
+		return nil
+	}
+	_, err := d.opts.Graph.Send(ctx, page, req)
+	return err
+}
+
 // do runs one action and records its effect on the thread.
 func (d *Dispatcher) do(ctx context.Context, s *step, rule string, a policies.Action) error {
 	page, user := s.ev.PageID, s.ev.UserID
@@ -391,8 +435,7 @@ func (d *Dispatcher) do(ctx context.Context, s *step, rule string, a policies.Ac
 	}
 	switch a.Kind {
 	case policies.ActionSendText, policies.ActionSendQuickReplies, policies.ActionSendButtons, policies.ActionSendFeedback:
-		_, err := d.opts.Graph.Send(ctx, page, graph.SendRequest{Recipient: graph.Recipient{ID: user}, Message: a.Message})
-		return err
+		return d.sendMessage(ctx, s, rule, a.Kind, a.Message)
 	case policies.ActionPass:
 		m := meta()
 		if a.IncludeLast > 0 {

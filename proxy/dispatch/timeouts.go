@@ -9,7 +9,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/policies"
-	"github.com/batonproxy/baton/proxy/graph"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -154,7 +153,7 @@ func (d *Dispatcher) fire(ctx context.Context, s *step) bool {
 			return false
 		}
 		d.log.Info("timeout warning", zap.String("timer", kind), zap.String("page", s.ev.PageID), zap.String("user", s.ev.UserID))
-		_, err := d.opts.Graph.Send(ctx, s.ev.PageID, graph.SendRequest{Recipient: graph.Recipient{ID: s.ev.UserID}, Message: t.WarnMessage})
+		err := d.sendMessage(ctx, s, rule, policies.ActionSendText, t.WarnMessage)
 		if err != nil && ctx.Err() == nil {
 			d.log.Error("timeout warning not sent", zap.String("timer", kind), zap.Error(err))
 			s.record("action_failed", state.Reason{Rule: rule, Actor: "baton", Note: "warning: " + err.Error()})

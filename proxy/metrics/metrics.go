@@ -22,6 +22,8 @@ type Metrics struct {
 	Handovers       *prometheus.CounterVec // to: bot | app | idle
 	ActionFailures  *prometheus.CounterVec // action
 	BotDeliveries   *prometheus.CounterVec // result: ok | rejected
+	SendsSkipped    *prometheus.CounterVec // action: messages not sent because the window had closed
+	Feedback        *prometheus.CounterVec // type, score: customer feedback answers
 	ReloadSuccess   prometheus.Gauge
 	ReloadTimestamp prometheus.Gauge
 	ActiveThreads   prometheus.GaugeFunc
@@ -51,6 +53,12 @@ func New(activeThreads func() float64) *Metrics {
 		BotDeliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_bot_deliveries_total", Help: "Events delivered to the bot, or set aside after the bot rejected them.",
 		}, []string{"result"}),
+		SendsSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_sends_skipped_total", Help: "Messages a rule or timeout did not send because the messaging window had closed.",
+		}, []string{"action"}),
+		Feedback: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_feedback_total", Help: "Customer feedback answers received, by question type and score.",
+		}, []string{"type", "score"}),
 		ReloadSuccess: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "baton_policy_last_reload_successful", Help: "1 if the last policy (re)load succeeded.",
 		}),
@@ -62,7 +70,7 @@ func New(activeThreads func() float64) *Metrics {
 		}, activeThreads),
 	}
 	reg.MustRegister(m.WebhookEvents, m.WebhookRefused, m.Decisions, m.Handovers, m.ActionFailures,
-		m.BotDeliveries, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads,
+		m.BotDeliveries, m.SendsSkipped, m.Feedback, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
