@@ -81,11 +81,23 @@ type Thread struct {
 	// Recent holds the user's last messages, oldest first, at most
 	// RecentMessages, so a handover can tell the agent what was said.
 	Recent []string `json:"recent,omitempty"`
+	// Feedback holds the user's answers to customer feedback surveys,
+	// oldest first, at most RecentMessages.
+	Feedback []Feedback `json:"feedback,omitempty"`
 	// Handled is the queue item whose rule actions already ran while its
 	// delivery to the bot is still pending, and HandledForward whether it
 	// goes to the bot: a restart then delivers it without acting twice.
 	Handled        uint64 `json:"handled,omitempty"`
 	HandledForward bool   `json:"handled_forward,omitempty"`
+}
+
+// Feedback is one answer to a customer feedback survey.
+type Feedback struct {
+	At       time.Time `json:"at"`
+	Question string    `json:"question"`
+	Type     string    `json:"type"`  // csat, nps, ces
+	Score    string    `json:"score"` // as the user chose it
+	Text     string    `json:"text,omitempty"`
 }
 
 // RecentMessages is how many of the user's last messages a Thread keeps.
@@ -112,6 +124,16 @@ func (t *Thread) AddRecent(text string) {
 		keep = keep[len(keep)-RecentMessages+1:]
 	}
 	t.Recent = append(append(make([]string, 0, len(keep)+1), keep...), text)
+}
+
+// AddFeedback appends an answer, keeping the last RecentMessages, and
+// copies like AddRecent.
+func (t *Thread) AddFeedback(f Feedback) {
+	keep := t.Feedback
+	if len(keep) >= RecentMessages {
+		keep = keep[len(keep)-RecentMessages+1:]
+	}
+	t.Feedback = append(append(make([]Feedback, 0, len(keep)+1), keep...), f)
 }
 
 // SetTag adds or removes a tag, copying for the same reason as AddRecent.

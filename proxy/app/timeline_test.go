@@ -272,3 +272,21 @@ func TestSurveyRespectsTheMessagingWindow(t *testing.T) {
 		t.Errorf("survey sent after 8 days: %q", calls)
 	}
 }
+
+func TestFeedbackIsStoredCountedAndForwarded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	const u = "3201"
+	h.p.UserText(page, u, "hi")
+	h.waitText(h.bot, u, "hi")
+	h.postEvent(`{"sender":{"id":"3201"},"recipient":{"id":"` + page + `"},"timestamp":TS,"messaging_feedback":{"feedback_screens":[{"screen_id":0,
+		"questions":{"csat_chat":{"type":"csat","payload":"4","follow_up":{"type":"free_form","payload":"Agent was quick, thanks"}}}}]}}`)
+	h.waitFor(h.bot, u, "the feedback event", func(e sandbox.Received) bool { return strings.Contains(string(e.Raw), "messaging_feedback") })
+	h.p.UserText(page, u, "bye") // once this reaches the bot, the feedback's commit is done
+	h.waitText(h.bot, u, "bye")
+	th := h.thread(u)
+	if len(th.Feedback) != 1 || th.Feedback[0].Type != "csat" || th.Feedback[0].Score != "4" || th.Feedback[0].Text != "Agent was quick, thanks" {
+		t.Errorf("stored feedback = %+v", th.Feedback)
+	}
+	h.waitMetric(`baton_feedback_total{score="4",type="csat"} 1`)
+}

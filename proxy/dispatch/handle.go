@@ -318,6 +318,13 @@ func (d *Dispatcher) observe(s *step, stale bool) {
 			to = state.Owner{Kind: state.OwnerBot}
 		}
 		s.setOwner(to, state.Reason{Actor: ev.AppID, Note: "take_thread_control: " + ev.Metadata})
+	case messenger.KindFeedback:
+		if f := ev.Feedback; f != nil {
+			s.thread.AddFeedback(state.Feedback{At: at, Question: f.Question, Type: f.Type, Score: f.Score, Text: f.Text})
+			s.thread.LastUser, s.changed = at, true
+			d.opts.Metrics.Feedback.WithLabelValues(f.Type, f.Score).Inc()
+			s.record("feedback", state.Reason{Actor: "user", Note: f.Type + " " + f.Score})
+		}
 	case messenger.KindRequestThreadControl:
 		s.record("request", state.Reason{Actor: ev.AppID, Note: "request_thread_control: " + ev.Metadata})
 	}

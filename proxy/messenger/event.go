@@ -104,6 +104,14 @@ type Event struct {
 	// Attachments lists the types of a message's attachments (image,
 	// file, sticker, ...), in order.
 	Attachments []string
+	// Feedback is the answer of a messaging_feedback event.
+	Feedback *Feedback
+}
+
+// Feedback is a customer feedback answer: the question's id and type
+// (csat, nps, ces), the score as sent, and the free-form follow-up.
+type Feedback struct {
+	Question, Type, Score, Text string
 }
 
 // Errors returned by Parse.
@@ -232,6 +240,20 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 		ev.MID = str(v.Get("message_edit", "mid"))
 	case v.Exists("messaging_feedback"):
 		ev.Kind = KindFeedback
+		// One screen with one question is all the template allows today;
+		// read the first answer.
+		for _, screen := range v.GetArray("messaging_feedback", "feedback_screens") {
+			q := screen.GetObject("questions")
+			if q == nil {
+				continue
+			}
+			q.Visit(func(id []byte, a *fastjson.Value) {
+				if ev.Feedback == nil {
+					ev.Feedback = &Feedback{Question: string(id), Type: str(a.Get("type")), Score: str(a.Get("payload")),
+						Text: str(a.Get("follow_up", "payload"))}
+				}
+			})
+		}
 	case v.Exists("app_roles"):
 		ev.Kind = KindAppRoles
 	case v.Exists("policy_enforcement"):

@@ -223,3 +223,13 @@ func TestTimerEventRoundTrip(t *testing.T) {
 		t.Errorf("invalid data not replaced: %+v", bad)
 	}
 }
+
+func TestFeedbackAnswer(t *testing.T) {
+	evs, err := Parse([]byte(`{"object":"page","entry":[{"id":"1","messaging":[{"sender":{"id":"2"},"messaging_feedback":{"feedback_screens":[{"screen_id":0,"questions":{"nps_q":{"type":"nps","payload":"9"}}}]}}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := evs[0].Feedback; evs[0].Kind != KindFeedback || f == nil || f.Question != "nps_q" || f.Type != "nps" || f.Score != "9" || f.Text != "" {
+		t.Errorf("feedback = %+v %+v", evs[0], f)
+	}
+}
