@@ -30,6 +30,9 @@ type actionYAML struct {
 	Tag              *string           `yaml:"tag"`
 	Untag            *string           `yaml:"untag"`
 	Notify           *notifyYAML       `yaml:"notify"`
+	// PostbackToBot gives the bot a postback it did not get from the
+	// user, so it can resume at a chosen step (after a handback, say).
+	PostbackToBot *postbackYAML `yaml:"postback_to_bot"`
 }
 
 type passYAML struct {
@@ -202,6 +205,8 @@ func (c *compiler) compileActions(path []any) []Action {
 			act, ok = c.tag(ActionUntag, a.Untag, kp)
 		case "notify":
 			act, ok = c.notify(a.Notify, kp)
+		case "postback_to_bot":
+			act, ok = c.postbackToBot(a.PostbackToBot, kp)
 		default:
 			ok = false // an unknown key, which yamlfile has reported
 		}
@@ -607,4 +612,21 @@ func (c *compiler) notify(n *notifyYAML, path []any) (Action, bool) {
 		return Action{}, false
 	}
 	return Action{Kind: ActionNotify, URL: n.URL, Reason: n.Reason}, true
+}
+
+type postbackYAML struct {
+	Payload string `yaml:"payload"`
+	Title   string `yaml:"title"`
+}
+
+func (c *compiler) postbackToBot(p *postbackYAML, path []any) (Action, bool) {
+	if p == nil || p.Payload == "" {
+		c.problem(at(path, "payload"), "required: the payload the bot should receive")
+		return Action{}, false
+	}
+	if chars(p.Payload) > 1000 {
+		c.problem(at(path, "payload"), "payload is %d characters; postback payloads are at most 1000", chars(p.Payload))
+		return Action{}, false
+	}
+	return Action{Kind: ActionPostbackToBot, Payload: p.Payload, Text: p.Title}, true
 }

@@ -220,6 +220,9 @@ const (
 	ActionUntag
 	// ActionNotify POSTs a JSON summary of the event to Action.URL.
 	ActionNotify
+	// ActionPostbackToBot delivers a postback with Action.Payload (and
+	// Action.Text as its title) to the bot, as if the user had tapped it.
+	ActionPostbackToBot
 )
 
 var actionKindNames = [...]string{
@@ -235,6 +238,7 @@ var actionKindNames = [...]string{
 	ActionTag:              "tag",
 	ActionUntag:            "untag",
 	ActionNotify:           "notify",
+	ActionPostbackToBot:    "postback_to_bot",
 }
 
 // String returns the action's key as written in policy files.
@@ -266,6 +270,8 @@ type Action struct {
 	Tag string
 	// URL is where ActionNotify POSTs.
 	URL string
+	// Payload is the postback payload of ActionPostbackToBot.
+	Payload string
 }
 
 // Match is one rule that matched an event.

@@ -160,6 +160,8 @@ func (a Action) String() string {
 		return fmt.Sprintf("%s %q", a.Kind, a.Tag)
 	case ActionNotify:
 		s = fmt.Sprintf("notify %s", a.URL)
+	case ActionPostbackToBot:
+		return fmt.Sprintf("postback_to_bot %q", a.Payload)
 	default:
 		s = a.Kind.String()
 	}

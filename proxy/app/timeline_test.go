@@ -290,3 +290,32 @@ func TestFeedbackIsStoredCountedAndForwarded(t *testing.T) {
 	}
 	h.waitMetric(`baton_feedback_total{score="4",type="csat"} 1`)
 }
+
+func TestHandbackResumesTheBotWithAPostback(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{policy: demo.Policy + `  - name: resume
+    when: {control_returned: true}
+    do:
+      - send_text: "You're back with the bot."
+      - postback_to_bot: {payload: RESUME_MENU, title: "Resume"}
+`})
+	const u = "3301"
+	h.handOver(u)
+	if err := h.p.Pass(agentApp, page, u, botApp, "done"); err != nil {
+		t.Fatal(err)
+	}
+	got := h.waitFor(h.bot, u, "the resume postback", func(e sandbox.Received) bool { return e.Kind == "postback" && e.Payload == "RESUME_MENU" })
+	if !got.Sig256OK || !got.Sig1OK {
+		t.Error("the resume postback is not signed like the rest")
+	}
+	var kinds []string
+	for _, e := range h.bot.EventsFor(u) {
+		if e.Kind == "pass_thread_control" || e.Kind == "postback" {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	if strings.Join(kinds, ",") != "pass_thread_control,postback" {
+		t.Errorf("the bot got %v; want the handback first, then the resume postback", kinds)
+	}
+	h.waitSend(u, "You're back with the bot.")
+}

@@ -33,6 +33,8 @@ type step struct {
 	// Timer changes to commit with the item.
 	timers    []state.Timer
 	cancelled []string
+	// toBot are postbacks rules give the bot, after the event itself.
+	toBot []messenger.Event
 }
 
 func (s *step) eventID() string {
@@ -201,6 +203,15 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 			d.log.Error("bot rejected event, set aside", zap.Stringer("thread", s.q.Thread), zap.String("event", s.eventID()), zap.Error(err))
 			c.DeadLetter = err.Error()
 			s.record("dead_letter", state.Reason{Actor: "bot", Note: err.Error()})
+		}
+	}
+	for i := range s.toBot {
+		if err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&s.toBot[i])); err != nil {
+			var rej *forward.RejectedError
+			if !errors.As(err, &rej) {
+				return err
+			}
+			d.log.Error("bot rejected a postback from a rule", zap.Stringer("thread", s.q.Thread), zap.Error(err))
 		}
 	}
 	c.Changes = s.changes
@@ -480,6 +491,9 @@ func (d *Dispatcher) do(ctx context.Context, s *step, rule string, a policies.Ac
 			s.changed = true
 			s.record(a.Kind.String(), state.Reason{Rule: rule, Actor: "baton", Note: a.Tag})
 		}
+	case policies.ActionPostbackToBot:
+		mid := fmt.Sprintf("%d-%d", s.q.Seq, len(s.toBot))
+		s.toBot = append(s.toBot, messenger.BatonPostback(page, user, a.Text, a.Payload, mid, s.now))
 	case policies.ActionNotify:
 		return d.opts.Notifier.Send(ctx, a.URL, notify.Summary{
 			Rule: rule, Reason: a.Reason, Page: page, User: user, Event: s.eventID(), Kind: s.ev.Kind.String(),
