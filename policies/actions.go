@@ -33,11 +33,17 @@ type actionYAML struct {
 	// PostbackToBot gives the bot a postback it did not get from the
 	// user, so it can resume at a chosen step (after a handback, say).
 	PostbackToBot *postbackYAML `yaml:"postback_to_bot"`
+	// Refuse declines a request_thread_control: nothing is called, the
+	// decision is recorded in the thread's history.
+	Refuse *reasonYAML `yaml:"refuse"`
 }
 
 type passYAML struct {
 	To     string `yaml:"to"`
 	Reason string `yaml:"reason"`
+	// After delays the pass (honouring a request after a while, say): the
+	// thread is passed then if the bot still owns it.
+	After string `yaml:"after"`
 	// IncludeLast is how many of the user's last messages go into the
 	// handover metadata, for the receiving agent's context.
 	IncludeLast int `yaml:"include_last"`
@@ -207,6 +213,8 @@ func (c *compiler) compileActions(path []any) []Action {
 			act, ok = c.notify(a.Notify, kp)
 		case "postback_to_bot":
 			act, ok = c.postbackToBot(a.PostbackToBot, kp)
+		case "refuse":
+			act = Action{Kind: ActionRefuse, Reason: reason(a.Refuse)}
 		default:
 			ok = false // an unknown key, which yamlfile has reported
 		}
@@ -540,15 +548,25 @@ func (c *compiler) pass(p *passYAML, path []any) (Action, bool) {
 		c.problem(at(path, "include_last"), "include_last is %d; it must be 0 to %d (the metadata stays under 1000 characters)", p.IncludeLast, maxIncludeLast)
 		return Action{}, false
 	}
-	if p.To == DefaultApp {
-		return Action{Kind: ActionPass, App: DefaultApp, Reason: p.Reason, IncludeLast: p.IncludeLast}, true
+	var after time.Duration
+	if p.After != "" {
+		d, err := parseDuration(p.After)
+		if err != nil || d <= 0 || d > maxExtend {
+			c.problem(at(path, "after"), "after %q must be a duration such as 5m or 1h, up to 7d", p.After)
+			return Action{}, false
+		}
+		after = d
+	}
+	switch p.To {
+	case DefaultApp, Requester:
+		return Action{Kind: ActionPass, App: p.To, Reason: p.Reason, IncludeLast: p.IncludeLast, Duration: after}, true
 	}
 	id, ok := c.apps[p.To]
 	if !ok {
 		c.problem(at(path, "to"), "unknown app %q (%s)", p.To, c.knownApps())
 		return Action{}, false
 	}
-	return Action{Kind: ActionPass, App: p.To, AppID: id, Reason: p.Reason, IncludeLast: p.IncludeLast}, true
+	return Action{Kind: ActionPass, App: p.To, AppID: id, Reason: p.Reason, IncludeLast: p.IncludeLast, Duration: after}, true
 }
 
 func (c *compiler) extend(e *extendYAML, path []any) (Action, bool) {

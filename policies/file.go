@@ -135,7 +135,7 @@ const (
 	triggerKeys = "keywords, all_keywords, regex, postbacks, quick_replies (each also with _prefixes and _regex), " +
 		"referral, optin, attachments, echo_from, request_from or control_returned"
 	actionKeys = "send_text, send_quick_replies, send_buttons, send_feedback, pass, take, release, " +
-		"request, extend, tag, untag, notify or postback_to_bot"
+		"request, extend, tag, untag, notify, postback_to_bot or refuse"
 )
 
 // LoadFiles reads and compiles the policy files at paths, in order. A file

@@ -223,7 +223,13 @@ const (
 	// ActionPostbackToBot delivers a postback with Action.Payload (and
 	// Action.Text as its title) to the bot, as if the user had tapped it.
 	ActionPostbackToBot
+	// ActionRefuse declines a request_thread_control (recorded, no call).
+	ActionRefuse
 )
+
+// Requester as a pass target is the app whose request_thread_control
+// triggered the rule.
+const Requester = "requester"
 
 var actionKindNames = [...]string{
 	ActionSendText:         "send_text",
@@ -239,6 +245,7 @@ var actionKindNames = [...]string{
 	ActionUntag:            "untag",
 	ActionNotify:           "notify",
 	ActionPostbackToBot:    "postback_to_bot",
+	ActionRefuse:           "refuse",
 }
 
 // String returns the action's key as written in policy files.
@@ -264,7 +271,8 @@ type Action struct {
 	// IncludeLast is, for ActionPass, how many of the user's last
 	// messages to put in the handover metadata (0-10).
 	IncludeLast int
-	// Duration is, for ActionExtend, how long to extend control by.
+	// Duration is, for ActionExtend, how long to extend control by; for
+	// ActionPass, how long to wait before passing (0: at once).
 	Duration time.Duration
 	// Tag is the tag ActionTag adds or ActionUntag removes.
 	Tag string

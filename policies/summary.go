@@ -146,10 +146,16 @@ func (a Action) String() string {
 	case ActionSendQuickReplies, ActionSendButtons, ActionSendFeedback:
 		return fmt.Sprintf("%s %s", a.Kind, a.Message)
 	case ActionPass:
-		if a.AppID == "" {
+		switch {
+		case a.App == Requester:
+			s = "pass to the requesting app"
+		case a.AppID == "":
 			s = "pass to default app"
-		} else {
+		default:
 			s = fmt.Sprintf("pass to %s (app %s)", a.App, a.AppID)
+		}
+		if a.Duration > 0 {
+			s += fmt.Sprintf(" after %s", a.Duration)
 		}
 		if a.IncludeLast > 0 {
 			s += fmt.Sprintf(" with the last %d messages", a.IncludeLast)

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -318,4 +319,81 @@ func TestHandbackResumesTheBotWithAPostback(t *testing.T) {
 		t.Errorf("the bot got %v; want the handback first, then the resume postback", kinds)
 	}
 	h.waitSend(u, "You're back with the bot.")
+}
+
+func TestRequestsAreDecidedByPolicy(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{
+		clock:       clockpkg.NewFake(timelineStart),
+		extraConfig: "reload:\n  watch: false\n",
+		policy: demo.Policy + `  - name: pay
+    when: {keywords: [pay]}
+    do: [{tag: payment}]
+  - name: busy
+    when: {keywords: [busy]}
+    do: [{tag: busy}]
+  - name: protect-payment
+    when: {request_from: [helpdesk], tags: [payment]}
+    do: [{refuse: {reason: "payment in progress"}}]
+  - name: later
+    when: {request_from: [helpdesk], tags: [busy]}
+    do: [{pass: {to: requester, after: 5m}}]
+  - name: honour
+    when: {request_from: [helpdesk]}
+    do: [{pass: {to: requester}}]
+`})
+	request := func(u, first string) {
+		h.p.UserText(page, u, first)
+		h.waitText(h.bot, u, first)
+		if err := h.p.Request(agentApp, page, u, "a person wants this one"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Decisions are committed right after the Graph call the agent sees,
+	// so wait for them to land.
+	kinds := func(u string, want ...string) []string {
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			changes, _ := h.baton.Store().History(context.Background(), state.ThreadKey{Page: page, User: u})
+			var out []string
+			for _, c := range changes {
+				out = append(out, c.Kind)
+			}
+			missing := false
+			for _, w := range want {
+				missing = missing || !slices.Contains(out, w)
+			}
+			if !missing || time.Now().After(deadline) {
+				return out
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	request("3401", "hi")
+	h.waitKind(h.agent, "3401", "pass_thread_control")
+	if k := kinds("3401", "request_honoured"); !slices.Contains(k, "request_honoured") {
+		t.Errorf("honoured request not in history: %q", k)
+	}
+
+	request("3402", "I want to pay")
+	h.waitKind(h.bot, "3402", "request_thread_control") // refused: the bot learns of it
+	if got := h.p.Owner(page, "3402"); got != botApp {
+		t.Errorf("refused request moved the thread to %q", got)
+	}
+	if k := kinds("3402", "request_refused"); !slices.Contains(k, "request_refused") {
+		t.Errorf("refusal not in history: %q", k)
+	}
+
+	request("3403", "busy right now")
+	h.waitTimer("3403", "pass_after", timelineStart.Add(5*time.Minute))
+	h.advance(4 * time.Minute)
+	if got := h.p.Owner(page, "3403"); got != botApp {
+		t.Fatalf("delayed pass happened early: owner %q", got)
+	}
+	h.advance(2 * time.Minute)
+	h.waitKind(h.agent, "3403", "pass_thread_control")
+	if k := kinds("3403", "request_delayed", "request_honoured"); !slices.Contains(k, "request_delayed") || !slices.Contains(k, "request_honoured") {
+		t.Errorf("delayed request history: %q", k)
+	}
 }

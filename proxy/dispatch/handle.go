@@ -64,6 +64,20 @@ func (s *step) record(kind string, r state.Reason) {
 	s.changes = append(s.changes, state.Change{At: s.now, Kind: kind, From: s.thread.Owner, To: s.thread.Owner, Reason: r})
 }
 
+// pageInboxAppID is the Page Inbox (Meta Business Suite) app. It asks for
+// a thread when a person moves it in the inbox; unless a rule says
+// otherwise, Baton honours that.
+const pageInboxAppID = "263902037430900"
+
+// requestNote picks the history kind for a decision on a request, or the
+// plain one when the rule ran for another event.
+func requestNote(s *step, onRequest, otherwise string) string {
+	if s.ev.Kind == messenger.KindRequestThreadControl {
+		return onRequest
+	}
+	return otherwise
+}
+
 // commitTimeout bounds a commit that must happen even when the worker is
 // being stopped: once actions have run, their record must not be lost.
 const commitTimeout = 10 * time.Second
@@ -146,6 +160,15 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
 			default:
 				forwardIt = false
 			}
+		}
+	}
+	if ev.Kind == messenger.KindRequestThreadControl && !acted && ev.AppID == pageInboxAppID && s.thread.Owner.Kind != state.OwnerApp {
+		acted = true
+		if d.act(ctx, s, policies.Decision{Matched: true, Rule: "default:honour-inbox-request",
+			Actions: []policies.Action{{Kind: policies.ActionPass, App: policies.Requester, Reason: "the Page Inbox asked for the thread"}}}) {
+			forwardIt = true // the bot still learns of the request, as before
+		} else if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	d.planTimers(ctx, s, before)
@@ -455,15 +478,33 @@ func (d *Dispatcher) do(ctx context.Context, s *step, rule string, a policies.Ac
 	case policies.ActionSendText, policies.ActionSendQuickReplies, policies.ActionSendButtons, policies.ActionSendFeedback:
 		return d.sendMessage(ctx, s, rule, a.Kind, a.Message)
 	case policies.ActionPass:
+		target := a.AppID
+		if a.App == policies.Requester {
+			if s.ev.Kind != messenger.KindRequestThreadControl || s.ev.AppID == "" {
+				return errors.New("pass to requester: the event is not a request_thread_control")
+			}
+			target = s.ev.AppID
+		}
+		if a.Duration > 0 {
+			data, _ := json.Marshal(delayedPass{App: target, Rule: rule, Reason: a.Reason})
+			s.timers = append(s.timers, state.Timer{Kind: timerPassAfter, Due: s.now.Add(a.Duration), Data: data})
+			s.record(requestNote(s, "request_delayed", "pass_delayed"), state.Reason{Rule: rule, Actor: "baton", Note: fmt.Sprintf("pass to %s in %s", target, a.Duration)})
+			return nil
+		}
 		m := meta()
 		if a.IncludeLast > 0 {
 			recent := s.thread.Recent
 			m = policies.MetadataWith(rule, a.Reason, s.eventID(), recent[max(0, len(recent)-a.IncludeLast):])
 		}
-		if err := d.opts.Graph.PassThreadControl(ctx, page, user, a.AppID, m); err != nil {
+		if err := d.opts.Graph.PassThreadControl(ctx, page, user, target, m); err != nil {
 			return err
 		}
-		handover(state.Owner{Kind: state.OwnerApp, AppID: a.AppID})
+		if s.ev.Kind == messenger.KindRequestThreadControl {
+			s.record("request_honoured", state.Reason{Rule: rule, Actor: "baton", Note: "passed to " + target})
+		}
+		handover(state.Owner{Kind: state.OwnerApp, AppID: target})
+	case policies.ActionRefuse:
+		s.record("request_refused", state.Reason{Rule: rule, Actor: "baton", Note: a.Reason})
 	case policies.ActionTake:
 		if err := d.opts.Graph.TakeThreadControl(ctx, page, user, meta()); err != nil {
 			return err

@@ -273,3 +273,20 @@ rules:
 		t.Errorf("the user got the text twice and the pass was repeated (on Meta the second pass fails: not owner)")
 	}
 }
+
+// With no rule about it, a request from the Page Inbox is honoured: a
+// person moved the thread there.
+func TestRegressionPageInboxRequestHonouredByDefault(t *testing.T) {
+	raw := `{"sender":{"id":"u"},"recipient":{"id":"p"},"timestamp":1,"request_thread_control":{"requested_owner_app_id":263902037430900,"metadata":"moved to Main"}}`
+	ev, err := messenger.ParseEvent("page", "p", 1, messenger.Messaging, []byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, bot, th := runEvents(t, "version: 1\nrules: []\n", []messenger.Event{ev})
+	if len(g.calls) != 1 || g.calls[0] != "pass:263902037430900" || th.Owner.AppID != "263902037430900" {
+		t.Errorf("graph calls %v, owner %v; want a pass to the Page Inbox", g.calls, th.Owner)
+	}
+	if len(bot.got) != 1 {
+		t.Errorf("the bot got %d events; it should still see the request", len(bot.got))
+	}
+}

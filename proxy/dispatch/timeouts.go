@@ -16,6 +16,16 @@ import (
 // warnSuffix marks the timer that sends a timeout's warning.
 const warnSuffix = ":warn"
 
+// timerPassAfter is the timer of a delayed pass (pass with after:).
+const timerPassAfter = "pass_after"
+
+// delayedPass is the data of a pass_after timer.
+type delayedPass struct {
+	App    string `json:"app"`
+	Rule   string `json:"rule"`
+	Reason string `json:"reason,omitempty"`
+}
+
 // agentKinds are the timeouts that only make sense while another app owns
 // the thread.
 var agentKinds = []string{policies.TimeoutAgentFirstReply, policies.TimeoutAgentIdle, policies.TimeoutUserIdle, policies.TimeoutMaxHold}
@@ -138,6 +148,9 @@ func (d *Dispatcher) planTimers(ctx context.Context, s *step, before state.Owner
 // fire handles a timer event: the warning or the timeout's actions, if the
 // situation it was armed for still holds.
 func (d *Dispatcher) fire(ctx context.Context, s *step) bool {
+	if s.ev.Text == timerPassAfter {
+		return d.firePass(ctx, s)
+	}
 	kind, warn := strings.CutSuffix(s.ev.Text, warnSuffix)
 	t, ok := d.opts.Policies().Timeout(s.ev.PageID, kind)
 	owner := s.thread.Owner.Kind
@@ -169,6 +182,27 @@ func (d *Dispatcher) fire(ctx context.Context, s *step) bool {
 	}
 	// A fired timeout is done; the others follow the new owner.
 	s.cancel(kind)
+	d.planTimers(ctx, s, before)
+	return true
+}
+
+// firePass runs a delayed pass if the bot still owns the thread.
+func (d *Dispatcher) firePass(ctx context.Context, s *step) bool {
+	var p delayedPass
+	if err := json.Unmarshal([]byte(s.ev.Metadata), &p); err != nil || p.App == "" {
+		d.log.Error("unreadable delayed pass", zap.Stringer("thread", s.q.Thread), zap.String("data", s.ev.Metadata))
+		return false
+	}
+	if s.thread.Owner.Kind == state.OwnerApp {
+		s.record("pass_dropped", state.Reason{Rule: p.Rule, Actor: "baton", Note: "the thread had already gone to " + s.thread.Owner.String()})
+		return true
+	}
+	before := s.thread.Owner
+	ok := d.act(ctx, s, policies.Decision{Matched: true, Rule: p.Rule,
+		Actions: []policies.Action{{Kind: policies.ActionPass, AppID: p.App, App: p.App, Reason: p.Reason}}})
+	if ok {
+		s.record("request_honoured", state.Reason{Rule: p.Rule, Actor: "baton", Note: "passed to " + p.App + " after the delay"})
+	}
 	d.planTimers(ctx, s, before)
 	return true
 }
