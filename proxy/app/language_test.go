@@ -251,9 +251,8 @@ func TestEveryTriggerAndActionKind(t *testing.T) {
 	}
 
 	{ // "m.me referral and opt-in"
-		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2105"},"recipient":{"id":%q},"timestamp":TS,"referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}`, page))
-		// The sandbox knows the user once they wrote; the referral came
-		// straight to Baton, so let them say hello first.
+		// The user wrote before (the platform knows the thread), then comes
+		// back through an m.me link with ref=support.
 		h.p.UserText(page, "2105", "hello")
 		h.waitText(h.bot, "2105", "hello")
 		h.postEvent(fmt.Sprintf(`{"sender":{"id":"2105"},"recipient":{"id":%q},"timestamp":TS,"referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}`, page))
