@@ -397,3 +397,60 @@ func TestRequestsAreDecidedByPolicy(t *testing.T) {
 		t.Errorf("delayed request history: %q", k)
 	}
 }
+
+func TestUserIdleAndMaxHold(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, `timeouts:
+  user_idle:
+    after: 15m
+    do: [{take: {reason: "the user went quiet"}}]
+  max_hold:
+    after: 1h
+    do: [{take: {reason: "held too long"}}]
+`)
+	// user_idle: counts from the agent's message, the user's answer stops it.
+	const quiet, chatty = "3501", "3502"
+	h.handOver(quiet)
+	if _, err := h.p.Send(agentApp, page, quiet, "Can you send your order number?"); err != nil {
+		t.Fatal(err)
+	}
+	h.waitTimer(quiet, "user_idle", timelineStart.Add(15*time.Minute))
+	h.advance(16 * time.Minute)
+	h.waitKind(h.agent, quiet, "take_thread_control")
+
+	// max_hold: however lively the conversation, an hour after the pass
+	// the thread comes back.
+	h.handOver(chatty)
+	passedAt := h.clock.Now()
+	h.waitTimer(chatty, "max_hold", passedAt.Add(time.Hour))
+	for i := 0; i < 5; i++ {
+		h.advance(10 * time.Minute)
+		if _, err := h.p.Send(agentApp, page, chatty, "still here"); err != nil {
+			t.Fatal(err)
+		}
+		h.p.UserText(page, chatty, "me too")
+		h.waitNoTimer(chatty, "user_idle") // the user answered
+	}
+	if got := h.p.Owner(page, chatty); got != agentApp {
+		t.Fatalf("taken back before the hour: %q", got)
+	}
+	h.advance(11 * time.Minute)
+	h.waitKind(h.agent, chatty, "take_thread_control")
+}
+
+func TestTimerArmedBeforeARestartFiresAfterIt(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, firstReplyTimeout)
+	const u = "3601"
+	h.handOver(u)
+	h.waitTimer(u, "agent_first_reply", timelineStart.Add(10*time.Minute))
+	h.baton.Close()
+	h.clock.Advance(3 * time.Minute) // down for a while, not past the due time
+	h.start()
+	h.advance(6 * time.Minute) // 9m
+	if got := h.p.Owner(page, u); got != agentApp {
+		t.Fatalf("fired early after the restart: owner %q", got)
+	}
+	h.advance(2 * time.Minute)
+	h.waitKind(h.agent, u, "take_thread_control")
+}
