@@ -47,6 +47,10 @@ type ruleYAML struct {
 	Forward *bool `yaml:"forward"`
 	// Continue lets later matching rules add their actions too.
 	Continue bool `yaml:"continue"`
+	// Hours names a team: while it is closed, Closed runs instead of Do
+	// (an out-of-hours message, a ticket, or staying with the bot).
+	Hours  string       `yaml:"hours"`
+	Closed []actionYAML `yaml:"closed"`
 }
 
 type whenYAML struct {
@@ -295,6 +299,18 @@ func (c *compiler) pageIDs(path []any) []string {
 	return out
 }
 
+// forwardDefault: a rule that passes or takes control keeps the triggering
+// event from the bot, which should not answer a conversation it is handing
+// away; any other rule lets it through.
+func forwardDefault(actions []Action) bool {
+	for _, a := range actions {
+		if a.Kind == ActionPass || a.Kind == ActionTake {
+			return false
+		}
+	}
+	return true
+}
+
 // compileRules compiles the current file's rules. They are validated even
 // when the version is wrong: they are read as version 1, and the author
 // gets every problem in one round. Lists are walked by node, not through
@@ -356,15 +372,18 @@ func (c *compiler) compileRule(ry *ruleYAML, path []any) {
 	c.compileOwner(&r, &ry.When, when, user)
 
 	r.actions = c.compileActions(at(path, "do"))
-	r.forward = true
-	for _, a := range r.actions {
-		if a.Kind == ActionPass || a.Kind == ActionTake {
-			r.forward = false
-		}
+	r.forward = forwardDefault(r.actions)
+	switch {
+	case ry.Hours != "":
+		r.hours = c.team(ry.Hours, at(path, "hours"))
+		r.closedActions = c.compileActions(at(path, "closed"))
+		r.closedForward = forwardDefault(r.closedActions)
+	case yamlfile.Present(c.root, at(path, "closed")...):
+		c.problem(at(path, "closed"), "closed actions need hours: <team>, the team whose hours decide between do and closed")
 	}
 	r.forwardDefault = ry.Forward == nil
 	if ry.Forward != nil {
-		r.forward = *ry.Forward
+		r.forward, r.closedForward = *ry.Forward, *ry.Forward
 	}
 	r.broken = len(c.rep.Problems) > before || c.rep.Reported(path...)
 	c.set.rules = append(c.set.rules, r)

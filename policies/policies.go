@@ -444,12 +444,13 @@ func (s *Set) Evaluate(in Input) Decision {
 		return Decision{Forward: true}
 	}
 	r := &s.rules[i]
+	actions, forward := r.actionsAt(in.Now)
 	d := Decision{
 		Matched: true,
 		Rule:    r.name,
 		Trigger: trigger,
-		Actions: slices.Clone(r.actions),
-		Forward: r.forward,
+		Actions: slices.Clone(actions),
+		Forward: forward,
 		Rules:   []Match{{Rule: r.name, Trigger: trigger, File: r.file, Line: r.line}},
 		Observe: r.observe,
 	}
@@ -462,8 +463,9 @@ func (s *Set) Evaluate(in Input) Decision {
 			break
 		}
 		r = &s.rules[i]
-		d.Actions = append(d.Actions, r.actions...)
-		d.Forward = d.Forward && r.forward
+		actions, forward := r.actionsAt(in.Now)
+		d.Actions = append(d.Actions, actions...)
+		d.Forward = d.Forward && forward
 		d.Rules = append(d.Rules, Match{Rule: r.name, Trigger: trigger, File: r.file, Line: r.line})
 	}
 	if d.Observe {

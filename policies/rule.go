@@ -4,6 +4,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // rule is one compiled rule. The fields as written are kept for Summary
@@ -27,6 +28,10 @@ type rule struct {
 	tags         []string
 	notTags      []string
 	open, closed *Team
+	// hours picks between actions and closedActions by the team's hours.
+	hours         *Team
+	closedActions []Action
+	closedForward bool
 
 	// Triggers. In an echo rule (echo_from) the text triggers look at the
 	// echo's text instead of the user's.
@@ -282,4 +287,13 @@ func containsFold(list []string, v string) bool {
 		}
 	}
 	return false
+}
+
+// actionsAt returns the rule's actions and whether it forwards, at now: the
+// closed ones while its hours team is closed. A zero now counts as open.
+func (r *rule) actionsAt(now time.Time) ([]Action, bool) {
+	if r.hours != nil && !now.IsZero() && !r.hours.Open(now) {
+		return r.closedActions, r.closedForward
+	}
+	return r.actions, r.forward
 }

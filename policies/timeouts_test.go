@@ -73,3 +73,47 @@ timeouts:
 		}
 	}
 }
+
+func TestClosedActionsRunOutOfHours(t *testing.T) {
+	set, err := Compile([]File{{Name: "h.yaml", Data: []byte(`version: 1
+teams:
+  support:
+    timezone: America/New_York
+    hours: {mon: ["09:00-17:00"], tue: ["09:00-17:00"]}
+    holidays: ["2026-11-24"]
+rules:
+  - name: agent
+    when: {keywords: [agent]}
+    hours: support
+    do:
+      - pass: {to: inbox}
+    closed:
+      - send_text: "We're closed; we'll answer in the morning."
+`)}}, map[string]string{"inbox": "263902037430900"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name    string
+		at      string
+		pass    bool
+		forward bool
+	}{
+		{"Monday 10:00 New York", "2026-11-23T15:00:00Z", true, false},
+		{"Monday 08:30 New York, 13:30 UTC", "2026-11-23T13:30:00Z", false, true},
+		{"Monday 16:59 New York", "2026-11-23T21:59:00Z", true, false},
+		{"Monday 17:00 New York", "2026-11-23T22:00:00Z", false, true},
+		{"Tuesday 10:00 New York, a holiday", "2026-11-24T15:00:00Z", false, true},
+		{"Wednesday, no hours", "2026-11-25T15:00:00Z", false, true},
+	} {
+		at, _ := time.Parse(time.RFC3339, c.at)
+		d := set.Evaluate(Input{Text: "agent please", Owner: OwnerBot, Now: at})
+		if !d.Matched || (d.Actions[0].Kind == ActionPass) != c.pass || d.Forward != c.forward {
+			t.Errorf("%s: actions %v forward %v; want pass=%v forward=%v", c.name, d.Actions, d.Forward, c.pass, c.forward)
+		}
+	}
+	_, err = Compile([]File{{Name: "x.yaml", Data: []byte("version: 1\nrules:\n  - name: a\n    when: {keywords: [a]}\n    do: [{take: {}}]\n    closed: [{take: {}}]\n")}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "closed actions need hours") {
+		t.Errorf("closed without hours: %v", err)
+	}
+}
