@@ -102,16 +102,7 @@ rules:
     when: {request_from: [helpdesk]}
     do:
       - pass: {to: helpdesk, reason: "the helpdesk asked"}
-  - name: survey
-    when: {control_returned: true}
-    do:
-      - send_feedback:
-          title: "How did we do?"
-          subtitle: "One question about your chat"
-          button_title: "Rate the chat"
-          question: {id: csat_chat, type: csat}
-          privacy_url: "https://example.invalid/privacy"
-`
+` + surveyPolicy
 
 // sink is a notify endpoint that records the summaries it receives.
 type sink struct {
