@@ -34,7 +34,11 @@ type fileYAML struct {
 	Teams map[string]teamYAML `yaml:"teams"`
 	// Timeouts are the file's timers, by kind (see timeouts.go).
 	Timeouts map[string]timeoutYAML `yaml:"timeouts"`
-	Rules    []ruleYAML             `yaml:"rules"`
+	// KeepAlive keeps the bot's control of a quiet thread this long after
+	// its last message, with extend_thread_control, instead of letting the
+	// platform idle it after 24 hours.
+	KeepAlive string     `yaml:"keep_alive"`
+	Rules     []ruleYAML `yaml:"rules"`
 }
 
 type ruleYAML struct {

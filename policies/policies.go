@@ -336,6 +336,8 @@ type Set struct {
 	pageFiles map[string]bool
 	// timeouts by scope ("" or a page id) and kind.
 	timeouts timeoutScope
+	// keepAlive by scope.
+	keepAlive map[string]time.Duration
 	// needWords says some rule looks at the folded words of a text;
 	// needLower that some text regex has a case-insensitive literal.
 	needWords, needLower bool

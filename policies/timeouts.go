@@ -77,19 +77,42 @@ func (s *Set) Timeout(page, kind string) (*Timeout, bool) {
 	return t, ok
 }
 
+// KeepAlive returns how long the bot keeps control of a quiet thread on
+// page (0: not at all; the platform idles it after 24 hours).
+func (s *Set) KeepAlive(page string) time.Duration {
+	if s == nil {
+		return 0
+	}
+	scope := ""
+	if s.pageFiles[page] {
+		scope = page
+	}
+	return s.keepAlive[scope]
+}
+
 func (c *compiler) compileTimeouts() {
 	if c.set.timeouts == nil {
 		c.set.timeouts = timeoutScope{}
+		c.set.keepAlive = map[string]time.Duration{}
+	}
+	scopes := c.src.pages
+	if len(scopes) == 0 {
+		scopes = []string{""}
+	}
+	if ka := c.src.doc.KeepAlive; ka != "" {
+		d, err := parseDuration(ka)
+		if err != nil || d <= 24*time.Hour || d > 7*24*time.Hour {
+			c.problem([]any{"keep_alive"}, "keep_alive %q must be a duration over 24h and at most 7d, such as 3d: control lapses by itself after 24 hours", ka)
+		}
+		for _, scope := range scopes {
+			c.set.keepAlive[scope] = d
+		}
 	}
 	kinds := make([]string, 0, len(c.src.doc.Timeouts))
 	for k := range c.src.doc.Timeouts {
 		kinds = append(kinds, k)
 	}
 	sort.Strings(kinds)
-	scopes := c.src.pages
-	if len(scopes) == 0 {
-		scopes = []string{""}
-	}
 	for _, kind := range kinds {
 		path := []any{"timeouts", kind}
 		if !slices.Contains(TimeoutKinds, kind) {

@@ -454,3 +454,46 @@ func TestTimerArmedBeforeARestartFiresAfterIt(t *testing.T) {
 	h.advance(2 * time.Minute)
 	h.waitKind(h.agent, u, "take_thread_control")
 }
+
+func TestKeepAliveExtendsAQuietThreadUpToItsLimit(t *testing.T) {
+	t.Parallel()
+	h := timelineHarness(t, "keep_alive: 2d\n")
+	const u = "3701"
+	h.p.UserText(page, u, "let me find my receipt") // the bot owns it; the test bot never answers
+	h.waitText(h.bot, u, "let me find my receipt")
+	h.waitTimer(u, "keep_alive", timelineStart.Add(23*time.Hour))
+	extends := func() []string {
+		var out []string
+		for _, c := range h.p.Calls() {
+			if c.Endpoint == "extend_thread_control" && c.Status == 200 {
+				out = append(out, c.Body)
+			}
+		}
+		return out
+	}
+	waitExtends := func(n int) []string {
+		deadline := time.Now().Add(10 * time.Second)
+		for len(extends()) < n && time.Now().Before(deadline) {
+			time.Sleep(time.Millisecond)
+		}
+		return extends()
+	}
+	h.advance(23 * time.Hour)
+	h.waitTimer(u, "keep_alive", timelineStart.Add(46*time.Hour)) // extended 24h, next look an hour before
+	if got := waitExtends(1); len(got) != 1 || !strings.Contains(got[0], `"duration":86400`) {
+		t.Fatalf("first extend: %q", got)
+	}
+	h.advance(23 * time.Hour)
+	// The last 2 hours of the 2 days: extended, and not armed again.
+	if got := waitExtends(2); len(got) != 2 || !strings.Contains(got[1], `"duration":7200`) {
+		t.Fatalf("second extend: %q", got)
+	}
+	h.waitNoTimer(u, "keep_alive")
+	if got := h.p.Owner(page, u); got != botApp {
+		t.Errorf("owner while kept alive = %q", got)
+	}
+	h.clock.Advance(3 * time.Hour) // past the 2 days: the platform idles it
+	if got := h.p.Owner(page, u); got != "" {
+		t.Errorf("owner after keep_alive ran out = %q; want idle", got)
+	}
+}

@@ -19,6 +19,14 @@ const warnSuffix = ":warn"
 // timerPassAfter is the timer of a delayed pass (pass with after:).
 const timerPassAfter = "pass_after"
 
+// timerKeepAlive extends the bot's control of a quiet thread (keep_alive),
+// an hour before the platform would idle it.
+const (
+	timerKeepAlive  = "keep_alive"
+	keepAliveMargin = time.Hour
+	controlLapses   = 24 * time.Hour
+)
+
 // delayedPass is the data of a pass_after timer.
 type delayedPass struct {
 	App    string `json:"app"`
@@ -131,6 +139,11 @@ func (d *Dispatcher) planTimers(ctx context.Context, s *step, before state.Owner
 		if before.Kind == state.OwnerApp {
 			s.cancel(agentKinds...)
 		}
+		if ka := set.KeepAlive(page); ka > 0 && owner.Kind == state.OwnerBot && (userWrote || echo || before.Kind != state.OwnerBot) {
+			// Activity restarts the platform's 24 hours, and the keep-alive.
+			data, _ := json.Marshal(timerData{Armed: s.now.UnixMilli()})
+			s.timers = append(s.timers, state.Timer{Kind: timerKeepAlive, Due: s.now.Add(controlLapses - keepAliveMargin), Data: data})
+		}
 		switch {
 		case echo && s.ev.AppID == d.opts.AppID:
 			s.cancel(policies.TimeoutBotSilence) // the bot answered
@@ -143,13 +156,19 @@ func (d *Dispatcher) planTimers(ctx context.Context, s *step, before state.Owner
 		s.cancel(agentKinds...)
 		s.cancel(policies.TimeoutBotSilence)
 	}
+	if s.thread.Owner.Kind != state.OwnerBot {
+		s.cancelled = append(s.cancelled, timerKeepAlive)
+	}
 }
 
 // fire handles a timer event: the warning or the timeout's actions, if the
 // situation it was armed for still holds.
 func (d *Dispatcher) fire(ctx context.Context, s *step) bool {
-	if s.ev.Text == timerPassAfter {
+	switch s.ev.Text {
+	case timerPassAfter:
 		return d.firePass(ctx, s)
+	case timerKeepAlive:
+		return d.keepAlive(ctx, s)
 	}
 	kind, warn := strings.CutSuffix(s.ev.Text, warnSuffix)
 	t, ok := d.opts.Policies().Timeout(s.ev.PageID, kind)
@@ -204,5 +223,39 @@ func (d *Dispatcher) firePass(ctx context.Context, s *step) bool {
 		s.record("request_honoured", state.Reason{Rule: p.Rule, Actor: "baton", Note: "passed to " + p.App + " after the delay"})
 	}
 	d.planTimers(ctx, s, before)
+	return true
+}
+
+// keepAlive extends the bot's control of a quiet thread, up to keep_alive
+// after its last activity, and arms itself again for the next lapse. When
+// thread_owner says control lasts longer anyway, it only re-arms.
+func (d *Dispatcher) keepAlive(ctx context.Context, s *step) bool {
+	ka := d.opts.Policies().KeepAlive(s.ev.PageID)
+	var td timerData
+	_ = json.Unmarshal([]byte(s.ev.Metadata), &td)
+	activity := time.UnixMilli(td.Armed)
+	quiet := s.now.Sub(activity)
+	if ka == 0 || s.thread.Owner.Kind != state.OwnerBot || td.Armed == 0 || quiet >= ka {
+		return false
+	}
+	rearm := func(at time.Time) {
+		s.timers = append(s.timers, state.Timer{Kind: timerKeepAlive, Due: at, Data: []byte(s.ev.Metadata)})
+	}
+	if o, err := d.opts.Graph.ThreadOwner(ctx, s.ev.PageID, s.ev.UserID); err == nil && o.Expiration.After(s.now.Add(keepAliveMargin)) {
+		rearm(o.Expiration.Add(-keepAliveMargin))
+		return true
+	}
+	extend := min(controlLapses, ka-quiet)
+	if err := d.opts.Graph.ExtendThreadControl(ctx, s.ev.PageID, s.ev.UserID, extend); err != nil {
+		if ctx.Err() == nil {
+			d.log.Error("keep-alive extend failed", zap.Stringer("thread", s.q.Thread), zap.Error(err))
+			s.record("action_failed", state.Reason{Rule: "keep_alive", Actor: "baton", Note: "extend: " + err.Error()})
+		}
+		return true
+	}
+	s.record("extended", state.Reason{Rule: "keep_alive", Actor: "baton", Note: extend.String()})
+	if next := s.now.Add(extend - keepAliveMargin); extend > keepAliveMargin && quiet+extend < ka {
+		rearm(next)
+	}
 	return true
 }
