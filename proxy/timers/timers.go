@@ -35,8 +35,13 @@ type Options struct {
 	// MaxWait bounds a wait, so a clock jump or a missed wake-up costs at
 	// most this much lateness; default 1 minute.
 	MaxWait time.Duration
-	Retry   backoff.Policy // after a store error; default 100ms..5s
-	Logger  *zap.Logger
+	// Lead moves timers into their queues this long before they are due,
+	// to make up for the synced commit that moves them: under load that
+	// commit takes hundreds of milliseconds, and a timeout is better a
+	// moment early than a second late. Default 500ms; negative means 0.
+	Lead   time.Duration
+	Retry  backoff.Policy // after a store error; default 100ms..5s
+	Logger *zap.Logger
 }
 
 // Scheduler runs the timer loop.
@@ -60,6 +65,12 @@ func Start(ctx context.Context, opts Options) (*Scheduler, error) {
 	}
 	if opts.MaxWait <= 0 {
 		opts.MaxWait = time.Minute
+	}
+	switch {
+	case opts.Lead == 0:
+		opts.Lead = 500 * time.Millisecond
+	case opts.Lead < 0:
+		opts.Lead = 0
 	}
 	if opts.Retry.Min <= 0 {
 		opts.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 5 * time.Second}
@@ -89,7 +100,7 @@ func (s *Scheduler) run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		now := s.opts.Clock.Now()
-		threads, err := s.opts.Store.FireDue(ctx, now, s.opts.Batch, s.opts.Record)
+		threads, err := s.opts.Store.FireDue(ctx, now.Add(s.opts.Lead), s.opts.Batch, s.opts.Record)
 		if err == nil && len(threads) > 0 {
 			s.log.Debug("timers fired", zap.Int("count", len(threads)))
 			s.opts.Notify(threads...)
@@ -103,7 +114,7 @@ func (s *Scheduler) run(ctx context.Context) {
 			var ok bool
 			next, ok, err = s.opts.Store.NextDue(ctx)
 			if ok {
-				wait = min(max(next.Sub(now), 0), s.opts.MaxWait)
+				wait = min(max(next.Sub(now)-s.opts.Lead, 0), s.opts.MaxWait)
 			}
 		}
 		if err != nil {
