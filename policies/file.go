@@ -315,6 +315,24 @@ func forwardDefault(actions []Action) bool {
 	return true
 }
 
+// payloads reads a list of exact payloads (postbacks or quick replies) and
+// indexes them for rule ruleIdx.
+func (c *compiler) payloads(path []any, kind string, index map[string][]triggerRef, ruleIdx int, written *int) []string {
+	what := strings.ReplaceAll(kind, "_", "-")
+	idx, vals := c.scalars(path)
+	*written += len(vals)
+	var out []string
+	for j, v := range vals {
+		if v == "" {
+			c.problem(at(path, idx[j]), "%s payload must not be empty", what)
+			continue
+		}
+		out = append(out, v)
+		index[v] = append(index[v], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("%s %q", kind, v)})
+	}
+	return out
+}
+
 // compileRules compiles the current file's rules. They are validated even
 // when the version is wrong: they are read as version 1, and the author
 // gets every problem in one round. Lists are walked by node, not through
@@ -582,29 +600,10 @@ func (c *compiler) compileTriggers(r *rule, w *whenYAML, when []any, ruleIdx int
 		}
 	}
 
-	idx, pbs := c.scalars(at(when, "postbacks"))
-	written += len(pbs)
-	for j, pb := range pbs {
-		if pb == "" {
-			c.problem(at(when, "postbacks", idx[j]), "postback payload must not be empty")
-			continue
-		}
-		r.postbacks = append(r.postbacks, pb)
-		c.set.postbacks[pb] = append(c.set.postbacks[pb], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("postback %q", pb)})
-	}
+	r.postbacks = c.payloads(at(when, "postbacks"), "postback", c.set.postbacks, ruleIdx, &written)
 	r.pbPrefixes = c.prefixes(at(when, "postback_prefixes"), "postback_prefix", &written)
 	r.pbRegex = c.patterns(at(when, "postback_regex"), "postback_regex", &written)
-
-	idx, qrs := c.scalars(at(when, "quick_replies"))
-	written += len(qrs)
-	for j, qr := range qrs {
-		if qr == "" {
-			c.problem(at(when, "quick_replies", idx[j]), "quick-reply payload must not be empty")
-			continue
-		}
-		r.quickReplies = append(r.quickReplies, qr)
-		c.set.quickReplies[qr] = append(c.set.quickReplies[qr], triggerRef{rule: ruleIdx, trigger: fmt.Sprintf("quick_reply %q", qr)})
-	}
+	r.quickReplies = c.payloads(at(when, "quick_replies"), "quick_reply", c.set.quickReplies, ruleIdx, &written)
 	r.qrPrefixes = c.prefixes(at(when, "quick_reply_prefixes"), "quick_reply_prefix", &written)
 	r.qrRegex = c.patterns(at(when, "quick_reply_regex"), "quick_reply_regex", &written)
 
@@ -656,7 +655,7 @@ func (c *compiler) compileTriggers(r *rule, w *whenYAML, when []any, ruleIdx int
 		}
 	}
 
-	user = !echo && (len(kws) > 0 || len(all) > 0 || len(r.regex) > 0 || len(pbs) > 0 || len(qrs) > 0 ||
+	user = !echo && (len(kws) > 0 || len(all) > 0 || len(r.regex) > 0 || len(r.postbacks) > 0 || len(r.quickReplies) > 0 ||
 		len(r.pbPrefixes) > 0 || len(r.pbRegex) > 0 || len(r.qrPrefixes) > 0 || len(r.qrRegex) > 0 ||
 		r.referral != nil || r.optin != nil || len(types) > 0)
 	switch {
