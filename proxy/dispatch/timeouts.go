@@ -153,10 +153,14 @@ func (d *Dispatcher) planTimers(ctx context.Context, s *step, before state.Owner
 			}
 		}
 	default:
-		s.cancel(agentKinds...)
-		s.cancel(policies.TimeoutBotSilence)
+		if before.Kind != s.thread.Owner.Kind {
+			s.cancel(agentKinds...)
+			s.cancel(policies.TimeoutBotSilence)
+		}
 	}
-	if s.thread.Owner.Kind != state.OwnerBot {
+	// Cancelling costs a lookup in the committer, so only on the change of
+	// owner that ends a timer's reason to be.
+	if before.Kind == state.OwnerBot && s.thread.Owner.Kind != state.OwnerBot {
 		s.cancelled = append(s.cancelled, timerKeepAlive)
 	}
 }

@@ -216,15 +216,7 @@ func TestConcurrentRecord(t *testing.T) {
 	r := open(t, Options{Path: path, MaxBytes: maxBytes})
 	evs := events(t, body)
 	const writers, each = 8, 200
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				r.Record(&evs[i%2], t0.Add(time.Duration(w*each+i)*time.Millisecond))
-			}
-		})
-	}
-	wg.Wait()
+	recordConcurrently(r, evs, writers, each)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -252,17 +244,7 @@ func TestConcurrentRecordNoRotation(t *testing.T) {
 	r := open(t, Options{Path: path})
 	evs := events(t, body)
 	const writers, each = 8, 250
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Go(func() {
-			for i := range each {
-				r.Record(&evs[i%2], t0.Add(time.Duration(w*each+i)*time.Millisecond))
-			}
-		})
-	}
-	// Close races with nothing here, but Record and Close must be safe
-	// together too.
-	wg.Wait()
+	recordConcurrently(r, evs, writers, each)
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -365,4 +347,18 @@ func TestRecordedLineIsValidJSON(t *testing.T) {
 	if _, err := appendLine(nil, &messenger.Event{}, t0); err == nil {
 		t.Error("an event without bytes was encoded")
 	}
+}
+
+// recordConcurrently has writers goroutines record each events apiece, each
+// at its own time, so every line on disk can be told apart.
+func recordConcurrently(r *Recorder, evs []messenger.Event, writers, each int) {
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				r.Record(&evs[i%2], t0.Add(time.Duration(w*each+i)*time.Millisecond))
+			}
+		})
+	}
+	wg.Wait()
 }
