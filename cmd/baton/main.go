@@ -13,13 +13,16 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/batonproxy/baton/proxy/app"
+	"github.com/batonproxy/baton/proxy/bench"
 	"github.com/batonproxy/baton/proxy/cli"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
@@ -37,6 +40,9 @@ const usage = `usage:
                                     object), on what trigger, and what it would do
   baton replay (--config baton.yaml | --policy FILE... --apps NAME=ID,...) RECORDED.jsonl
                                     run policy files over traffic recorded with record: in baton.yaml
+  baton bench [--reps 3] [--measure 3s] [--cpu N] [--quick] [--out FILE]
+                                    measure Baton against a bare forwarder and httputil.ReverseProxy,
+                                    all pinned to one core, and print the table with the ratios
 
 The offline commands (check, explain, replay) read the config without its
 secrets: unset ${VARS} are fine. "-" reads EVENT.json or RECORDED.jsonl from
@@ -61,6 +67,10 @@ func run(args []string) int {
 		return explain(args[1:])
 	case "replay":
 		return replay(args[1:])
+	case "bench":
+		return runBench(args[1:])
+	case "bench-child":
+		return benchChild(args[1:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return 0
@@ -293,4 +303,59 @@ func jsonLogger(level zapcore.Level) (*zap.Logger, error) {
 		return nil, fmt.Errorf("logger: %w", err)
 	}
 	return log, nil
+}
+
+func runBench(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	var o bench.Options
+	fs.IntVar(&o.Reps, "reps", 3, "rounds; each runs every target once, in rotating order")
+	fs.DurationVar(&o.Warmup, "warmup", time.Second, "warm-up before each measurement")
+	fs.DurationVar(&o.Measure, "measure", 3*time.Second, "length of each closed-loop and open-loop measurement")
+	fs.IntVar(&o.Users, "users", 10000, "distinct users in the throughput runs")
+	fs.IntVar(&o.Rate, "rate", 5000, "open-loop events per second")
+	fs.IntVar(&o.Active, "active", 100000, "memory run: threads with live traffic")
+	fs.IntVar(&o.Stored, "stored", 1000000, "memory and restart run: threads stored")
+	fs.IntVar(&o.Queued, "queued", 100000, "restart run: events queued when Baton restarts")
+	cpu := fs.Int("cpu", runtime.NumCPU()-1, "core to pin every process to; -1 not to pin")
+	quick := fs.Bool("quick", false, "a smoke run: one round, short measurements, small memory run")
+	out := fs.String("out", "", "also write the report to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *quick {
+		o.Reps, o.Warmup, o.Measure, o.Active, o.Stored, o.Queued = 1, 300*time.Millisecond, time.Second, 5000, 20000, 5000
+	}
+	o.Layout = bench.PinSelf(*cpu, append([]string{"bench"}, args...))
+	o.Progress = os.Stderr
+	var w io.Writer = os.Stdout
+	if *out != "" {
+		f, err := os.Create(*out)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "baton bench: %v\n", err)
+			return 1
+		}
+		defer f.Close()
+		w = io.MultiWriter(os.Stdout, f)
+	}
+	if err := bench.Run(o, w); err != nil {
+		fmt.Fprintf(os.Stderr, "baton bench: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// benchChild is a process of `baton bench`: the fake bot or a baseline.
+func benchChild(args []string) int {
+	fs := flag.NewFlagSet("bench-child", flag.ContinueOnError)
+	kind := fs.String("kind", "", "bot, bare, forwarder or reverseproxy")
+	bot := fs.String("bot", "", "the fake bot's address")
+	base := fs.Int64("base", 0, "the traffic's first timestamp (ms)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := bench.RunChild(*kind, *bot, *base, os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "baton bench-child: %v\n", err)
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,243 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+var targetNames = map[string]string{
+	KindBare:         "bare fasthttp, answers 200",
+	KindForwarder:    "bare fasthttp forwarder",
+	KindReverseProxy: "httputil.ReverseProxy, tuned",
+	TargetBaton:      "Baton (20 rules, synced group commit)",
+}
+
+// stats is a median with its range.
+type stats struct{ med, lo, hi float64 }
+
+func summarize(xs []float64) stats {
+	if len(xs) == 0 {
+		return stats{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return stats{med: s[len(s)/2], lo: s[0], hi: s[len(s)-1]}
+}
+
+func (s stats) rate() string {
+	return fmt.Sprintf("%s (%s-%s)", kilo(s.med), kilo(s.lo), kilo(s.hi))
+}
+
+func kilo(x float64) string {
+	if x >= 1000 {
+		return fmt.Sprintf("%.1fk", x/1000)
+	}
+	return fmt.Sprintf("%.0f", x)
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", d.Seconds()*1000) }
+
+func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
+
+func byTarget(runs []targetRun, target string) []targetRun {
+	var out []targetRun
+	for _, r := range runs {
+		if r.Target == target {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// ratio is the median over rounds of a/b within each round, so that both
+// sides of a ratio come from the same minute of the machine's life.
+func ratio(runs []targetRun, a, b string, f func(targetRun) float64) stats {
+	var xs []float64
+	for _, ra := range byTarget(runs, a) {
+		for _, rb := range byTarget(runs, b) {
+			if ra.Rep == rb.Rep && f(rb) > 0 {
+				xs = append(xs, f(ra)/f(rb))
+			}
+		}
+	}
+	return summarize(xs)
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "MISSED"
+}
+
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.GOARCH
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return runtime.GOARCH
+}
+
+func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took time.Duration) {
+	fmt.Fprintf(w, "# baton bench\n\n")
+	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s/%s, %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(w, "- layout: %s\n", o.Layout)
+	fmt.Fprintf(w, "- %d rounds, targets interleaved; %s warm-up and %s per measurement; %d users; ~700-byte signed bodies (70%% text, 10%% postbacks, 10%% deliveries, 10%% reads)\n",
+		o.Reps, o.Warmup, o.Measure, o.Users)
+	fmt.Fprintf(w, "- every Baton ack is durable (synced to disk before the 200); the run took %s\n\n", took.Round(time.Second))
+
+	fmt.Fprintf(w, "## Throughput, closed loop (sustained req/s: counted only as far as the bot kept up; median (min-max))\n\n")
+	fmt.Fprintf(w, "| target |")
+	for _, c := range o.Conns {
+		fmt.Fprintf(w, " %d conns |", c)
+	}
+	fmt.Fprintf(w, " CPU µs/event @64 | RSS |\n|---|")
+	for range o.Conns {
+		fmt.Fprintf(w, "---|")
+	}
+	fmt.Fprintf(w, "---|---|\n")
+	for _, target := range Targets {
+		rs := byTarget(runs, target)
+		fmt.Fprintf(w, "| %s |", targetNames[target])
+		for _, c := range o.Conns {
+			var xs []float64
+			for _, r := range rs {
+				xs = append(xs, r.Closed[c].Sustained(target == KindBare))
+			}
+			fmt.Fprintf(w, " %s |", summarize(xs).rate())
+		}
+		var cpu, rss []float64
+		for _, r := range rs {
+			cpu = append(cpu, r.Closed[64].CPUPerEvent.Seconds()*1e6)
+			rss = append(rss, float64(r.PeakRSS))
+		}
+		cs := summarize(cpu)
+		fmt.Fprintf(w, " %.1f (%.1f-%.1f) | %s |\n", cs.med, cs.lo, cs.hi, mib(int64(summarize(rss).hi)))
+	}
+
+	sustained := func(c int) func(targetRun) float64 {
+		return func(r targetRun) float64 { return r.Closed[c].Sustained(r.Target == KindBare) }
+	}
+	cpu64 := func(r targetRun) float64 { return r.Closed[64].CPUPerEvent.Seconds() }
+	fmt.Fprintf(w, "\n## Ratios (same round, median (min-max))\n\n| ratio |")
+	for _, c := range o.Conns {
+		fmt.Fprintf(w, " %d conns |", c)
+	}
+	fmt.Fprintf(w, "\n|---|")
+	for range o.Conns {
+		fmt.Fprintf(w, "---|")
+	}
+	fmt.Fprintln(w)
+	for _, base := range []string{KindBare, KindForwarder, KindReverseProxy} {
+		fmt.Fprintf(w, "| Baton / %s |", targetNames[base])
+		for _, c := range o.Conns {
+			s := ratio(runs, TargetBaton, base, sustained(c))
+			fmt.Fprintf(w, " %.2f (%.2f-%.2f) |", s.med, s.lo, s.hi)
+		}
+		fmt.Fprintln(w)
+	}
+	fwd := ratio(runs, TargetBaton, KindForwarder, sustained(64))
+	rp := ratio(runs, TargetBaton, KindReverseProxy, sustained(64))
+	cpu := ratio(runs, TargetBaton, KindForwarder, cpu64)
+	// Sustained means the queue did not grow by more than the events of a
+	// few commits over the measurement.
+	var backlog int64
+	sustainedOK := true
+	for _, r := range byTarget(runs, TargetBaton) {
+		c := r.Closed[64]
+		backlog = max(backlog, c.Backlog)
+		sustainedOK = sustainedOK && float64(c.Backlog) <= max(2000, 0.01*c.AckRate*o.Measure.Seconds())
+	}
+
+	fmt.Fprintf(w, "\n## Latency, open loop at %d events/s over %d connections (from when each request was due)\n\n", o.Rate, o.OpenConns)
+	fmt.Fprintf(w, "| target | ack p50 | ack p99 | ack p99.9 | to bot p50 | to bot p99 | to bot p99.9 |\n|---|---|---|---|---|---|---|\n")
+	var batonAck, batonBot []time.Duration
+	for _, target := range Targets {
+		if !openLoopTargets[target] {
+			continue
+		}
+		var ack, bot []time.Duration
+		for _, r := range byTarget(runs, target) {
+			ack, bot = append(ack, r.AckLat...), append(bot, r.BotLat...)
+		}
+		a := percentiles(ack, 0.5, 0.99, 0.999)
+		fmt.Fprintf(w, "| %s | %s | %s | %s |", targetNames[target], ms(a[0]), ms(a[1]), ms(a[2]))
+		if len(bot) > 0 {
+			b := percentiles(bot, 0.5, 0.99, 0.999)
+			fmt.Fprintf(w, " %s | %s | %s |\n", ms(b[0]), ms(b[1]), ms(b[2]))
+		} else {
+			fmt.Fprintf(w, " - | - | - |\n")
+		}
+		if target == TargetBaton {
+			batonAck, batonBot = a, percentiles(bot, 0.99)
+		}
+	}
+
+	fmt.Fprintf(w, "\n## Correctness under load (every round)\n\n| target | events | result |\n|---|---|---|\n")
+	allOK := true
+	for _, target := range Targets {
+		var sum Check
+		var failures []string
+		checked := false
+		for _, r := range byTarget(runs, target) {
+			checked = r.Checked
+			sum.Acked += r.Check.Acked
+			sum.Received += r.Check.Received
+			sum.Lost += r.Check.Lost
+			sum.OutOfOrder += r.Check.OutOfOrder
+			sum.Duplicates += r.Check.Duplicates
+			failures = append(failures, r.Failures...)
+		}
+		if !checked {
+			fmt.Fprintf(w, "| %s | - | nothing forwarded |\n", targetNames[target])
+			continue
+		}
+		result := "ok: none lost, none out of order"
+		if !sum.OK() {
+			result, allOK = "FAILED", false
+		}
+		if len(failures) > 0 {
+			result += "; " + strings.Join(failures, "; ")
+		}
+		fmt.Fprintf(w, "| %s | %s | %s |\n", targetNames[target], sum, result)
+	}
+
+	fmt.Fprintf(w, "\n## Memory and restart (Baton, cache_size 100000)\n\n")
+	fmt.Fprintf(w, "- RSS with %d active threads: %s; with %d stored threads: %s; peak over the run: %s\n",
+		o.Active, mib(rs.ActiveRSS), rs.Stored, mib(rs.StoredRSS), mib(rs.PeakRSS))
+	drainRate := float64(rs.Queued) / rs.Drain.Seconds()
+	fmt.Fprintf(w, "- restart on %d stored threads and %d queued events: first webhook acknowledged %s after start; backlog delivered %s after start (%s events/s; live rate while loading: %s events/s)\n",
+		rs.Stored, rs.Queued, rs.Answer.Round(time.Millisecond), rs.Drain.Round(time.Millisecond), kilo(drainRate), kilo(rs.LiveRate))
+	result := "ok: none lost, none out of order"
+	if !rs.Check.OK() {
+		result, allOK = "FAILED", false
+	}
+	fmt.Fprintf(w, "- correctness across the restart: %s: %s\n", rs.Check, result)
+
+	fmt.Fprintf(w, "\n## Targets\n\n| target | measured | |\n|---|---|---|\n")
+	row := func(name, got string, ok bool) { fmt.Fprintf(w, "| %s | %s | %s |\n", name, got, verdict(ok)) }
+	row("throughput @64 >= 0.5x bare forwarder", fmt.Sprintf("%.2fx", fwd.med), fwd.med >= 0.5)
+	row("throughput @64 >= 1.5x tuned ReverseProxy", fmt.Sprintf("%.2fx", rp.med), rp.med >= 1.5)
+	row("CPU per event <= 2x bare forwarder", fmt.Sprintf("%.2fx", cpu.med), cpu.med > 0 && cpu.med <= 2)
+	row("sustained: backlog does not grow @64", fmt.Sprintf("largest growth %d events", backlog), sustainedOK)
+	if len(batonAck) == 3 && len(batonBot) == 1 {
+		row("p99 ack <= 1 ms at 5k/s", ms(batonAck[1]), batonAck[1] <= time.Millisecond)
+		row("p99.9 ack <= 3 ms at 5k/s", ms(batonAck[2]), batonAck[2] <= 3*time.Millisecond)
+		row("p99 event-to-bot <= 3 ms at 5k/s", ms(batonBot[0]), batonBot[0] <= 3*time.Millisecond)
+	}
+	row("RSS <= 150 MB, 100k active / 1M stored threads", fmt.Sprintf("%s / %s (peak %s)", mib(rs.ActiveRSS), mib(rs.StoredRSS), mib(rs.PeakRSS)),
+		max(rs.ActiveRSS, rs.StoredRSS) <= 150e6)
+	row("restart: answers within 3 s", rs.Answer.Round(time.Millisecond).String(), rs.Answer <= 3*time.Second)
+	row("restart: drains at full speed (>= 0.8x live rate)", fmt.Sprintf("%.2fx", drainRate/rs.LiveRate), drainRate >= 0.8*rs.LiveRate)
+	row("no event lost, none out of order", fmt.Sprint(allOK), allOK)
+}
