@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	_ "net/http/pprof" // served only when BATON_PPROF is set
 	"os"
 	"os/signal"
 	"runtime"
@@ -97,6 +99,11 @@ func serve(args []string) int {
 	}
 	defer log.Sync()
 
+	if addr := os.Getenv("BATON_PPROF"); addr != "" {
+		// Profiling for benchmarks and incidents, on an address of its own
+		// (never the webhook listener): BATON_PPROF=127.0.0.1:6060.
+		go func() { log.Warn("pprof stopped", zap.Error(http.ListenAndServe(addr, nil))) }()
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	hup := make(chan os.Signal, 1)
@@ -319,11 +326,17 @@ func runBench(args []string) int {
 	cpu := fs.Int("cpu", runtime.NumCPU()-1, "core to pin every process to; -1 not to pin")
 	quick := fs.Bool("quick", false, "a smoke run: one round, short measurements, small memory run")
 	out := fs.String("out", "", "also write the report to this file")
+	only := fs.String("only", "", "comma-separated targets to run (bare,forwarder,reverseproxy,baton), for profiling")
+	fs.StringVar(&o.Dir, "dir", "", "scratch directory, kept afterwards with every process's log (default: a temporary one, removed)")
+	fs.BoolVar(&o.SkipRestart, "skip-restart", false, "leave out the memory and restart run")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if *quick {
 		o.Reps, o.Warmup, o.Measure, o.Active, o.Stored, o.Queued = 1, 300*time.Millisecond, time.Second, 5000, 20000, 5000
+	}
+	if *only != "" {
+		o.Only = strings.Split(*only, ",")
 	}
 	o.Layout = bench.PinSelf(*cpu, append([]string{"bench"}, args...))
 	o.Progress = os.Stderr

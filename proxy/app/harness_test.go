@@ -39,7 +39,7 @@ const (
 // harness is one Baton between a sandbox platform, a fake bot and a fake
 // agent app, all on loopback, with Badger in a temp dir.
 type harness struct {
-	t          *testing.T
+	t          testing.TB // a *testing.B too, so benchmarks run the same Baton
 	p          *sandbox.Platform
 	bot, agent *sandbox.Receiver
 	baton      *app.App
@@ -47,6 +47,7 @@ type harness struct {
 	cfg        *config.Config
 	logs       *observer.ObservedLogs // Baton's log entries, info and up
 	clock      *clockpkg.Fake
+	quiet      bool
 }
 
 type harnessOpts struct {
@@ -54,11 +55,14 @@ type harnessOpts struct {
 	maxBody     int
 	policy      string         // policy file contents; default demo.Policy
 	clock       *clockpkg.Fake // drives Baton and the sandbox; default the wall clock
+	// quiet keeps Baton's logs out of the test output (h.logs still has
+	// them): a benchmark prints every line it is given, even when it passes.
+	quiet bool
 }
 
-func newHarness(t *testing.T, o harnessOpts) *harness {
+func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), clock: o.clock}
+	h := &harness{t: t, dir: t.TempDir(), clock: o.clock, quiet: o.quiet}
 	var clk clockpkg.Clock = clockpkg.Real{}
 	if o.clock != nil {
 		clk = o.clock
@@ -122,7 +126,10 @@ func (h *harness) start() {
 	h.t.Helper()
 	core, logs := observer.New(zap.InfoLevel)
 	h.logs = logs
-	log := zap.New(zapcore.NewTee(zaptest.NewLogger(h.t, zaptest.Level(zap.InfoLevel)).Core(), core))
+	log := zap.New(core)
+	if !h.quiet {
+		log = zap.New(zapcore.NewTee(zaptest.NewLogger(h.t, zaptest.Level(zap.InfoLevel)).Core(), core))
+	}
 	opts := app.Options{Config: h.cfg, Logger: log}
 	if h.clock != nil {
 		opts.Clock = h.clock
@@ -244,7 +251,7 @@ func (h *harness) checkSignatures() {
 	}
 }
 
-func getURL(t *testing.T, url string) (int, string) {
+func getURL(t testing.TB, url string) (int, string) {
 	t.Helper()
 	status, body, err := fasthttp.GetTimeout(nil, url, 10*time.Second)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,8 @@ type Options struct {
 	// Queued events are acknowledged while the bot refuses them, and Baton
 	// restarts on that backlog.
 	Active, Stored, Queued int
+	Only                   []string  // run only these targets (for profiling); default all
+	SkipRestart            bool      // leave out the memory and restart run
 	Dir                    string    // scratch space; default a temporary directory
 	Layout                 string    // how processes are pinned, for the report
 	Progress               io.Writer // one line per step; nil for none
@@ -126,6 +129,9 @@ func Run(o Options, out io.Writer) error {
 	for rep := 1; rep <= o.Reps; rep++ {
 		for i := range Targets {
 			target := Targets[(i+rep-1)%len(Targets)]
+			if len(o.Only) > 0 && !slices.Contains(o.Only, target) {
+				continue
+			}
 			fmt.Fprintf(o.Progress, "round %d/%d: %s\n", rep, o.Reps, target)
 			r, err := runTarget(o, target, rep)
 			if err != nil {
@@ -134,10 +140,13 @@ func Run(o Options, out io.Writer) error {
 			runs = append(runs, r)
 		}
 	}
-	fmt.Fprintf(o.Progress, "memory and restart: %d active, %d stored threads, %d queued events\n", o.Active, o.Stored, o.Queued)
-	rs, err := runRestart(o)
-	if err != nil {
-		return fmt.Errorf("memory and restart run: %w", err)
+	var rs restartResult
+	if !o.SkipRestart {
+		fmt.Fprintf(o.Progress, "memory and restart: %d active, %d stored threads, %d queued events\n", o.Active, o.Stored, o.Queued)
+		var err error
+		if rs, err = runRestart(o); err != nil {
+			return fmt.Errorf("memory and restart run: %w", err)
+		}
 	}
 	report(out, o, runs, rs, time.Since(start))
 	return nil
