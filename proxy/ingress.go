@@ -37,7 +37,8 @@ type IngressOptions struct {
 	VerifyToken string            // hub.verify_token expected on GET
 	Signer      *signature.Signer // app secret
 	Queue       Enqueuer
-	// Notify is told which threads received new events once they are durable.
+	// Notify is told the threads of re-delivered events, whose stored
+	// events need a look; new events reach the dispatcher from the store.
 	Notify  func(keys ...state.ThreadKey)
 	Timeout time.Duration // how long a POST may wait for the durable commit; default 5s
 	Clock   clock.Clock
@@ -149,27 +150,26 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 		ctx.Error("temporarily unavailable", fasthttp.StatusServiceUnavailable)
 		return
 	}
-	var keys []state.ThreadKey
-	dups := 0
+	// Accepted events reach the dispatcher from the store as they commit.
+	// The threads of duplicates are told to look at their queues: a
+	// re-delivery after a failed ack may find its events stored after all,
+	// and their worker must not wait.
+	var dupThreads []state.ThreadKey
 	for i, r := range results {
 		if r == state.Accepted {
-			keys = append(keys, batch[i].Thread)
 			if in.opts.Recorder != nil {
 				in.opts.Recorder.Record(&events[i], now)
 			}
 		} else {
-			dups++
-			// Notified too: a re-delivery after a failed ack may find its
-			// events stored after all, and their worker must not wait.
-			keys = append(keys, batch[i].Thread)
+			dupThreads = append(dupThreads, batch[i].Thread)
 		}
 	}
-	if dups > 0 {
-		in.log.Info("re-delivered events dropped", zap.Int("duplicates", dups))
-		in.opts.Metrics.WebhookEvents.WithLabelValues("duplicate").Add(float64(dups))
+	if n := len(dupThreads); n > 0 {
+		in.log.Info("re-delivered events dropped", zap.Int("duplicates", n))
+		in.opts.Metrics.WebhookEvents.WithLabelValues("duplicate").Add(float64(n))
+		in.opts.Notify(dupThreads...)
 	}
-	in.opts.Metrics.WebhookEvents.WithLabelValues("accepted").Add(float64(len(keys) - dups))
-	in.opts.Notify(keys...)
+	in.opts.Metrics.WebhookEvents.WithLabelValues("accepted").Add(float64(len(results) - len(dupThreads)))
 	ctx.SetContentType("text/plain")
 	ctx.SetBodyString("EVENT_RECEIVED")
 }

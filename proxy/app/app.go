@@ -107,8 +107,16 @@ func New(opts Options) (_ *App, err error) {
 	a.metrics.ReloadSuccess.Set(1)
 	a.metrics.ReloadTimestamp.SetToCurrentTime()
 
+	// The store hands committed events straight to the dispatcher, which
+	// is built after it; nothing is enqueued before it exists.
+	var disp atomic.Pointer[dispatch.Dispatcher]
 	a.store, err = badgerstore.Open(badgerstore.Options{
 		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
+		Announce: func(items []state.Queued) {
+			if d := disp.Load(); d != nil {
+				d.Announce(items)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -144,6 +152,7 @@ func New(opts Options) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
+	disp.Store(a.disp)
 	// Workers stop before the store closes (teardown runs in reverse).
 	a.onStop = append(a.onStop, func() error { cancel(); a.disp.Wait(); return nil })
 

@@ -12,6 +12,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +62,13 @@ type Options struct {
 	// default so an unchanged bot never talks over a human.
 	ForwardStandby bool
 	Retry          backoff.Policy // store errors; default 100ms..10s
+	// Runners bounds the goroutines draining threads (default 256), so a
+	// bot outage with a hundred thousand waiting threads costs a few
+	// hundred goroutines, not one per thread.
+	Runners int
+	// PendingBytes bounds the announced events kept in memory (default
+	// 16 MiB); beyond it, threads read their events back from the store.
+	PendingBytes int
 	Clock          clock.Clock
 	Logger         *zap.Logger
 	Metrics        *metrics.Metrics // default: a private registry
@@ -73,8 +81,13 @@ type Dispatcher struct {
 	ctx  context.Context
 
 	mu      sync.Mutex
-	running map[state.ThreadKey]*worker // +checklocks:mu
-	wg      sync.WaitGroup
+	running map[state.ThreadKey]*worker // threads with work; guarded by mu
+	ready   []*worker                   // threads waiting for a runner; guarded by mu
+	runners int                         // goroutines draining threads; guarded by mu
+	// pendingBytes is the size of the records held in workers' pending
+	// lists, kept under Options.PendingBytes; guarded by mu.
+	pendingBytes int
+	wg           sync.WaitGroup
 
 	onArm atomic.Pointer[func()]
 }
@@ -89,8 +102,16 @@ func (d *Dispatcher) wakeTimers() {
 	}
 }
 
+// worker is a thread with work. Its events come from memory when the
+// store announced every one of them (complete), else from the store.
 type worker struct {
-	dirty bool // more work was announced since the last drain; guarded by Dispatcher.mu
+	key state.ThreadKey
+	// All fields below are guarded by Dispatcher.mu.
+	pending  []state.Queued // announced, not yet handled, in queue order
+	complete bool           // pending holds every queued event of the thread
+	dirty    bool           // told to look at the store since the last look
+	queued   bool           // in the ready list or being drained
+	lastSeq  uint64         // the last event handled
 }
 
 // New builds a Dispatcher. Workers run until ctx ends.
@@ -109,6 +130,12 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
+	}
+	if opts.Runners <= 0 {
+		opts.Runners = 256
+	}
+	if opts.PendingBytes <= 0 {
+		opts.PendingBytes = 16 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -136,57 +163,162 @@ func (d *Dispatcher) Resume(ctx context.Context) error {
 	return nil
 }
 
-// Notify tells the dispatcher that these threads have new queued events.
+// Notify tells the dispatcher that these threads have new queued events,
+// to be read from the store (after a restart, timer events, re-deliveries).
 func (d *Dispatcher) Notify(keys ...state.ThreadKey) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, k := range keys {
-		if w, ok := d.running[k]; ok {
-			w.dirty = true
-			continue
-		}
-		w := &worker{dirty: true}
-		d.running[k] = w
-		d.wg.Add(1)
-		go d.run(k, w)
+		w := d.workerLocked(k)
+		w.complete, w.dirty = false, true
+		d.dropPendingLocked(w)
+		d.scheduleLocked(w)
 	}
 }
 
-// Wait blocks until every worker has stopped (after ctx ended).
+// Announce hands over events just committed to their threads' queues, in
+// queue order (the store's Announce hook). A thread whose every queued
+// event is in memory never reads its queue back from the store.
+func (d *Dispatcher) Announce(items []state.Queued) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, q := range items {
+		w, ok := d.running[q.Thread]
+		if !ok {
+			w = d.workerLocked(q.Thread)
+			w.complete = true // no worker: nothing of it was queued
+		}
+		if d.pendingBytes+len(q.Record) > d.opts.PendingBytes {
+			w.complete, w.dirty = false, true
+			d.dropPendingLocked(w)
+		} else {
+			w.pending = append(w.pending, q)
+			d.pendingBytes += len(q.Record)
+		}
+		d.scheduleLocked(w)
+	}
+}
+
+func (d *Dispatcher) workerLocked(k state.ThreadKey) *worker {
+	w, ok := d.running[k]
+	if !ok {
+		w = &worker{key: k}
+		d.running[k] = w
+	}
+	return w
+}
+
+func (d *Dispatcher) dropPendingLocked(w *worker) {
+	for _, q := range w.pending {
+		d.pendingBytes -= len(q.Record)
+	}
+	w.pending = nil
+}
+
+// scheduleLocked puts w in the ready list and starts a runner if fewer
+// than Runners are busy.
+func (d *Dispatcher) scheduleLocked(w *worker) {
+	if w.queued {
+		return
+	}
+	w.queued = true
+	d.ready = append(d.ready, w)
+	if d.runners < d.opts.Runners {
+		d.runners++
+		d.wg.Add(1)
+		go d.runner()
+	}
+}
+
+// Wait blocks until every runner has stopped (after ctx ended).
 func (d *Dispatcher) Wait() { d.wg.Wait() }
 
-// Active reports how many threads have a running worker.
+// Active reports how many threads have work.
 func (d *Dispatcher) Active() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return len(d.running)
 }
 
-func (d *Dispatcher) run(key state.ThreadKey, w *worker) {
+// runner drains ready threads one after the other until none is left.
+func (d *Dispatcher) runner() {
 	defer d.wg.Done()
 	for {
 		d.mu.Lock()
-		if !w.dirty || d.ctx.Err() != nil {
-			delete(d.running, key)
+		if len(d.ready) == 0 || d.ctx.Err() != nil {
+			d.runners--
 			d.mu.Unlock()
 			return
 		}
-		w.dirty = false
+		w := d.ready[0]
+		d.ready[0] = nil
+		d.ready = d.ready[1:]
 		d.mu.Unlock()
-		d.drain(key)
+		d.drain(w)
 	}
 }
 
-// drain handles the thread's queue until it is empty or ctx ends.
-func (d *Dispatcher) drain(key state.ThreadKey) {
+// next returns the thread's next events: from memory when complete, else
+// from the store. It reports false when the thread has no work left, and
+// then forgets the thread, atomically with the check, so that an event
+// announced afterwards starts it again.
+func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
+	for {
+		d.mu.Lock()
+		if w.complete {
+			i := 0
+			for i < len(w.pending) && w.pending[i].Seq <= w.lastSeq {
+				d.pendingBytes -= len(w.pending[i].Record)
+				i++
+			}
+			w.pending = w.pending[i:]
+			if len(w.pending) == 0 {
+				w.pending = nil
+				delete(d.running, w.key)
+				w.queued = false
+				d.mu.Unlock()
+				return nil, false, nil
+			}
+			items := slices.Clone(w.pending[:min(len(w.pending), 32)])
+			d.mu.Unlock()
+			return items, true, nil
+		}
+		w.dirty = false
+		d.mu.Unlock()
+
+		items, err := d.opts.Store.Head(d.ctx, w.key, 32)
+		if err != nil || len(items) > 0 {
+			return items, true, err
+		}
+		// The queue was empty when read: everything committed after that
+		// read is announced, so memory is complete from here on unless
+		// someone asked for another look meanwhile.
+		d.mu.Lock()
+		if !w.dirty {
+			w.complete = true
+		}
+		d.mu.Unlock()
+	}
+}
+
+// drain handles the thread's events until it has none or ctx ends.
+func (d *Dispatcher) drain(w *worker) {
 	for attempt := 1; d.ctx.Err() == nil; {
-		items, err := d.opts.Store.Head(d.ctx, key, 32)
-		if err == nil && len(items) == 0 {
+		items, more, err := d.next(w)
+		if !more {
 			return
 		}
 		for _, q := range items {
-			if err = d.handle(d.ctx, q); err != nil {
+			if err != nil {
 				break
+			}
+			if q.Seq <= w.lastSeq {
+				continue // read from the store and announced too
+			}
+			if err = d.handle(d.ctx, q); err == nil {
+				d.mu.Lock()
+				w.lastSeq = q.Seq
+				d.mu.Unlock()
 			}
 		}
 		if err == nil {
@@ -196,7 +328,7 @@ func (d *Dispatcher) drain(key state.ThreadKey) {
 		if d.ctx.Err() != nil {
 			return
 		}
-		d.log.Error("thread worker failed, will retry", zap.Stringer("thread", key), zap.Int("attempt", attempt), zap.Error(err))
+		d.log.Error("thread worker failed, will retry", zap.Stringer("thread", w.key), zap.Int("attempt", attempt), zap.Error(err))
 		if clock.Sleep(d.ctx, d.opts.Clock, d.opts.Retry.Delay(attempt)) != nil {
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -124,5 +125,113 @@ func TestStuckThreadDoesNotHoldUpOthers(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// headCounter counts how often the dispatcher reads a queue back.
+type headCounter struct {
+	state.Store
+	heads atomic.Int64
+}
+
+func (h *headCounter) Head(ctx context.Context, key state.ThreadKey, max int) ([]state.Queued, error) {
+	h.heads.Add(1)
+	return h.Store.Head(ctx, key, max)
+}
+
+// TestAnnouncedEventsArriveInOrder drives many threads through fewer
+// runners than threads, with events handed over from memory as the store
+// commits them; with a small memory budget, or store reads forced by
+// Notify, threads fall back to their queues and still see every event once
+// and in order.
+func TestAnnouncedEventsArriveInOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		pendingBytes int
+		notify       bool
+	}{
+		{"from memory", 0, false},
+		{"over the memory budget", 600, false},
+		{"told to look at the store", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var disp atomic.Pointer[Dispatcher]
+			store, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), MemTableSize: 8 << 20,
+				Announce: func(items []state.Queued) { disp.Load().Announce(items) }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer store.Close()
+			counted := &headCounter{Store: store}
+			g, err := graph.New(graph.Options{BaseURL: "http://127.0.0.1:9", Tokens: map[string]string{"p": "t"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			bot := &stuckBot{got: map[string][]string{}, changed: make(chan struct{})}
+			ctx, cancel := context.WithCancel(context.Background())
+			d, err := New(ctx, Options{Store: counted, Graph: g, Bot: bot, AppID: "1", Runners: 3, PendingBytes: tc.pendingBytes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			disp.Store(d)
+			defer func() { cancel(); d.Wait() }()
+
+			const users, batches, perBatch = 12, 8, 3
+			var wg sync.WaitGroup
+			for u := 0; u < users; u++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					user := fmt.Sprintf("u%d", u)
+					for b := 0; b < batches; b++ {
+						var batch []state.NewEvent
+						for i := 0; i < perBatch; i++ {
+							n := b*perBatch + i
+							raw := fmt.Sprintf(`{"sender":{"id":%q},"recipient":{"id":"p"},"message":{"mid":"%s-%d","text":"%d"}}`, user, user, n, n)
+							ev, err := messenger.ParseEvent("page", "p", 0, messenger.Messaging, []byte(raw))
+							if err != nil {
+								t.Error(err)
+								return
+							}
+							batch = append(batch, state.NewEvent{Thread: state.ThreadKey{Page: "p", User: user}, DedupKey: ev.DedupKey(), Record: messenger.EncodeRecord(&ev)})
+						}
+						if _, err := store.Enqueue(context.Background(), time.Now(), batch); err != nil {
+							t.Error(err)
+							return
+						}
+						if tc.notify && b%3 == 1 {
+							d.Notify(state.ThreadKey{Page: "p", User: user})
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			bot.waitFor(t, func(got map[string][]string) bool {
+				for u := 0; u < users; u++ {
+					if len(got[fmt.Sprintf("u%d", u)]) < batches*perBatch {
+						return false
+					}
+				}
+				return true
+			})
+			bot.mu.Lock()
+			defer bot.mu.Unlock()
+			for u, texts := range bot.got {
+				if len(texts) != batches*perBatch {
+					t.Errorf("user %s got %d events; want %d", u, len(texts), batches*perBatch)
+				}
+				for i, txt := range texts {
+					if txt != fmt.Sprint(i) {
+						t.Errorf("user %s got %q out of order", u, texts)
+						break
+					}
+				}
+			}
+			if heads := counted.heads.Load(); !tc.notify && tc.pendingBytes == 0 && heads != 0 {
+				t.Errorf("queues read back %d times; want every event from memory", heads)
+			} else if (tc.notify || tc.pendingBytes > 0) && heads == 0 {
+				t.Errorf("queues never read back; the fallback was not exercised")
+			}
+		})
 	}
 }

@@ -35,6 +35,11 @@ type Options struct {
 	// 8 MiB Badger refuses its default 1 MiB value threshold.
 	MemTableSize int64
 	Logger       *zap.Logger
+	// Announce, when set, is called by the committer after each commit
+	// with the events it appended to queues, in queue order, before any
+	// enqueuer is told. The dispatcher takes them from memory instead of
+	// reading them back; it must not block.
+	Announce func([]state.Queued)
 }
 
 // Store is a state.Store on Badger. Safe for concurrent use.
@@ -250,9 +255,10 @@ func (s *Store) tryCommit(batch []*job) error {
 	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq}
 	seenInBatch := make(map[string]struct{})
 	var cacheUpdates []state.Thread
+	var appended []state.Queued
 	var err error
 	for _, j := range batch {
-		if err = s.apply(w, j, &seq, seenInBatch, &cacheUpdates); err != nil {
+		if err = s.apply(w, j, &seq, seenInBatch, &cacheUpdates, &appended); err != nil {
 			break
 		}
 	}
@@ -275,6 +281,9 @@ func (s *Store) tryCommit(batch []*job) error {
 	} else {
 		for _, t := range cacheUpdates {
 			s.cache.Add(t.Key, t)
+		}
+		if s.opts.Announce != nil && len(appended) > 0 {
+			s.opts.Announce(appended)
 		}
 	}
 	return err
@@ -299,7 +308,7 @@ func jobBytes(j *job) int64 {
 	return n
 }
 
-func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, cacheUpdates *[]state.Thread) error {
+func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, cacheUpdates *[]state.Thread, appended *[]state.Queued) error {
 	if c := j.completion; c != nil {
 		return s.applyCompletion(w, c, seq, cacheUpdates)
 	}
@@ -340,6 +349,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 			return err
 		}
 		j.results[i] = state.Accepted
+		*appended = append(*appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: time.Unix(0, j.now.UnixNano()), Record: ev.Record})
 	}
 	return nil
 }
