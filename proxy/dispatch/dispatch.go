@@ -69,9 +69,9 @@ type Options struct {
 	// PendingBytes bounds the announced events kept in memory (default
 	// 16 MiB); beyond it, threads read their events back from the store.
 	PendingBytes int
-	Clock          clock.Clock
-	Logger         *zap.Logger
-	Metrics        *metrics.Metrics // default: a private registry
+	Clock        clock.Clock
+	Logger       *zap.Logger
+	Metrics      *metrics.Metrics // default: a private registry
 }
 
 // Dispatcher owns the per-thread workers.
