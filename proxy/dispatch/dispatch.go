@@ -84,6 +84,8 @@ type Dispatcher struct {
 	running map[state.ThreadKey]*worker // threads with work; guarded by mu
 	ready   []*worker                   // threads waiting for a runner; guarded by mu
 	runners int                         // goroutines draining threads; guarded by mu
+	idle    int                         // runners waiting for work; guarded by mu
+	wake    *sync.Cond                  // signals idle runners; uses mu
 	// pendingBytes is the size of the records held in workers' pending
 	// lists, kept under Options.PendingBytes; guarded by mu.
 	pendingBytes int
@@ -146,7 +148,14 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.Notifier == nil {
 		opts.Notifier = notify.New(notify.Options{Clock: opts.Clock, Logger: opts.Logger})
 	}
-	return &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{}}, nil
+	d := &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{}}
+	d.wake = sync.NewCond(&d.mu)
+	context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		d.wake.Broadcast()
+		d.mu.Unlock()
+	})
+	return d, nil
 }
 
 // Resume starts workers for every thread that still has queued events, as
@@ -223,7 +232,9 @@ func (d *Dispatcher) scheduleLocked(w *worker) {
 	}
 	w.queued = true
 	d.ready = append(d.ready, w)
-	if d.runners < d.opts.Runners {
+	if d.idle > 0 {
+		d.wake.Signal()
+	} else if d.runners < d.opts.Runners {
 		d.runners++
 		d.wg.Add(1)
 		go d.runner()
@@ -240,12 +251,18 @@ func (d *Dispatcher) Active() int {
 	return len(d.running)
 }
 
-// runner drains ready threads one after the other until none is left.
+// runner drains ready threads one after the other. Runners stay until
+// ctx ends: starting goroutines afresh would grow their stacks again.
 func (d *Dispatcher) runner() {
 	defer d.wg.Done()
 	for {
 		d.mu.Lock()
-		if len(d.ready) == 0 || d.ctx.Err() != nil {
+		for len(d.ready) == 0 && d.ctx.Err() == nil {
+			d.idle++
+			d.wake.Wait()
+			d.idle--
+		}
+		if d.ctx.Err() != nil {
 			d.runners--
 			d.mu.Unlock()
 			return

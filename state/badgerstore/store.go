@@ -30,9 +30,9 @@ type Options struct {
 	DedupWindow time.Duration // how long a delivery is remembered; default 48h
 	CacheSize   int           // thread states kept in memory; default 100,000
 	MaxBatch    int           // most events in one group commit; default 512
-	// MemTableSize overrides Badger's memtable size (bytes); 0 keeps
-	// Badger's default. Tests use small tables to keep memory low; below
-	// 8 MiB Badger refuses its default 1 MiB value threshold.
+	// MemTableSize is Badger's memtable size in bytes (default
+	// DefaultMemTableSize); the block and index caches are sized from it.
+	// Below 8 MiB Badger refuses its default 1 MiB value threshold.
 	MemTableSize int64
 	Logger       *zap.Logger
 	// Announce, when set, is called by the committer after each commit
@@ -41,6 +41,10 @@ type Options struct {
 	// reading them back; it must not block.
 	Announce func([]state.Queued)
 }
+
+// DefaultMemTableSize keeps Badger's memory near 100 MiB: three
+// memtables, a block cache of two and an index cache of one.
+const DefaultMemTableSize = 16 << 20
 
 // Store is a state.Store on Badger. Safe for concurrent use.
 type Store struct {
@@ -87,13 +91,23 @@ func Open(opts Options) (*Store, error) {
 		opts.Logger = zap.NewNop()
 	}
 	log := opts.Logger.Named("store")
+	if opts.MemTableSize <= 0 {
+		opts.MemTableSize = DefaultMemTableSize
+	}
+	// Memory is bounded by these settings, not by the number of threads
+	// stored: a few memtables, a block cache and an index cache of fixed
+	// size (Badger's defaults, 5 x 64 MiB memtables and an unbounded index
+	// cache, grow past 500 MiB). Values are small, so the value log is
+	// barely used and its files are kept small too.
 	bo := badger.DefaultOptions(opts.Dir).
 		WithSyncWrites(true). // every group commit is fsynced before anyone is told it is done
 		WithDetectConflicts(false).
+		WithMemTableSize(opts.MemTableSize).
+		WithNumMemtables(3).
+		WithValueLogFileSize(4 * opts.MemTableSize).
+		WithBlockCacheSize(2 * opts.MemTableSize).
+		WithIndexCacheSize(opts.MemTableSize).
 		WithLogger(badgerLogger{log.Sugar()})
-	if opts.MemTableSize > 0 {
-		bo = bo.WithMemTableSize(opts.MemTableSize).WithValueLogFileSize(4 * opts.MemTableSize).WithBlockCacheSize(opts.MemTableSize)
-	}
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
