@@ -120,47 +120,109 @@ var (
 	ErrUnknownObject = errors.New("unknown webhook object")
 )
 
-// envelope is the delivery shape; events stay raw so their bytes survive.
-type envelope struct {
-	Object string `json:"object"`
-	Entry  []struct {
-		ID        flexString        `json:"id"`
-		Time      flexInt           `json:"time"`
-		Messaging []json.RawMessage `json:"messaging"`
-		Standby   []json.RawMessage `json:"standby"`
-	} `json:"entry"`
-}
+// parsers are reused across webhooks: parsing allocates nothing once a
+// parser has grown to the usual body size.
+var parsers fastjson.ParserPool
 
 // Parse validates a webhook body and splits it into events, in the order
-// they appear. Event.Raw slices are copies and stay valid after body changes.
+// they appear. Event.Raw slices are copies of the event objects exactly as
+// they appear in the body and stay valid after body changes.
+//
+// The body is parsed once, with fastjson; only the routing fields are read
+// into the Event, and the raw span of each event is found by a scan of the
+// same bytes (see spans.go).
 func Parse(body []byte) ([]Event, error) {
-	var env envelope
-	if err := json.Unmarshal(body, &env); err != nil {
+	// The parser is lenient (it takes 00 for a number); the validator is not.
+	if err := fastjson.ValidateBytes(body); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	if env.Object != "page" && env.Object != "instagram" {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, env.Object)
+	p := parsers.Get()
+	defer parsers.Put(p)
+	v, err := p.ParseBytes(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	var p fastjson.Parser
+	if v.Type() == fastjson.TypeNull {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, "")
+	}
+	if v.Type() != fastjson.TypeObject {
+		return nil, fmt.Errorf("%w: body is a JSON %s, not an object", ErrMalformed, v.Type())
+	}
+	var object string
+	if o := v.Get("object"); o != nil && o.Type() != fastjson.TypeNull {
+		b, err := o.StringBytes()
+		if err != nil {
+			return nil, fmt.Errorf("%w: object is not a string", ErrMalformed)
+		}
+		object = string(b)
+	}
+	if object != "page" && object != "instagram" {
+		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, object)
+	}
+	entries, err := arrayOrNull(v.Get("entry"), "entry")
+	if err != nil {
+		return nil, err
+	}
+	spans := eventSpans(body)
 	var events []Event
-	for i, e := range env.Entry {
-		if e.ID == "" {
+	for i, e := range entries {
+		if e.Type() != fastjson.TypeObject && e.Type() != fastjson.TypeNull {
+			return nil, fmt.Errorf("%w: entry[%d] is not an object", ErrMalformed, i)
+		}
+		id, err := entryID(e.Get("id"))
+		if err != nil {
+			return nil, fmt.Errorf("%w: entry[%d]: %v", ErrMalformed, i, err)
+		}
+		if id == "" {
 			return nil, fmt.Errorf("%w: entry[%d] has no id", ErrMalformed, i)
 		}
-		for _, list := range [2]struct {
-			ch  Channel
-			raw []json.RawMessage
-		}{{Messaging, e.Messaging}, {Standby, e.Standby}} {
-			for j, raw := range list.raw {
-				ev, err := parseEvent(&p, env.Object, string(e.ID), int64(e.Time), list.ch, raw)
-				if err != nil {
-					return nil, fmt.Errorf("%w: entry[%d].%s[%d]: %v", ErrMalformed, i, list.ch, j, err)
+		entryTime := intValue(e.Get("time"))
+		for _, ch := range [2]Channel{Messaging, Standby} {
+			list, err := arrayOrNull(e.Get(ch.String()), fmt.Sprintf("entry[%d].%s", i, ch))
+			if err != nil {
+				return nil, err
+			}
+			raws := spans.of(body, i, ch, len(list))
+			for j, ev := range list {
+				var raw []byte
+				if raws != nil {
+					raw = append([]byte(nil), raws[j]...)
+				} else {
+					raw = ev.MarshalTo(nil) // the same event, re-encoded (odd bodies only)
 				}
-				events = append(events, ev)
+				event, err := eventFrom(ev, object, id, entryTime, ch, raw)
+				if err != nil {
+					return nil, fmt.Errorf("%w: entry[%d].%s[%d]: %v", ErrMalformed, i, ch, j, err)
+				}
+				events = append(events, event)
 			}
 		}
 	}
 	return events, nil
+}
+
+// arrayOrNull returns the elements of an array; absent or null is empty.
+func arrayOrNull(v *fastjson.Value, what string) ([]*fastjson.Value, error) {
+	if v == nil || v.Type() == fastjson.TypeNull {
+		return nil, nil
+	}
+	a, err := v.Array()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not an array", ErrMalformed, what)
+	}
+	return a, nil
+}
+
+// entryID reads entry[].id, a string or a number (kept as its literal).
+func entryID(v *fastjson.Value) (string, error) {
+	if v == nil || v.Type() == fastjson.TypeNull {
+		return "", nil
+	}
+	switch v.Type() {
+	case fastjson.TypeString, fastjson.TypeNumber:
+		return idString(v), nil
+	}
+	return "", errors.New("id is neither string nor number")
 }
 
 // ParseEvent reads the routing fields of one raw event. It is used when an
@@ -175,12 +237,18 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 	if err != nil {
 		return Event{}, err
 	}
+	return eventFrom(v, object, page, entryTime, ch, append([]byte(nil), raw...))
+}
+
+// eventFrom reads the routing fields of the parsed event v; raw becomes
+// Event.Raw as it is.
+func eventFrom(v *fastjson.Value, object, page string, entryTime int64, ch Channel, raw []byte) (Event, error) {
 	if v.Type() != fastjson.TypeObject {
 		return Event{}, errors.New("event is not an object")
 	}
 	ev := Event{
 		Object: object, PageID: page, EntryTime: entryTime, Channel: ch,
-		Raw:       append([]byte(nil), raw...),
+		Raw:       raw,
 		UserID:    idString(v.Get("sender", "id")),
 		Timestamp: intValue(v.Get("timestamp")),
 	}
@@ -372,38 +440,4 @@ func intValue(v *fastjson.Value) int64 {
 		return n
 	}
 	return 0
-}
-
-// flexString decodes a JSON string or number into its text.
-type flexString string
-
-func (s *flexString) UnmarshalJSON(b []byte) error {
-	if len(b) > 0 && b[0] == '"' {
-		var v string
-		if err := json.Unmarshal(b, &v); err != nil {
-			return err
-		}
-		*s = flexString(v)
-		return nil
-	}
-	var n json.Number
-	if err := json.Unmarshal(b, &n); err != nil {
-		return fmt.Errorf("id is neither string nor number")
-	}
-	*s = flexString(n.String())
-	return nil
-}
-
-// flexInt decodes a JSON number or numeric string; anything else is 0 so an
-// odd timestamp never rejects a whole delivery.
-type flexInt int64
-
-func (n *flexInt) UnmarshalJSON(b []byte) error {
-	var p fastjson.Parser
-	v, err := p.ParseBytes(b)
-	if err != nil {
-		return err
-	}
-	*n = flexInt(intValue(v))
-	return nil
 }

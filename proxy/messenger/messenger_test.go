@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -201,11 +202,42 @@ func FuzzParse(f *testing.F) {
 			if err != nil || !bytes.Equal(back.Raw, e.Raw) {
 				t.Fatalf("record round trip failed: %v", err)
 			}
+			// Raw is the event's own span: read on its own, it gives the
+			// same routing fields as it did inside the body.
+			again, err := ParseEvent(e.Object, e.PageID, e.EntryTime, e.Channel, e.Raw)
+			if err != nil || !reflect.DeepEqual(again, e) {
+				t.Fatalf("raw event reads differently on its own: %v\n%+v\n%+v", err, again, e)
+			}
 			if _, err := Parse(Envelope(&e)); err != nil {
 				t.Fatalf("envelope of an accepted event does not parse: %v\n%s", err, Envelope(&e))
 			}
 		}
 	})
+}
+
+// TestRawIsExactlyAsSent: Raw keeps the bytes of each event as they
+// appear in the body, whitespace and escapes included, and bodies with
+// escaped keys still split correctly.
+func TestRawIsExactlyAsSent(t *testing.T) {
+	ev1 := `{ "sender" : {"id":"7"}, "recipient":{"id":"1"},
+	  "message": {"mid":"m.1", "text":"caf\u00e9 \"quoted\" ]}"} }`
+	ev2 := `{"sender":{"id":"8"},"recipient":{"id":"1"},"read":{"watermark":5}}`
+	body := "{\"object\": \"page\", \"entry\": [ {\"id\":\"1\",\"time\":3,\n \"messaging\": [ " + ev1 + " ,\n" + ev2 + "], \"standby\":[]}]}"
+	evs, err := Parse([]byte(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || string(evs[0].Raw) != ev1 || string(evs[1].Raw) != ev2 {
+		t.Fatalf("raw events changed: %d events", len(evs))
+	}
+	if evs[0].Text != `café "quoted" ]}` || evs[1].Kind != KindRead {
+		t.Errorf("fields: %q %v", evs[0].Text, evs[1].Kind)
+	}
+	escaped := `{"object":"page","\u0065ntry":[{"id":"1","messaging":[` + ev2 + `]}]}`
+	evs, err = Parse([]byte(escaped))
+	if err != nil || len(evs) != 1 || evs[0].UserID != "8" || !json.Valid(evs[0].Raw) {
+		t.Fatalf("escaped key: %v %+v", err, evs)
+	}
 }
 
 func TestTimerEventRoundTrip(t *testing.T) {
