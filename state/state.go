@@ -12,7 +12,9 @@ package state
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ThreadKey identifies a conversation: a page (or Instagram account) and a
@@ -100,8 +102,14 @@ type Feedback struct {
 	Text     string    `json:"text,omitempty"`
 }
 
-// RecentMessages is how many of the user's last messages a Thread keeps.
-const RecentMessages = 10
+// RecentMessages is how many of the user's last messages a Thread keeps,
+// and RecentBytes how much text in all: enough for a handover's metadata
+// (under 1,000 characters) and a notification, while a cache of 100,000
+// threads stays small. A longer message is kept cut to RecentBytes/4.
+const (
+	RecentMessages = 10
+	RecentBytes    = 2000
+)
 
 // HasTag reports whether the thread carries tag.
 func (t *Thread) HasTag(tag string) bool {
@@ -114,16 +122,33 @@ func (t *Thread) HasTag(tag string) bool {
 }
 
 // AddRecent appends a user message to Recent, dropping the oldest beyond
-// RecentMessages. It copies so that a cached Thread is never changed in place.
+// RecentMessages or RecentBytes. It copies so that a cached Thread is
+// never changed in place.
 func (t *Thread) AddRecent(text string) {
 	if text == "" {
 		return
 	}
+	text = strings.Clone(cut(text, RecentBytes/4))
 	keep := t.Recent
-	if len(keep) >= RecentMessages {
-		keep = keep[len(keep)-RecentMessages+1:]
+	total := len(text)
+	i := len(keep)
+	for i > 0 && len(keep)-i < RecentMessages-1 && total+len(keep[i-1]) <= RecentBytes {
+		i--
+		total += len(keep[i])
 	}
+	keep = keep[i:]
 	t.Recent = append(append(make([]string, 0, len(keep)+1), keep...), text)
+}
+
+// cut shortens s to at most n bytes without splitting a character.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // AddFeedback appends an answer, keeping the last RecentMessages, and

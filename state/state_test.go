@@ -3,7 +3,9 @@ package state
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestRecentKeepsTheLastMessagesWithoutSharing(t *testing.T) {
@@ -42,5 +44,30 @@ func TestOwnerString(t *testing.T) {
 		if got := o.String(); got != want {
 			t.Errorf("%+v = %q; want %q", o, got, want)
 		}
+	}
+}
+
+// TestRecentIsBoundedInBytes: long messages are cut on a character
+// boundary and the oldest go first, so a cached thread stays small.
+func TestRecentIsBoundedInBytes(t *testing.T) {
+	var th Thread
+	long := strings.Repeat("é", RecentBytes) // 2 bytes a character
+	th.AddRecent("first")
+	for i := 0; i < 6; i++ {
+		th.AddRecent(long)
+	}
+	total := 0
+	for _, r := range th.Recent {
+		total += len(r)
+		if len(r) > RecentBytes/4 || !utf8.ValidString(r) {
+			t.Fatalf("kept %d bytes, valid %v", len(r), utf8.ValidString(r))
+		}
+	}
+	if total > RecentBytes || len(th.Recent) != RecentBytes/(RecentBytes/4) || th.Recent[0] == "first" {
+		t.Errorf("kept %d messages, %d bytes: %q...", len(th.Recent), total, th.Recent[0][:4])
+	}
+	th.AddRecent("short")
+	if got := th.Recent[len(th.Recent)-1]; got != "short" {
+		t.Errorf("newest = %q", got)
 	}
 }
