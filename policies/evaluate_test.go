@@ -373,3 +373,12 @@ func TestEvaluateConcurrently(t *testing.T) {
 		}
 	}
 }
+
+func TestUsesRecent(t *testing.T) {
+	plain := mustCompile(t, "version: 1\nrules:\n  - name: a\n    when: {keywords: [agent]}\n    do: [{pass: {to: default}}]\n")
+	withLast := mustCompile(t, "version: 1\nrules:\n  - name: a\n    when: {keywords: [agent]}\n    do: [{pass: {to: default, include_last: 3}}]\n")
+	var none *Set
+	if plain.UsesRecent() || none.UsesRecent() || !withLast.UsesRecent() {
+		t.Errorf("UsesRecent: plain %v, nil %v, include_last %v", plain.UsesRecent(), none.UsesRecent(), withLast.UsesRecent())
+	}
+}

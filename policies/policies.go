@@ -47,6 +47,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -313,7 +314,10 @@ type Decision struct {
 // use; a nil or empty Set matches nothing.
 type Set struct {
 	rules []rule
-	teams map[string]*Team
+
+	recentOnce sync.Once // computes usesRecent on first use
+	usesRecent bool
+	teams      map[string]*Team
 
 	// Indexes from trigger to the rules that have it, each list in rule
 	// order, so Evaluate looks up the event once instead of trying every

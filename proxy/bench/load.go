@@ -100,6 +100,8 @@ func (g *generator) closedLoop(conns, lo, hi int, acks *atomic.Int64, stop <-cha
 					}
 					if s.send(u) {
 						acks.Add(1)
+					} else {
+						time.Sleep(time.Millisecond) // a refusal must not spin
 					}
 				}
 				if lo+c >= hi {

@@ -28,8 +28,8 @@ type Options struct {
 	Users     int           // distinct users in the throughput runs
 	Rate      int           // open-loop events per second
 	OpenConns int           // open-loop connections
-	// The memory and restart run: Active users send twice (100,000 live
-	// threads), then the rest up to Stored send once (stored threads);
+	// The memory and restart run: Active users send an event each (live
+	// threads), then the rest up to Stored (stored threads);
 	// Queued events are acknowledged while the bot refuses them, and Baton
 	// restarts on that backlog.
 	Active, Stored, Queued int
@@ -66,10 +66,10 @@ func (o *Options) defaults() {
 		o.Active = 100_000
 	}
 	if o.Stored < o.Active {
-		o.Stored = max(1_000_000, o.Active)
+		o.Stored = max(200_000, o.Active)
 	}
 	if o.Queued <= 0 {
-		o.Queued = 100_000
+		o.Queued = 50_000
 	}
 	o.Queued = min(o.Queued, o.Stored)
 	if o.Progress == nil {
@@ -346,10 +346,8 @@ func runRestart(o Options) (restartResult, error) {
 	g := newGenerator(t, srv.addr, o.Stored+1)
 
 	fmt.Fprintf(o.Progress, "  %d active threads\n", o.Active)
-	for range 2 {
-		if err := g.eachOnce(64, 0, o.Active); err != nil {
-			return res, err
-		}
+	if err := g.eachOnce(64, 0, o.Active); err != nil {
+		return res, err
 	}
 	res.ActiveRSS, _ = srv.memory()
 	fmt.Fprintf(o.Progress, "  up to %d stored threads\n", o.Stored)

@@ -319,7 +319,7 @@ func (d *Dispatcher) observe(s *step, stale bool) {
 	switch ev.Kind {
 	case messenger.KindText, messenger.KindQuickReply, messenger.KindPostback, messenger.KindReferral, messenger.KindOptin:
 		s.thread.LastUser, s.changed = at, true
-		if ev.Kind == messenger.KindText || ev.Kind == messenger.KindQuickReply {
+		if (ev.Kind == messenger.KindText || ev.Kind == messenger.KindQuickReply) && d.opts.Policies().UsesRecent() {
 			s.thread.AddRecent(ev.Text)
 		}
 		switch {

@@ -42,8 +42,9 @@ type Options struct {
 	Announce func([]state.Queued)
 }
 
-// DefaultMemTableSize keeps Badger's memory near 100 MiB: three
-// memtables, a block cache of two and an index cache of one.
+// DefaultMemTableSize keeps Badger's memory near 64 MiB: three memtables
+// and block and index caches of half a memtable each (thread states are
+// read from the LRU in front, and dedup lookups hit the memtables).
 const DefaultMemTableSize = 16 << 20
 
 // Store is a state.Store on Badger. Safe for concurrent use.
@@ -105,8 +106,8 @@ func Open(opts Options) (*Store, error) {
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
 		WithValueLogFileSize(4 * opts.MemTableSize).
-		WithBlockCacheSize(2 * opts.MemTableSize).
-		WithIndexCacheSize(opts.MemTableSize).
+		WithBlockCacheSize(opts.MemTableSize / 2).
+		WithIndexCacheSize(opts.MemTableSize / 2).
 		WithLogger(badgerLogger{log.Sugar()})
 	db, err := badger.Open(bo)
 	if err != nil {
