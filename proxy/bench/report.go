@@ -75,6 +75,23 @@ func verdict(ok bool) string {
 	return "MISSED"
 }
 
+// cpuCount counts the machine's CPUs, not the ones this pinned process
+// may use.
+func cpuCount() int {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	return max(1, strings.Count(string(b), "\nprocessor")+boolInt(strings.HasPrefix(string(b), "processor")))
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 func cpuModel() string {
 	b, err := os.ReadFile("/proc/cpuinfo")
 	if err != nil {
@@ -90,7 +107,7 @@ func cpuModel() string {
 
 func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took time.Duration) {
 	fmt.Fprintf(w, "# baton bench\n\n")
-	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s/%s, %s\n", runtime.NumCPU(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
+	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s/%s, %s\n", cpuCount(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	fmt.Fprintf(w, "- layout: %s\n", o.Layout)
 	fmt.Fprintf(w, "- %d rounds, targets interleaved; %s warm-up and %s per measurement; %d users; ~700-byte signed bodies (70%% text, 10%% postbacks, 10%% deliveries, 10%% reads)\n",
 		o.Reps, o.Warmup, o.Measure, o.Users)
@@ -235,7 +252,7 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		row("p99.9 ack <= 3 ms at 5k/s", ms(batonAck[2]), batonAck[2] <= 3*time.Millisecond)
 		row("p99 event-to-bot <= 3 ms at 5k/s", ms(batonBot[0]), batonBot[0] <= 3*time.Millisecond)
 	}
-	row("RSS <= 150 MB, 100k active / 1M stored threads", fmt.Sprintf("%s / %s (peak %s)", mib(rs.ActiveRSS), mib(rs.StoredRSS), mib(rs.PeakRSS)),
+	row(fmt.Sprintf("RSS <= 150 MB, %d active / %d stored threads", o.Active, rs.Stored), fmt.Sprintf("%s / %s (peak %s)", mib(rs.ActiveRSS), mib(rs.StoredRSS), mib(rs.PeakRSS)),
 		max(rs.ActiveRSS, rs.StoredRSS) <= 150e6)
 	row("restart: answers within 3 s", rs.Answer.Round(time.Millisecond).String(), rs.Answer <= 3*time.Second)
 	row("restart: drains at full speed (>= 0.8x live rate)", fmt.Sprintf("%.2fx", drainRate/rs.LiveRate), drainRate >= 0.8*rs.LiveRate)
