@@ -314,10 +314,7 @@ type Decision struct {
 // use; a nil or empty Set matches nothing.
 type Set struct {
 	rules []rule
-
-	recentOnce sync.Once // computes usesRecent on first use
-	usesRecent bool
-	teams      map[string]*Team
+	teams map[string]*Team
 
 	// Indexes from trigger to the rules that have it, each list in rule
 	// order, so Evaluate looks up the event once instead of trying every
@@ -345,6 +342,9 @@ type Set struct {
 	// needWords says some rule looks at the folded words of a text;
 	// needLower that some text regex has a case-insensitive literal.
 	needWords, needLower bool
+
+	recentOnce sync.Once // computes usesRecent on first use
+	usesRecent bool
 }
 
 type triggerRef struct {
@@ -603,4 +603,39 @@ func (s *Set) accept(r *rule, e *eval) bool {
 		}
 	}
 	return r.conditionsHold(e)
+}
+
+// UsesRecent reports whether any action can use the user's recent
+// messages (a pass with include_last, a notify): only then are they kept
+// with each thread, which keeps the thread cache small otherwise.
+func (s *Set) UsesRecent() bool {
+	if s == nil {
+		return false
+	}
+	s.recentOnce.Do(func() { s.usesRecent = s.findRecentUse() })
+	return s.usesRecent
+}
+
+func (s *Set) findRecentUse() bool {
+	uses := func(as []Action) bool {
+		for _, a := range as {
+			if a.Kind == ActionNotify || (a.Kind == ActionPass && a.IncludeLast > 0) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, r := range s.rules {
+		if uses(r.actions) || uses(r.closedActions) {
+			return true
+		}
+	}
+	for _, kinds := range s.timeouts {
+		for _, t := range kinds {
+			if uses(t.Actions) {
+				return true
+			}
+		}
+	}
+	return false
 }

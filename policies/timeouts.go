@@ -170,38 +170,3 @@ func (c *compiler) duration(path []any, v string, required bool) time.Duration {
 	}
 	return d
 }
-
-// UsesRecent reports whether any action can use the user's recent
-// messages (a pass with include_last, a notify): only then are they kept
-// with each thread, which keeps the thread cache small otherwise.
-func (s *Set) UsesRecent() bool {
-	if s == nil {
-		return false
-	}
-	s.recentOnce.Do(func() { s.usesRecent = s.findRecentUse() })
-	return s.usesRecent
-}
-
-func (s *Set) findRecentUse() bool {
-	uses := func(as []Action) bool {
-		for _, a := range as {
-			if a.Kind == ActionNotify || (a.Kind == ActionPass && a.IncludeLast > 0) {
-				return true
-			}
-		}
-		return false
-	}
-	for _, r := range s.rules {
-		if uses(r.actions) || uses(r.closedActions) {
-			return true
-		}
-	}
-	for _, kinds := range s.timeouts {
-		for _, t := range kinds {
-			if uses(t.Actions) {
-				return true
-			}
-		}
-	}
-	return false
-}

@@ -82,14 +82,7 @@ func cpuCount() int {
 	if err != nil {
 		return runtime.NumCPU()
 	}
-	return max(1, strings.Count(string(b), "\nprocessor")+boolInt(strings.HasPrefix(string(b), "processor")))
-}
-
-func boolInt(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
+	return max(1, strings.Count("\n"+string(b), "\nprocessor"))
 }
 
 func cpuModel() string {
@@ -105,6 +98,18 @@ func cpuModel() string {
 	return runtime.GOARCH
 }
 
+// connsHeader writes a table header with a column per connection count.
+func connsHeader(w io.Writer, first string, conns []int, extra ...string) {
+	fmt.Fprintf(w, "| %s |", first)
+	for _, c := range conns {
+		fmt.Fprintf(w, " %d conns |", c)
+	}
+	for _, e := range extra {
+		fmt.Fprintf(w, " %s |", e)
+	}
+	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(conns)+len(extra)))
+}
+
 func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took time.Duration) {
 	fmt.Fprintf(w, "# baton bench\n\n")
 	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s/%s, %s\n", cpuCount(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
@@ -114,22 +119,14 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 	fmt.Fprintf(w, "- every Baton ack is durable (synced to disk before the 200); the run took %s\n\n", took.Round(time.Second))
 
 	fmt.Fprintf(w, "## Throughput, closed loop (sustained req/s: counted only as far as the bot kept up; median (min-max))\n\n")
-	fmt.Fprintf(w, "| target |")
-	for _, c := range o.Conns {
-		fmt.Fprintf(w, " %d conns |", c)
-	}
-	fmt.Fprintf(w, " CPU µs/event @64 | RSS |\n|---|")
-	for range o.Conns {
-		fmt.Fprintf(w, "---|")
-	}
-	fmt.Fprintf(w, "---|---|\n")
+	connsHeader(w, "target", o.Conns, "CPU µs/event @64", "RSS")
 	for _, target := range Targets {
 		rs := byTarget(runs, target)
 		fmt.Fprintf(w, "| %s |", targetNames[target])
 		for _, c := range o.Conns {
 			var xs []float64
 			for _, r := range rs {
-				xs = append(xs, r.Closed[c].Sustained(target == KindBare))
+				xs = append(xs, r.sustained(c))
 			}
 			fmt.Fprintf(w, " %s |", summarize(xs).rate())
 		}
@@ -143,18 +140,11 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 	}
 
 	sustained := func(c int) func(targetRun) float64 {
-		return func(r targetRun) float64 { return r.Closed[c].Sustained(r.Target == KindBare) }
+		return func(r targetRun) float64 { return r.sustained(c) }
 	}
 	cpu64 := func(r targetRun) float64 { return r.Closed[64].CPUPerEvent.Seconds() }
-	fmt.Fprintf(w, "\n## Ratios (same round, median (min-max))\n\n| ratio |")
-	for _, c := range o.Conns {
-		fmt.Fprintf(w, " %d conns |", c)
-	}
-	fmt.Fprintf(w, "\n|---|")
-	for range o.Conns {
-		fmt.Fprintf(w, "---|")
-	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "\n## Ratios (same round, median (min-max))\n\n")
+	connsHeader(w, "ratio", o.Conns)
 	for _, base := range []string{KindBare, KindForwarder, KindReverseProxy} {
 		fmt.Fprintf(w, "| Baton / %s |", targetNames[base])
 		for _, c := range o.Conns {

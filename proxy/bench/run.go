@@ -90,12 +90,13 @@ type closedResult struct {
 	Backlog          int64 // growth of acknowledged-but-undelivered events
 }
 
-// Sustained is the rate counted only as far as the bot kept up.
-func (c closedResult) Sustained(bare bool) float64 {
-	if bare {
-		return c.AckRate
+// sustained is the rate at c connections, counted only as far as the bot
+// kept up (a target that forwards nothing counts its acks).
+func (r targetRun) sustained(c int) float64 {
+	if !r.Checked {
+		return r.Closed[c].AckRate
 	}
-	return min(c.AckRate, c.BotRate)
+	return min(r.Closed[c].AckRate, r.Closed[c].BotRate)
 }
 
 // targetRun is one target in one round.

@@ -112,8 +112,9 @@ type worker struct {
 	pending  []state.Queued // announced, not yet handled, in queue order
 	complete bool           // pending holds every queued event of the thread
 	dirty    bool           // told to look at the store since the last look
-	queued   bool           // in the ready list or being drained
-	lastSeq  uint64         // the last event handled
+	// lastSeq is the last event handled. Only the runner draining the
+	// thread touches it (runners hand threads over under mu).
+	lastSeq uint64
 }
 
 // New builds a Dispatcher. Workers run until ctx ends.
@@ -181,7 +182,6 @@ func (d *Dispatcher) Notify(keys ...state.ThreadKey) {
 		w := d.workerLocked(k)
 		w.complete, w.dirty = false, true
 		d.dropPendingLocked(w)
-		d.scheduleLocked(w)
 	}
 }
 
@@ -195,7 +195,7 @@ func (d *Dispatcher) Announce(items []state.Queued) {
 		w, ok := d.running[q.Thread]
 		if !ok {
 			w = d.workerLocked(q.Thread)
-			w.complete = true // no worker: nothing of it was queued
+			w.complete = true // a thread without work had nothing queued
 		}
 		if d.pendingBytes+len(q.Record) > d.opts.PendingBytes {
 			w.complete, w.dirty = false, true
@@ -204,16 +204,19 @@ func (d *Dispatcher) Announce(items []state.Queued) {
 			w.pending = append(w.pending, q)
 			d.pendingBytes += len(q.Record)
 		}
-		d.scheduleLocked(w)
 	}
 }
 
+// workerLocked returns the thread's worker, creating and scheduling one
+// if the thread had no work. A worker in running is always either in the
+// ready list or being drained, until next forgets it.
 func (d *Dispatcher) workerLocked(k state.ThreadKey) *worker {
-	w, ok := d.running[k]
-	if !ok {
-		w = &worker{key: k}
-		d.running[k] = w
+	if w, ok := d.running[k]; ok {
+		return w
 	}
+	w := &worker{key: k}
+	d.running[k] = w
+	d.scheduleLocked(w)
 	return w
 }
 
@@ -227,10 +230,6 @@ func (d *Dispatcher) dropPendingLocked(w *worker) {
 // scheduleLocked puts w in the ready list and starts a runner if fewer
 // than Runners are busy.
 func (d *Dispatcher) scheduleLocked(w *worker) {
-	if w.queued {
-		return
-	}
-	w.queued = true
 	d.ready = append(d.ready, w)
 	if d.idle > 0 {
 		d.wake.Signal()
@@ -292,7 +291,6 @@ func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
 			if len(w.pending) == 0 {
 				w.pending = nil
 				delete(d.running, w.key)
-				w.queued = false
 				d.mu.Unlock()
 				return nil, false, nil
 			}
@@ -333,9 +331,7 @@ func (d *Dispatcher) drain(w *worker) {
 				continue // read from the store and announced too
 			}
 			if err = d.handle(d.ctx, q); err == nil {
-				d.mu.Lock()
 				w.lastSeq = q.Seq
-				d.mu.Unlock()
 			}
 		}
 		if err == nil {

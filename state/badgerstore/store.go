@@ -332,6 +332,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 	}
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(j.now.UnixNano()))
+	enqueued := time.Unix(0, j.now.UnixNano()) // as Head reads it back
 	for i, ev := range j.events {
 		if err := w.room(int64(len(ev.Record)+2*len(ev.DedupKey)) + 160); err != nil {
 			return err
@@ -364,7 +365,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 			return err
 		}
 		j.results[i] = state.Accepted
-		*appended = append(*appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: time.Unix(0, j.now.UnixNano()), Record: ev.Record})
+		*appended = append(*appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: enqueued, Record: ev.Record})
 	}
 	return nil
 }
