@@ -84,7 +84,7 @@ type Dispatcher struct {
 	running map[state.ThreadKey]*worker // threads with work; guarded by mu
 	ready   []*worker                   // threads waiting for a runner; guarded by mu
 	runners int                         // goroutines draining threads; guarded by mu
-	idle    int                         // runners waiting for work; guarded by mu
+	idle    int                         // runners waiting and not yet signalled; guarded by mu
 	wake    *sync.Cond                  // signals idle runners; uses mu
 	// pendingBytes is the size of the records held in workers' pending
 	// lists, kept under Options.PendingBytes; guarded by mu.
@@ -231,7 +231,11 @@ func (d *Dispatcher) dropPendingLocked(w *worker) {
 // than Runners are busy.
 func (d *Dispatcher) scheduleLocked(w *worker) {
 	d.ready = append(d.ready, w)
+	// An idle runner counts as busy from the moment it is signalled: two
+	// threads scheduled before it wakes must not share one wake-up, or the
+	// second would wait behind the first however long that one takes.
 	if d.idle > 0 {
+		d.idle--
 		d.wake.Signal()
 	} else if d.runners < d.opts.Runners {
 		d.runners++
@@ -257,9 +261,8 @@ func (d *Dispatcher) runner() {
 	for {
 		d.mu.Lock()
 		for len(d.ready) == 0 && d.ctx.Err() == nil {
-			d.idle++
+			d.idle++ // scheduleLocked takes it back when it signals
 			d.wake.Wait()
-			d.idle--
 		}
 		if d.ctx.Err() != nil {
 			d.runners--

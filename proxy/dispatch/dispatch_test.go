@@ -235,3 +235,55 @@ func TestAnnouncedEventsArriveInOrder(t *testing.T) {
 		})
 	}
 }
+
+// TestThreadsScheduledTogetherDoNotShareARunner: two threads announced in
+// one commit while a single runner is idle. If both counted on that one
+// wake-up, the second would wait behind the first, here hung in the bot.
+func TestThreadsScheduledTogetherDoNotShareARunner(t *testing.T) {
+	var disp atomic.Pointer[Dispatcher]
+	store, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), MemTableSize: 8 << 20,
+		Announce: func(items []state.Queued) { disp.Load().Announce(items) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	g, err := graph.New(graph.Options{BaseURL: "http://127.0.0.1:9", Tokens: map[string]string{"p": "t"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bot := &stuckBot{stuckUser: "stuck", release: make(chan struct{}), got: map[string][]string{}, changed: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	d, err := New(ctx, Options{Store: store, Graph: g, Bot: bot, AppID: "1", Runners: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disp.Store(d)
+	defer func() { close(bot.release); cancel(); d.Wait() }()
+
+	event := func(user string, n int) state.NewEvent {
+		raw := fmt.Sprintf(`{"sender":{"id":%q},"recipient":{"id":"p"},"message":{"mid":"%s-%d","text":"%d"}}`, user, user, n, n)
+		ev, err := messenger.ParseEvent("page", "p", 0, messenger.Messaging, []byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return state.NewEvent{Thread: state.ThreadKey{Page: "p", User: user}, DedupKey: ev.DedupKey(), Record: messenger.EncodeRecord(&ev)}
+	}
+	// One runner starts, delivers, and waits idle.
+	if _, err := store.Enqueue(context.Background(), time.Now(), []state.NewEvent{event("first", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	bot.waitFor(t, func(got map[string][]string) bool { return len(got["first"]) == 1 })
+	for {
+		d.mu.Lock()
+		idle := d.idle
+		d.mu.Unlock()
+		if idle == 1 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if _, err := store.Enqueue(context.Background(), time.Now(), []state.NewEvent{event("stuck", 0), event("other", 0)}); err != nil {
+		t.Fatal(err)
+	}
+	bot.waitFor(t, func(got map[string][]string) bool { return len(got["other"]) == 1 })
+}
