@@ -132,10 +132,16 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	batch := make([]state.NewEvent, len(events))
 	for i := range events {
 		ev := &events[i]
+		rec := messenger.EncodeRecord(ev)
+		// The record ends with the raw event: the decoded copy handed to
+		// the worker shares those bytes rather than holding them twice.
+		decoded := *ev
+		decoded.Raw = rec[len(rec)-len(ev.Raw):]
 		batch[i] = state.NewEvent{
 			Thread:   state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()},
 			DedupKey: ev.DedupKey(),
-			Record:   messenger.EncodeRecord(ev),
+			Record:   rec,
+			Decoded:  &decoded,
 		}
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), in.opts.Timeout)

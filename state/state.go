@@ -189,6 +189,10 @@ type NewEvent struct {
 	Thread   ThreadKey
 	DedupKey []byte // nil: never treated as a duplicate
 	Record   []byte // opaque to the store
+	// Decoded optionally carries the record already decoded by the
+	// enqueuer; the store hands it on with the announcement so the worker
+	// need not decode it again. Never stored.
+	Decoded any
 }
 
 // EnqueueResult is the fate of one NewEvent.
@@ -206,6 +210,7 @@ type Queued struct {
 	Seq      uint64 // increases in enqueue order across the whole store
 	Enqueued time.Time
 	Record   []byte
+	Decoded  any // NewEvent.Decoded when announced; nil when read back from disk
 }
 
 // Completion is what a worker commits after handling a queue item: the item
@@ -222,6 +227,13 @@ type Completion struct {
 	// with the rest, so a timer never outlives the decision that set it.
 	Arm    []Timer
 	Cancel []string
+	// Lazy lets Complete return before the commit is synced: the new state
+	// is visible to Thread and the item gone from Head at once, and both
+	// reach disk with the next group commit. Only for completions whose
+	// loss in a crash just replays the item (nothing was done outside
+	// Baton). With timers or a dead letter, which are read from disk,
+	// Complete waits for the sync as usual.
+	Lazy bool
 }
 
 // Timer is a durable deadline on a thread. When it comes due, a timer event

@@ -82,10 +82,19 @@ func requestNote(s *step, onRequest, otherwise string) string {
 // being stopped: once actions have run, their record must not be lost.
 const commitTimeout = 10 * time.Second
 
+// decode returns the item's event: as the ingress decoded it when the item
+// came straight from memory, else from its record.
+func decode(q state.Queued) (messenger.Event, error) {
+	if ev, ok := q.Decoded.(*messenger.Event); ok {
+		return *ev, nil
+	}
+	return messenger.DecodeRecord(q.Record)
+}
+
 // handle processes one queue item and commits the outcome. It returns an
 // error only when the item must be tried again (store failure, shutdown).
 func (d *Dispatcher) handle(ctx context.Context, q state.Queued) error {
-	ev, err := messenger.DecodeRecord(q.Record)
+	ev, err := decode(q)
 	if err != nil {
 		d.log.Error("unreadable queue item set aside", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
 		return d.opts.Store.Complete(ctx, state.Completion{Thread: q.Thread, Seq: q.Seq, DeadLetter: "unreadable: " + err.Error()})
@@ -248,6 +257,10 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 	if acted {
 		return d.commitNow(ctx, c)
 	}
+	// Nothing was done outside Baton: if this commit is lost in a crash,
+	// the event is simply handled again, so the worker need not wait for
+	// the sync (the store still writes in order, before later commits).
+	c.Lazy = true
 	if err := d.opts.Store.Complete(ctx, c); err != nil {
 		return fmt.Errorf("commit %s #%d: %w", s.q.Thread, s.q.Seq, err)
 	}

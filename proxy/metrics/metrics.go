@@ -29,6 +29,23 @@ type Metrics struct {
 	ActiveThreads   prometheus.GaugeFunc
 }
 
+// StoreStats are the store's group-commit counters.
+type StoreStats func() (commits, jobs, events uint64)
+
+// RegisterStore adds counters for the store's group commits.
+func (m *Metrics) RegisterStore(stats StoreStats) {
+	counter := func(name, help string, pick func(c, j, e uint64) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			return float64(pick(stats()))
+		})
+	}
+	m.Registry.MustRegister(
+		counter("baton_store_commits_total", "Synced group commits.", func(c, _, _ uint64) uint64 { return c }),
+		counter("baton_store_commit_jobs_total", "Enqueues, completions and timer firings committed; divided by commits, how many share one sync.", func(_, j, _ uint64) uint64 { return j }),
+		counter("baton_store_commit_events_total", "Webhook events offered to group commits (duplicates included).", func(_, _, e uint64) uint64 { return e }),
+	)
+}
+
 // New registers Baton's collectors (and the Go runtime's) on a new
 // registry. activeThreads reports how many threads have a running worker.
 func New(activeThreads func() float64) *Metrics {

@@ -15,6 +15,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -61,11 +63,39 @@ type Store struct {
 	// maxBytes caps a gathered batch well inside one Badger transaction,
 	// so a batch is never split into parts that could commit separately.
 	maxBytes int64
+	stats    struct{ commits, jobs, events atomic.Uint64 }
+
+	// unsynced holds what lazy completions have promised but the
+	// committer has not yet written: readers see it before the cache.
+	unsyncedMu sync.Mutex
+	unsynced   map[state.ThreadKey]*unsyncedThread
+}
+
+// unsyncedThread is a thread's lazy completions still in the committer's
+// hands: how many, the latest state they set, the queue items they remove.
+type unsyncedThread struct {
+	jobs    int
+	state   *state.Thread
+	removed map[uint64]struct{}
+}
+
+// Stats count the store's group commits, for the metrics endpoint: jobs
+// and events per commit say how well concurrent writes share a sync.
+type Stats struct {
+	Commits uint64 // synced group commits
+	Jobs    uint64 // enqueues, completions and timer firings committed
+	Events  uint64 // webhook events offered for enqueueing
+}
+
+// Stats reports the counters so far.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.stats.commits.Load(), Jobs: s.stats.jobs.Load(), Events: s.stats.events.Load()}
 }
 
 var _ state.Store = (*Store)(nil)
 
 type job struct {
+	lazy       bool // nobody waits: done is nil, the outcome is only logged
 	now        time.Time
 	events     []state.NewEvent
 	results    []state.EnqueueResult
@@ -122,6 +152,7 @@ func Open(opts Options) (*Store, error) {
 		db: db, cache: cache, opts: opts, log: log,
 		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
 		done: make(chan struct{}), gcDone: make(chan struct{}),
+		unsynced: map[state.ThreadKey]*unsyncedThread{},
 	}
 	if err := db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keySeq)
@@ -165,13 +196,18 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) submit(ctx context.Context, j *job) error {
-	j.done = make(chan error, 1)
+	if !j.lazy {
+		j.done = make(chan error, 1)
+	}
 	select {
 	case s.jobs <- j:
 	case <-s.quit:
 		return state.ErrClosed
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if j.lazy {
+		return nil
 	}
 	// Once submitted the job is committed or failed by the committer; wait
 	// for the answer even if ctx ends so the caller never misreports it.
@@ -202,9 +238,77 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, events []state.NewEv
 	return j.results, nil
 }
 
-// Complete commits a worker's result for one queue item.
+// Complete commits a worker's result for one queue item. A lazy one
+// (see state.Completion) returns as soon as the committer has it.
 func (s *Store) Complete(ctx context.Context, c state.Completion) error {
-	return s.submit(ctx, &job{completion: &c})
+	j := &job{completion: &c}
+	j.lazy = c.Lazy && len(c.Arm) == 0 && len(c.Cancel) == 0 && c.DeadLetter == ""
+	if !j.lazy {
+		return s.submit(ctx, j)
+	}
+	s.promise(&c)
+	if err := s.submit(ctx, j); err != nil {
+		s.settle(&c)
+		return err
+	}
+	return nil
+}
+
+// promise records a lazy completion until the committer has written it.
+func (s *Store) promise(c *state.Completion) {
+	s.unsyncedMu.Lock()
+	defer s.unsyncedMu.Unlock()
+	u := s.unsynced[c.Thread]
+	if u == nil {
+		u = &unsyncedThread{removed: map[uint64]struct{}{}}
+		s.unsynced[c.Thread] = u
+	}
+	u.jobs++
+	if c.State != nil {
+		t := *c.State
+		t.Key = c.Thread
+		u.state = &t
+	}
+	if c.Seq != 0 {
+		u.removed[c.Seq] = struct{}{}
+	}
+}
+
+// settle forgets a lazy completion once it is written (or failed, when the
+// disk is again the truth); the cache already holds its state.
+func (s *Store) settle(c *state.Completion) {
+	s.unsyncedMu.Lock()
+	defer s.unsyncedMu.Unlock()
+	u := s.unsynced[c.Thread]
+	if u == nil {
+		return
+	}
+	delete(u.removed, c.Seq)
+	if u.jobs--; u.jobs <= 0 {
+		delete(s.unsynced, c.Thread)
+	}
+}
+
+// unsyncedState returns the state a pending lazy completion set, if any.
+func (s *Store) unsyncedState(key state.ThreadKey) (state.Thread, bool) {
+	s.unsyncedMu.Lock()
+	defer s.unsyncedMu.Unlock()
+	if u := s.unsynced[key]; u != nil && u.state != nil {
+		return *u.state, true
+	}
+	return state.Thread{}, false
+}
+
+// unsyncedRemoved reports whether a pending lazy completion removes the item.
+func (s *Store) unsyncedRemoved(key state.ThreadKey, seq uint64) bool {
+	s.unsyncedMu.Lock()
+	defer s.unsyncedMu.Unlock()
+	u := s.unsynced[key]
+	if u == nil {
+		return false
+	}
+	_, ok := u.removed[seq]
+	return ok
 }
 
 func (s *Store) commitLoop() {
@@ -238,6 +342,11 @@ func (s *Store) commitLoop() {
 			}
 		}
 		s.commit(batch)
+		s.stats.commits.Add(1)
+		s.stats.jobs.Add(uint64(len(batch)))
+		for _, j := range batch {
+			s.stats.events.Add(uint64(len(j.events)))
+		}
 	}
 }
 
@@ -249,12 +358,26 @@ func (s *Store) commit(batch []*job) {
 	err := s.tryCommit(batch)
 	if err != nil && len(batch) > 1 {
 		for _, j := range batch {
-			j.done <- s.tryCommit([]*job{j})
+			s.tell(j, s.tryCommit([]*job{j}))
 		}
 		return
 	}
 	for _, j := range batch {
+		s.tell(j, err)
+	}
+}
+
+// tell gives a job its outcome: to the waiting caller, or for a lazy
+// completion, to the log (the item stays queued and is handled again).
+func (s *Store) tell(j *job, err error) {
+	if !j.lazy {
 		j.done <- err
+		return
+	}
+	s.settle(j.completion)
+	if err != nil {
+		s.log.Error("lazy completion not written; its event will be handled again",
+			zap.Stringer("thread", j.completion.Thread), zap.Uint64("seq", j.completion.Seq), zap.Error(err))
 	}
 }
 
@@ -365,7 +488,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 			return err
 		}
 		j.results[i] = state.Accepted
-		*appended = append(*appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: enqueued, Record: ev.Record})
+		*appended = append(*appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: enqueued, Record: ev.Record, Decoded: ev.Decoded})
 	}
 	return nil
 }
@@ -520,6 +643,9 @@ func (w *writer) commit() error {
 
 // Thread returns the thread's state from the cache or disk.
 func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, error) {
+	if t, ok := s.unsyncedState(key); ok {
+		return t, nil
+	}
 	if t, ok := s.cache.Get(key); ok {
 		return t, nil
 	}
@@ -566,6 +692,9 @@ func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state
 		if len(v) < 8 {
 			return fmt.Errorf("queue item #%d too short", seq)
 		}
+		if s.unsyncedRemoved(key, seq) {
+			return errSkip
+		}
 		out = append(out, state.Queued{
 			Thread: key, Seq: seq,
 			Enqueued: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
@@ -593,6 +722,9 @@ func (s *Store) DeadLetters(ctx context.Context, key state.ThreadKey) ([]string,
 	return out, err
 }
 
+// errSkip from a scan callback leaves the item out of the count.
+var errSkip = errors.New("skip")
+
 func (s *Store) scan(space byte, key state.ThreadKey, max int, fn func(seq uint64, v []byte) error) error {
 	prefix := threadPrefix(space, key)
 	return s.db.View(func(txn *badger.Txn) error {
@@ -607,7 +739,11 @@ func (s *Store) scan(space byte, key state.ThreadKey, max int, fn func(seq uint6
 				continue
 			}
 			seq := binary.BigEndian.Uint64(k[len(prefix):])
-			if err := it.Item().Value(func(v []byte) error { return fn(seq, v) }); err != nil {
+			err := it.Item().Value(func(v []byte) error { return fn(seq, v) })
+			if errors.Is(err, errSkip) {
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			n++

@@ -1,0 +1,101 @@
+package badgerstore
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// A lazy completion is visible to readers as soon as Complete returns,
+// while the committer has not written it yet, and is on disk after Close.
+func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	hold := make(chan struct{})
+	holding := make(chan struct{}, 1)
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour,
+		Announce: func(items []state.Queued) {
+			if string(items[0].Record) == "hold" {
+				holding <- struct{}{}
+				<-hold // keeps the committer busy while lazy completions queue up
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := state.ThreadKey{Page: "p", User: "u"}
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", ""), ev("p", "u", "b", ""), ev("p", "u", "c", "")}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := s.Head(ctx, key, 10)
+	if err != nil || len(head) != 3 {
+		t.Fatalf("head = %v, %v; want 3 items", head, err)
+	}
+	enqueued := make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "other", "hold", "")})
+		enqueued <- err
+	}()
+	<-holding
+
+	for i, q := range head[:2] {
+		th := state.Thread{Owner: state.Owner{Kind: state.OwnerBot}, LastUser: t0.Add(time.Duration(i+1) * time.Minute)}
+		if err := s.Complete(ctx, state.Completion{Thread: key, Seq: q.Seq, State: &th, Lazy: true}); err != nil {
+			t.Fatalf("lazy complete #%d: %v", q.Seq, err)
+		}
+	}
+	got, err := s.Thread(ctx, key)
+	if err != nil || !got.LastUser.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("thread before the commit = %+v, %v; want the last lazy state", got, err)
+	}
+	// Head counts only items still to do: with max 1 it must not come
+	// back empty because the two removed ones came first.
+	rest, err := s.Head(ctx, key, 1)
+	if err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
+		t.Fatalf("head before the commit = %v, %v; want only c", rest, err)
+	}
+
+	close(hold)
+	if err := <-enqueued; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	got, err = s.Thread(ctx, key)
+	if err != nil || !got.LastUser.Equal(t0.Add(2*time.Minute)) {
+		t.Fatalf("thread after reopening = %+v, %v; want the last lazy state", got, err)
+	}
+	rest, err = s.Head(ctx, key, 10)
+	if err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
+		t.Fatalf("head after reopening = %v, %v; want only c", rest, err)
+	}
+}
+
+// Timers are read from disk, so a lazy completion that arms one is waited
+// for: the timer is there when Complete returns.
+func TestLazyCompletionWithTimersIsWaitedFor(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	key := state.ThreadKey{Page: "p", User: "u"}
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "")}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := s.Head(ctx, key, 1)
+	if err != nil || len(head) != 1 {
+		t.Fatalf("head = %v, %v", head, err)
+	}
+	arm := []state.Timer{{Thread: key, Kind: "user_idle", Due: t0.Add(time.Hour)}}
+	if err := s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq, Arm: arm, Lazy: true}); err != nil {
+		t.Fatal(err)
+	}
+	timers, err := s.ThreadTimers(ctx, key)
+	if err != nil || len(timers) != 1 || timers[0].Kind != "user_idle" {
+		t.Fatalf("timers right after Complete = %v, %v; want the armed one", timers, err)
+	}
+}
