@@ -122,9 +122,9 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	a.onStop = append(a.onStop, a.store.Close)
-	a.metrics.RegisterStore(func() (uint64, uint64, uint64) {
+	a.metrics.RegisterStore(func() (uint64, uint64, uint64, uint64) {
 		st := a.store.Stats()
-		return st.Commits, st.Jobs, st.Events
+		return st.Commits, st.Syncs, st.Jobs, st.Events
 	})
 
 	a.graph, err = graph.New(graph.Options{

@@ -166,6 +166,16 @@ func TestBotSilenceWarnsOnceThenHandsOver(t *testing.T) {
 	h.waitText(h.bot, u, "hello???")
 	h.advance(90 * time.Second)
 	h.waitSend(u, "Still thinking...")
+	// The warning comes back as an echo with Baton's app id: once it is
+	// handled, the timeout must still be armed (Baton is not the bot).
+	deadline := time.Now().Add(10 * time.Second)
+	for h.thread(u).LastBot.IsZero() {
+		if time.Now().After(deadline) {
+			t.Fatal("the warning's echo was never handled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	h.waitTimer(u, "bot_silence", timelineStart.Add(2*time.Minute))
 	h.advance(time.Minute)
 	h.waitFor(h.agent, u, "pass after silence", func(e sandbox.Received) bool {
 		return e.Kind == "pass_thread_control" && strings.Contains(e.Text, "timeout:bot_silence")

@@ -461,7 +461,9 @@ func messagingWindow(lastUser, now time.Time) window {
 // inside 7 days, and not at all later (logged, counted, recorded).
 func (d *Dispatcher) sendMessage(ctx context.Context, s *step, rule string, kind policies.ActionKind, msg json.RawMessage) error {
 	page, user := s.ev.PageID, s.ev.UserID
-	req := graph.SendRequest{Recipient: graph.Recipient{ID: user}, Message: msg}
+	// The metadata comes back in the echo: Baton's own messages are then
+	// not taken for the bot answering (which would cancel bot_silence).
+	req := graph.SendRequest{Recipient: graph.Recipient{ID: user}, Message: msg, Metadata: messenger.BatonMetadata(rule)}
 	switch window := messagingWindow(s.thread.LastUser, s.now); {
 	case window == inWindow:
 	case window == feedbackWindow && kind == policies.ActionSendFeedback:

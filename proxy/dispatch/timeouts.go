@@ -145,7 +145,7 @@ func (d *Dispatcher) planTimers(ctx context.Context, s *step, before state.Owner
 			s.timers = append(s.timers, state.Timer{Kind: timerKeepAlive, Due: s.now.Add(controlLapses - keepAliveMargin), Data: data})
 		}
 		switch {
-		case echo && s.ev.AppID == d.opts.AppID:
+		case echo && s.ev.AppID == d.opts.AppID && !messenger.IsBatonMetadata(s.ev.Metadata):
 			s.cancel(policies.TimeoutBotSilence) // the bot answered
 		case userWrote && s.ev.Channel == messenger.Messaging:
 			if t := timeout(policies.TimeoutBotSilence); t != nil && firstArmed(t.Kind).IsZero() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/valyala/fastjson"
@@ -96,7 +97,7 @@ type Event struct {
 	Payload   string // quick-reply or postback payload
 	AppID     string // echo app_id; new owner (pass/take) or requested owner (request)
 	PrevAppID string // previous_owner_app_id of pass/take
-	Metadata  string // handover metadata
+	Metadata  string // handover metadata, or an echo's message.metadata
 
 	// Entry points: a referral event, the referral inside a postback (a
 	// new thread opened from an m.me link or an ad), or an opt-in's ref.
@@ -261,6 +262,7 @@ func eventFrom(v *fastjson.Value, object, page string, entryTime int64, ch Chann
 		case m.GetBool("is_echo"):
 			ev.Kind = KindEcho
 			ev.AppID = idString(m.Get("app_id"))
+			ev.Metadata = str(m.Get("metadata"))
 			ev.UserID = idString(v.Get("recipient", "id"))
 		case m.Exists("quick_reply"):
 			ev.Kind = KindQuickReply
@@ -440,4 +442,22 @@ func intValue(v *fastjson.Value) int64 {
 		return n
 	}
 	return 0
+}
+
+// batonMetadataPrefix marks the messages Baton itself sends (rule texts,
+// timeout warnings, surveys) in message.metadata, which Meta echoes back.
+const batonMetadataPrefix = "baton:"
+
+// BatonMetadata is the message.metadata of a message Baton sends for rule.
+func BatonMetadata(rule string) string {
+	m := batonMetadataPrefix + rule
+	if len(m) > 900 {
+		m = strings.ToValidUTF8(m[:900], "") // inside the Send API's limit; only the prefix matters
+	}
+	return m
+}
+
+// IsBatonMetadata reports whether an echo's metadata says Baton sent it.
+func IsBatonMetadata(metadata string) bool {
+	return strings.HasPrefix(metadata, batonMetadataPrefix)
 }

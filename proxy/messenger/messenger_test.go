@@ -20,7 +20,7 @@ const batch = `{"object":"page","entry":[
   {"sender":{"id":"88"},"recipient":{"id":"104455667788990"},"postback":{"mid":"m_3","title":"Help","referral":{"ref":"support","source":"SHORTLINK","type":"OPEN_THREAD"}}}
  ]},
  {"id":104455667788990,"time":1767225600200,"messaging":[
-  {"sender":{"id":"104455667788990"},"recipient":{"id":"77"},"message":{"is_echo":true,"app_id":263902037430900,"mid":"m_4","text":"Sam here"}},
+  {"sender":{"id":"104455667788990"},"recipient":{"id":"77"},"message":{"is_echo":true,"app_id":263902037430900,"mid":"m_4","text":"Sam here","metadata":"baton:welcome"}},
   {"sender":{"id":"77"},"recipient":{"id":"104455667788990"},"pass_thread_control":{"new_owner_app_id":"555","previous_owner_app_id":263902037430900,"metadata":"done"}},
   {"recipient":{"id":"104455667788990"},"timestamp":1,"app_roles":{"555":["primary_receiver"]}},
   {"recipient":{"id":"104455667788990"},"timestamp":2,"optin":{"ref":"checkout","user_ref":"ur_8f"}},
@@ -66,6 +66,9 @@ func TestParseSplitsAndReadsRoutingFields(t *testing.T) {
 	}
 	if evs[6].ThreadUser() != "ref:ur_8f" || evs[5].ThreadUser() != "" {
 		t.Errorf("thread users: optin %q, app_roles %q", evs[6].ThreadUser(), evs[5].ThreadUser())
+	}
+	if !IsBatonMetadata(evs[3].Metadata) || evs[3].Metadata != BatonMetadata("welcome") {
+		t.Errorf("echo metadata = %q; want Baton's mark", evs[3].Metadata)
 	}
 	if evs[4].PrevAppID != "263902037430900" || evs[4].Metadata != "done" {
 		t.Errorf("pass fields: %+v", evs[4])

@@ -30,19 +30,20 @@ type Metrics struct {
 }
 
 // StoreStats are the store's group-commit counters.
-type StoreStats func() (commits, jobs, events uint64)
+type StoreStats func() (commits, syncs, jobs, events uint64)
 
 // RegisterStore adds counters for the store's group commits.
 func (m *Metrics) RegisterStore(stats StoreStats) {
-	counter := func(name, help string, pick func(c, j, e uint64) uint64) prometheus.Collector {
+	counter := func(name, help string, pick func(c, s, j, e uint64) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
 			return float64(pick(stats()))
 		})
 	}
 	m.Registry.MustRegister(
-		counter("baton_store_commits_total", "Synced group commits.", func(c, _, _ uint64) uint64 { return c }),
-		counter("baton_store_commit_jobs_total", "Enqueues, completions and timer firings committed; divided by commits, how many share one sync.", func(_, j, _ uint64) uint64 { return j }),
-		counter("baton_store_commit_events_total", "Webhook events offered to group commits (duplicates included).", func(_, _, e uint64) uint64 { return e }),
+		counter("baton_store_commits_total", "Group commits.", func(c, _, _, _ uint64) uint64 { return c }),
+		counter("baton_store_syncs_total", "Group commits synced to disk because a webhook or worker waited for them.", func(_, s, _, _ uint64) uint64 { return s }),
+		counter("baton_store_commit_jobs_total", "Enqueues, completions and timer firings committed.", func(_, _, j, _ uint64) uint64 { return j }),
+		counter("baton_store_commit_events_total", "Webhook events offered to group commits (duplicates included).", func(_, _, _, e uint64) uint64 { return e }),
 	)
 }
 

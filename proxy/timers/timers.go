@@ -130,11 +130,18 @@ func (s *Scheduler) run(ctx context.Context) {
 		if wait == 0 {
 			continue
 		}
+		after := s.opts.Clock.After(wait)
+		// A clock that jumped while the wait was worked out (a stalled
+		// machine, a test's fake clock) would end the wait late by the
+		// jump: look again from the new time.
+		if s.opts.Clock.Now().Sub(now) > time.Second {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.wake:
-		case <-s.opts.Clock.After(wait):
+		case <-after:
 		}
 	}
 }

@@ -2,6 +2,7 @@ package badgerstore
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,11 +16,13 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 	ctx := context.Background()
 	hold := make(chan struct{})
 	holding := make(chan struct{}, 1)
+	var held atomic.Bool
 	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour,
-		Announce: func(items []state.Queued) {
-			if string(items[0].Record) == "hold" {
+		beforeCommit: func(int) {
+			if held.Load() {
 				holding <- struct{}{}
 				<-hold // keeps the committer busy while lazy completions queue up
+				held.Store(false)
 			}
 		}})
 	if err != nil {
@@ -34,6 +37,7 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 		t.Fatalf("head = %v, %v; want 3 items", head, err)
 	}
 	enqueued := make(chan error, 1)
+	held.Store(true)
 	go func() {
 		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "other", "hold", "")})
 		enqueued <- err

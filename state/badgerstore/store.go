@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,9 @@ type Options struct {
 	// enqueuer is told. The dispatcher takes them from memory instead of
 	// reading them back; it must not block.
 	Announce func([]state.Queued)
+
+	// beforeCommit, in tests, is called by the committer before each batch.
+	beforeCommit func(jobs int)
 }
 
 // DefaultMemTableSize keeps Badger's memory near 64 MiB: three memtables
@@ -63,12 +67,19 @@ type Store struct {
 	// maxBytes caps a gathered batch well inside one Badger transaction,
 	// so a batch is never split into parts that could commit separately.
 	maxBytes int64
-	stats    struct{ commits, jobs, events atomic.Uint64 }
+	stats    struct{ commits, syncs, jobs, events atomic.Uint64 }
 
 	// unsynced holds what lazy completions have promised but the
 	// committer has not yet written: readers see it before the cache.
 	unsyncedMu sync.Mutex
 	unsynced   map[state.ThreadKey]*unsyncedThread
+
+	// announcing is held by the committer from its first write until it has
+	// announced the batch, and by Head while it reads: a queue read never
+	// sees events the dispatcher has not been told of, which a worker that
+	// just finished would otherwise take for new work, and then get again
+	// in the announcement (delivering them twice).
+	announcing sync.RWMutex
 }
 
 // unsyncedThread is a thread's lazy completions still in the committer's
@@ -82,14 +93,15 @@ type unsyncedThread struct {
 // Stats count the store's group commits, for the metrics endpoint: jobs
 // and events per commit say how well concurrent writes share a sync.
 type Stats struct {
-	Commits uint64 // synced group commits
+	Commits uint64 // group commits (each tryCommit, retries included)
+	Syncs   uint64 // group commits synced because someone waited for them
 	Jobs    uint64 // enqueues, completions and timer firings committed
 	Events  uint64 // webhook events offered for enqueueing
 }
 
 // Stats reports the counters so far.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.stats.commits.Load(), Jobs: s.stats.jobs.Load(), Events: s.stats.events.Load()}
+	return Stats{Commits: s.stats.commits.Load(), Syncs: s.stats.syncs.Load(), Jobs: s.stats.jobs.Load(), Events: s.stats.events.Load()}
 }
 
 var _ state.Store = (*Store)(nil)
@@ -131,7 +143,9 @@ func Open(opts Options) (*Store, error) {
 	// cache, grow past 500 MiB). Values are small, so the value log is
 	// barely used and its files are kept small too.
 	bo := badger.DefaultOptions(opts.Dir).
-		WithSyncWrites(true). // every group commit is fsynced before anyone is told it is done
+		// tryCommit syncs each group commit someone waits for, before telling
+		// them; Badger's own per-write sync would also sync lazy batches.
+		WithSyncWrites(false).
 		WithDetectConflicts(false).
 		WithMemTableSize(opts.MemTableSize).
 		WithNumMemtables(3).
@@ -299,16 +313,17 @@ func (s *Store) unsyncedState(key state.ThreadKey) (state.Thread, bool) {
 	return state.Thread{}, false
 }
 
-// unsyncedRemoved reports whether a pending lazy completion removes the item.
-func (s *Store) unsyncedRemoved(key state.ThreadKey, seq uint64) bool {
+// unsyncedRemoved returns the thread's items that pending lazy
+// completions remove. Taken before a read, it covers every item the read
+// can still see: a completion settles only after its commit.
+func (s *Store) unsyncedRemoved(key state.ThreadKey) map[uint64]struct{} {
 	s.unsyncedMu.Lock()
 	defer s.unsyncedMu.Unlock()
 	u := s.unsynced[key]
-	if u == nil {
-		return false
+	if u == nil || len(u.removed) == 0 {
+		return nil
 	}
-	_, ok := u.removed[seq]
-	return ok
+	return maps.Clone(u.removed)
 }
 
 func (s *Store) commitLoop() {
@@ -342,7 +357,6 @@ func (s *Store) commitLoop() {
 			}
 		}
 		s.commit(batch)
-		s.stats.commits.Add(1)
 		s.stats.jobs.Add(uint64(len(batch)))
 		for _, j := range batch {
 			s.stats.events.Add(uint64(len(j.events)))
@@ -351,14 +365,15 @@ func (s *Store) commitLoop() {
 }
 
 // commit writes a batch of jobs and tells every job the outcome. If the
-// batch fails as a whole, each job is tried again on its own, so one bad
-// job cannot fail the others, and none of them is told it failed when its
-// writes are in fact on disk.
+// batch fails as a whole before any of it is written, each job is tried
+// again on its own, so one bad job cannot fail the others, and none of
+// them is told it failed when its writes are in fact on disk.
 func (s *Store) commit(batch []*job) {
-	err := s.tryCommit(batch)
-	if err != nil && len(batch) > 1 {
+	written, err := s.tryCommit(batch)
+	if err != nil && !written && len(batch) > 1 {
 		for _, j := range batch {
-			s.tell(j, s.tryCommit([]*job{j}))
+			_, err := s.tryCommit([]*job{j})
+			s.tell(j, err)
 		}
 		return
 	}
@@ -381,20 +396,32 @@ func (s *Store) tell(j *job, err error) {
 	}
 }
 
-// tryCommit writes a batch in one synced transaction (more only if it
-// outgrew Badger's limit despite the size cap of the gathering loop).
-func (s *Store) tryCommit(batch []*job) error {
+// tryCommit writes a batch in one transaction (more only if it outgrew
+// Badger's limit despite the size cap of the gathering loop) and syncs it
+// if anyone waits for it. A batch of lazy completions only is not synced:
+// it reaches disk with the next sync, which covers every earlier write.
+// written reports that the batch is in Badger although its sync failed:
+// applying the jobs again would apply them twice. (After a failure in a
+// later transaction of a rotated batch, retrying is safe: the dedup keys
+// drop the events already written.)
+func (s *Store) tryCommit(batch []*job) (written bool, err error) {
+	wait := false
 	for _, j := range batch {
 		if j.fire != nil {
 			j.fire.threads = nil
 		}
+		wait = wait || !j.lazy
 	}
+	if s.opts.beforeCommit != nil {
+		s.opts.beforeCommit(len(batch))
+	}
+	s.announcing.Lock()
+	defer s.announcing.Unlock()
 	seq := s.seq
-	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq}
+	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq, sync: wait}
 	seenInBatch := make(map[string]struct{})
 	var cacheUpdates []state.Thread
 	var appended []state.Queued
-	var err error
 	for _, j := range batch {
 		if err = s.apply(w, j, &seq, seenInBatch, &cacheUpdates, &appended); err != nil {
 			break
@@ -408,23 +435,27 @@ func (s *Store) tryCommit(batch []*job) error {
 	// Part of a failed batch may have been committed by a rotation, so the
 	// counter never goes back: gaps are harmless, reuse would overwrite.
 	s.seq = seq
+	s.stats.commits.Add(1)
+	if wait {
+		s.stats.syncs.Add(1)
+	}
 	if err != nil {
 		err = fmt.Errorf("commit %d jobs: %w", len(batch), err)
-		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Error(err))
+		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Bool("written_not_synced", w.syncFailed), zap.Error(err))
 		// Thread states may have been partly written; forget cached copies
-		// so the next read sees what is really on disk.
+		// so the next read sees what is really in Badger.
 		for _, t := range cacheUpdates {
 			s.cache.Remove(t.Key)
 		}
-	} else {
-		for _, t := range cacheUpdates {
-			s.cache.Add(t.Key, t)
-		}
-		if s.opts.Announce != nil && len(appended) > 0 {
-			s.opts.Announce(appended)
-		}
+		return w.syncFailed, err
 	}
-	return err
+	for _, t := range cacheUpdates {
+		s.cache.Add(t.Key, t)
+	}
+	if s.opts.Announce != nil && len(appended) > 0 {
+		s.opts.Announce(appended)
+	}
+	return true, nil
 }
 
 // jobBytes estimates what a job adds to a transaction, so the gathering
@@ -577,6 +608,11 @@ type writer struct {
 	// start a new one between two related writes rather than between the
 	// halves of one (an event's dedup key without its queue item).
 	size, count int64
+	// sync makes every transaction synced before the next starts: a
+	// memtable rotation between them would leave the earlier one in a
+	// write-ahead log that a final Sync does not cover.
+	sync       bool
+	syncFailed bool // a transaction is in Badger but its sync failed
 }
 
 // room rotates the transaction first if n more bytes might not fit.
@@ -638,7 +674,16 @@ func (w *writer) commit() error {
 		w.txn.Discard()
 		return fmt.Errorf("write sequence: %w", err)
 	}
-	return w.txn.Commit()
+	if err := w.txn.Commit(); err != nil {
+		return err
+	}
+	if w.sync {
+		if err := w.db.Sync(); err != nil {
+			w.syncFailed = true
+			return fmt.Errorf("sync: %w", err)
+		}
+	}
+	return nil
 }
 
 // Thread returns the thread's state from the cache or disk.
@@ -688,11 +733,14 @@ func (s *Store) History(ctx context.Context, key state.ThreadKey) ([]state.Chang
 // Head returns up to max items from the front of the thread's queue.
 func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state.Queued, error) {
 	var out []state.Queued
+	removed := s.unsyncedRemoved(key)
+	s.announcing.RLock()
+	defer s.announcing.RUnlock()
 	err := s.scan(spaceQueue, key, max, func(seq uint64, v []byte) error {
 		if len(v) < 8 {
 			return fmt.Errorf("queue item #%d too short", seq)
 		}
-		if s.unsyncedRemoved(key, seq) {
+		if _, ok := removed[seq]; ok {
 			return errSkip
 		}
 		out = append(out, state.Queued{
