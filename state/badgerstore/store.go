@@ -33,6 +33,10 @@ type Options struct {
 	DedupWindow time.Duration // how long a delivery is remembered; default 48h
 	CacheSize   int           // thread states kept in memory; default 100,000
 	MaxBatch    int           // most events in one group commit; default 512
+	// CommitWindow is how long the committer waits for more jobs when two
+	// or more callers are already waiting on a batch (default 100µs;
+	// negative: never): under load one sync then serves more requests.
+	CommitWindow time.Duration
 	// MemTableSize is Badger's memtable size in bytes (default
 	// DefaultMemTableSize); the block and index caches are sized from it.
 	// Below 8 MiB Badger refuses its default 1 MiB value threshold.
@@ -67,6 +71,7 @@ type Store struct {
 	// maxBytes caps a gathered batch well inside one Badger transaction,
 	// so a batch is never split into parts that could commit separately.
 	maxBytes int64
+	window   *time.Timer // the commit window; only the committer uses it
 	stats    struct{ commits, syncs, jobs, events atomic.Uint64 }
 
 	// unsynced holds what lazy completions have promised but the
@@ -129,6 +134,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 512
+	}
+	if opts.CommitWindow == 0 {
+		opts.CommitWindow = 100 * time.Microsecond
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -343,17 +351,43 @@ func (s *Store) commitLoop() {
 				}
 			}
 		}
-		batch := []*job{first}
-		n, size := len(first.events)+1, jobBytes(first)
+		var batch []*job
+		var n, waiting int
+		var size int64
+		add := func(j *job) {
+			batch = append(batch, j)
+			n += len(j.events) + 1
+			size += jobBytes(j)
+			if !j.lazy {
+				waiting++
+			}
+		}
+		add(first)
+		lingered := false
 	gather:
 		for n < s.opts.MaxBatch && size < s.maxBytes {
 			select {
 			case j := <-s.jobs:
-				batch = append(batch, j)
-				n += len(j.events) + 1
-				size += jobBytes(j)
+				add(j)
 			default:
-				break gather
+				// Under concurrent load (two or more callers waiting
+				// already), a short wait gathers more of them into this
+				// sync; with a single caller it would only add latency.
+				if waiting < 2 || lingered || s.opts.CommitWindow <= 0 {
+					break gather
+				}
+				lingered = true
+				if s.window == nil {
+					s.window = time.NewTimer(s.opts.CommitWindow)
+				} else {
+					s.window.Reset(s.opts.CommitWindow)
+				}
+				select {
+				case j := <-s.jobs:
+					add(j) // and take what else is there, without waiting again
+					s.window.Stop()
+				case <-s.window.C:
+				}
 			}
 		}
 		s.commit(batch)
