@@ -219,11 +219,15 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		fmt.Fprintf(w, "| %s | %s | %s |\n", targetNames[target], sum, result)
 	}
 
-	fmt.Fprintf(w, "\n## Memory and restart (Baton, cache_size 100000)\n\n")
-	fmt.Fprintf(w, "- RSS with %d active threads: %s; with %d stored threads: %s; peak over the run: %s\n",
-		o.Active, mib(rs.ActiveRSS), rs.Stored, mib(rs.StoredRSS), mib(rs.PeakRSS))
+	limit := os.Getenv("GOMEMLIMIT")
+	if limit == "" {
+		limit = BatonMemoryLimit
+	}
+	fmt.Fprintf(w, "\n## Memory and restart (Baton, cache_size 100000, GOMEMLIMIT=%s)\n\n", limit)
+	fmt.Fprintf(w, "- %d threads stored (%d imported before start): RSS at start %s; with %d active threads %s; peak over the run %s\n",
+		rs.Stored, rs.Stored-o.Active, mib(rs.StoredRSS), o.Active, mib(rs.ActiveRSS), mib(rs.PeakRSS))
 	drainRate := float64(rs.Queued) / rs.Drain.Seconds()
-	fmt.Fprintf(w, "- restart on %d stored threads and %d queued events: first webhook acknowledged %s after start; backlog delivered %s after start (%s events/s; live rate while loading: %s events/s)\n",
+	fmt.Fprintf(w, "- restart on %d stored threads and %d queued events: first webhook acknowledged %s after start; backlog delivered %s after start (%s events/s; live rate of the active threads: %s events/s)\n",
 		rs.Stored, rs.Queued, rs.Answer.Round(time.Millisecond), rs.Drain.Round(time.Millisecond), kilo(drainRate), kilo(rs.LiveRate))
 	result := "ok: none lost, none out of order"
 	if !rs.Check.OK() {

@@ -1,8 +1,11 @@
 package bench
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/state/badgerstore"
 	"io"
 	"net"
 	"os"
@@ -66,10 +69,10 @@ func (o *Options) defaults() {
 		o.Active = 100_000
 	}
 	if o.Stored < o.Active {
-		o.Stored = max(200_000, o.Active)
+		o.Stored = max(1_000_000, o.Active)
 	}
 	if o.Queued <= 0 {
-		o.Queued = 50_000
+		o.Queued = 100_000
 	}
 	o.Queued = min(o.Queued, o.Stored)
 	if o.Progress == nil {
@@ -336,6 +339,12 @@ func runRestart(o Options) (restartResult, error) {
 		return res, err
 	}
 	t := newTraffic()
+	// Live traffic would take far longer than the run to store a million
+	// threads: the ones beyond the active users are imported before start.
+	fmt.Fprintf(o.Progress, "  %d stored threads imported\n", o.Stored-o.Active)
+	if err := importThreads(filepath.Join(dir, "data"), o.Active, o.Stored, t.Base); err != nil {
+		return res, err
+	}
 	bot, srv, err := startTarget(o, dir, TargetBaton, t)
 	if err != nil {
 		return res, err
@@ -345,22 +354,18 @@ func runRestart(o Options) (restartResult, error) {
 	bc := newBotClient(bot.addr)
 	probe := o.Stored // one more user, for the probes after the restart
 	g := newGenerator(t, srv.addr, o.Stored+1)
+	res.StoredRSS, _ = srv.memory()
 
 	fmt.Fprintf(o.Progress, "  %d active threads\n", o.Active)
-	if err := g.eachOnce(64, 0, o.Active); err != nil {
-		return res, err
-	}
-	res.ActiveRSS, _ = srv.memory()
-	fmt.Fprintf(o.Progress, "  up to %d stored threads\n", o.Stored)
 	t0 := time.Now()
-	if err := g.eachOnce(64, o.Active, o.Stored); err != nil {
+	if err := g.eachOnce(64, 0, o.Active); err != nil {
 		return res, err
 	}
 	if _, err := bc.waitCount(g.totalAcked(), 30*time.Second); err != nil {
 		return res, err
 	}
-	res.LiveRate = float64(o.Stored-o.Active) / time.Since(t0).Seconds()
-	res.StoredRSS, _ = srv.memory()
+	res.LiveRate = float64(o.Active) / time.Since(t0).Seconds()
+	res.ActiveRSS, _ = srv.memory()
 
 	fmt.Fprintf(o.Progress, "  %d events queued while the bot refuses them\n", o.Queued)
 	if err := bc.setFailing(true); err != nil {
@@ -402,4 +407,31 @@ func runRestart(o Options) (restartResult, error) {
 	}
 	res.Check = verify(recs, g.acked)
 	return res, nil
+}
+
+// importThreads stores the threads of users [from, to) as Baton would have
+// left them: owned by the bot since a user message a day ago.
+func importThreads(dataDir string, from, to int, base int64) error {
+	store, err := badgerstore.Open(badgerstore.Options{Dir: dataDir})
+	if err != nil {
+		return err
+	}
+	at := time.UnixMilli(base).Add(-24 * time.Hour)
+	const chunk = 50_000
+	threads := make([]state.Thread, 0, chunk)
+	for u := from; u < to && err == nil; u += chunk {
+		threads = threads[:0]
+		for v := u; v < min(u+chunk, to); v++ {
+			threads = append(threads, state.Thread{Key: state.ThreadKey{Page: benchPage, User: UserID(v)},
+				Owner: state.Owner{Kind: state.OwnerBot}, Since: at, LastUser: at, LastBot: at})
+		}
+		err = store.ImportThreads(context.Background(), threads)
+	}
+	if cerr := store.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("import stored threads: %w", err)
+	}
+	return nil
 }

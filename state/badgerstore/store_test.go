@@ -204,3 +204,28 @@ func TestFailingJobDoesNotFailItsBatch(t *testing.T) {
 		t.Errorf("%d of 6 events queued", len(q))
 	}
 }
+
+func TestImportThreadsSurvivesReopening(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := open(t, dir)
+	var threads []state.Thread
+	for i := 0; i < 5000; i++ {
+		threads = append(threads, state.Thread{Key: state.ThreadKey{Page: "p", User: fmt.Sprint(i)},
+			Owner: state.Owner{Kind: state.OwnerApp, AppID: "42"}, LastUser: t0.Add(time.Duration(i) * time.Second)})
+	}
+	if err := s.ImportThreads(ctx, threads); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	for _, i := range []int{0, 2500, 4999} {
+		got, err := s.Thread(ctx, state.ThreadKey{Page: "p", User: fmt.Sprint(i)})
+		if err != nil || got.Owner.AppID != "42" || !got.LastUser.Equal(t0.Add(time.Duration(i)*time.Second)) {
+			t.Fatalf("thread %d after reopening = %+v, %v", i, got, err)
+		}
+	}
+}
