@@ -60,7 +60,7 @@ const DefaultMemTableSize = 16 << 20
 // Store is a state.Store on Badger. Safe for concurrent use.
 type Store struct {
 	db     *badger.DB
-	cache  *lru.Cache[state.ThreadKey, state.Thread]
+	cache  *lru.Cache[state.ThreadKey, cachedThread]
 	opts   Options
 	log    *zap.Logger
 	jobs   chan *job
@@ -167,7 +167,7 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	cache, err := lru.New[state.ThreadKey, state.Thread](opts.CacheSize)
+	cache, err := lru.New[state.ThreadKey, cachedThread](opts.CacheSize)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("thread cache: %w", err)
@@ -213,6 +213,9 @@ func (s *Store) Close() error {
 	close(s.quit)
 	<-s.done
 	<-s.gcDone
+	if err := s.flushActivity(); err != nil {
+		s.log.Error("activity times not written at close", zap.Error(err))
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("close badger: %w", err)
 	}
@@ -455,11 +458,9 @@ func (s *Store) tryCommit(batch []*job) (written bool, err error) {
 	defer s.announcing.Unlock()
 	seq := s.seq
 	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq, sync: wait}
-	seenInBatch := make(map[string]struct{})
-	var cacheUpdates []state.Thread
-	var appended []state.Queued
+	b := &batchState{seen: map[string]struct{}{}, threads: map[state.ThreadKey]cachedThread{}}
 	for _, j := range batch {
-		if err = s.apply(w, j, &seq, seenInBatch, &cacheUpdates, &appended); err != nil {
+		if err = s.apply(w, j, &seq, b); err != nil {
 			break
 		}
 	}
@@ -480,16 +481,16 @@ func (s *Store) tryCommit(batch []*job) (written bool, err error) {
 		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Bool("written_not_synced", w.syncFailed), zap.Error(err))
 		// Thread states may have been partly written; forget cached copies
 		// so the next read sees what is really in Badger.
-		for _, t := range cacheUpdates {
-			s.cache.Remove(t.Key)
+		for key := range b.threads {
+			s.cache.Remove(key)
 		}
 		return w.syncFailed, err
 	}
-	for _, t := range cacheUpdates {
-		s.cache.Add(t.Key, t)
+	for key, t := range b.threads {
+		s.cache.Add(key, t)
 	}
-	if s.opts.Announce != nil && len(appended) > 0 {
-		s.opts.Announce(appended)
+	if s.opts.Announce != nil && len(b.appended) > 0 {
+		s.opts.Announce(b.appended)
 	}
 	return true, nil
 }
@@ -513,9 +514,16 @@ func jobBytes(j *job) int64 {
 	return n
 }
 
-func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, cacheUpdates *[]state.Thread, appended *[]state.Queued) error {
+// batchState is what a group commit gathers besides the writes.
+type batchState struct {
+	seen     map[string]struct{}              // dedup keys of the batch
+	threads  map[state.ThreadKey]cachedThread // thread states for the cache once committed
+	appended []state.Queued                   // to announce once committed
+}
+
+func (s *Store) apply(w *writer, j *job, seq *uint64, b *batchState) error {
 	if c := j.completion; c != nil {
-		return s.applyCompletion(w, c, seq, cacheUpdates)
+		return s.applyCompletion(w, c, seq, b)
 	}
 	if j.fire != nil {
 		return s.applyFire(w, j.fire, seq)
@@ -529,7 +537,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 		}
 		if ev.DedupKey != nil {
 			dk := dedupKey(ev.DedupKey)
-			if _, ok := seen[string(dk)]; ok {
+			if _, ok := b.seen[string(dk)]; ok {
 				j.results[i] = state.Duplicate
 				continue
 			}
@@ -541,7 +549,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 				j.results[i] = state.Duplicate
 				continue
 			}
-			seen[string(dk)] = struct{}{}
+			b.seen[string(dk)] = struct{}{}
 			// The Badger TTL only reclaims space; the window itself is
 			// decided by the stored time against the injected clock.
 			if err := w.set(dk, stamp[:], s.opts.DedupWindow+time.Hour); err != nil {
@@ -555,7 +563,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, seen map[string]struct{}, 
 			return err
 		}
 		j.results[i] = state.Accepted
-		*appended = append(*appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: enqueued, Record: ev.Record, Decoded: ev.Decoded})
+		b.appended = append(b.appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: enqueued, Record: ev.Record, Decoded: ev.Decoded})
 	}
 	return nil
 }
@@ -580,7 +588,7 @@ func (s *Store) seenRecently(txn *badger.Txn, dk []byte, now time.Time) (bool, e
 	return now.Sub(time.Unix(0, at)) < s.opts.DedupWindow, nil
 }
 
-func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, cacheUpdates *[]state.Thread) error {
+func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, batch *batchState) error {
 	if err := w.room(jobBytes(&job{completion: c})); err != nil {
 		return err
 	}
@@ -608,14 +616,22 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, cac
 	if c.State != nil {
 		t := *c.State
 		t.Key = c.Thread
-		b, err := json.Marshal(t)
-		if err != nil {
-			return fmt.Errorf("encode thread %s: %w", c.Thread, err)
+		prev, ok := batch.threads[c.Thread]
+		if !ok {
+			prev, ok = s.cache.Peek(c.Thread)
 		}
-		if err := w.set(threadPrefix(spaceThread, c.Thread), b, 0); err != nil {
-			return err
+		if ok && !needsWrite(prev, &t) {
+			batch.threads[c.Thread] = cachedThread{Thread: t, written: prev.written}
+		} else {
+			b, err := json.Marshal(t)
+			if err != nil {
+				return fmt.Errorf("encode thread %s: %w", c.Thread, err)
+			}
+			if err := w.set(threadPrefix(spaceThread, c.Thread), b, 0); err != nil {
+				return err
+			}
+			batch.threads[c.Thread] = stored(t)
 		}
-		*cacheUpdates = append(*cacheUpdates, t)
 	}
 	if err := s.applyTimers(w, c); err != nil {
 		return err
@@ -727,8 +743,8 @@ func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, 
 	if t, ok := s.unsyncedState(key); ok {
 		return t, nil
 	}
-	if t, ok := s.cache.Get(key); ok {
-		return t, nil
+	if ct, ok := s.cache.Get(key); ok {
+		return ct.Thread, nil
 	}
 	t := state.Thread{Key: key}
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -745,7 +761,7 @@ func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, 
 		return state.Thread{}, fmt.Errorf("read thread %s: %w", key, err)
 	}
 	t.Key = key
-	s.cache.Add(key, t)
+	s.cache.Add(key, stored(t))
 	return t, nil
 }
 

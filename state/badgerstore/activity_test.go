@@ -1,0 +1,74 @@
+package badgerstore
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// onDisk reads the thread as stored, bypassing the cache.
+func onDisk(t *testing.T, s *Store, key state.ThreadKey) state.Thread {
+	t.Helper()
+	var th state.Thread
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(threadPrefix(spaceThread, key))
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &th) })
+	})
+	if err != nil {
+		t.Fatalf("read %s from disk: %v", key, err)
+	}
+	return th
+}
+
+func TestActivityTimesAreWrittenLazilyWithinTheLag(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := open(t, dir)
+	key := state.ThreadKey{Page: "p", User: "u"}
+	complete := func(th state.Thread) {
+		t.Helper()
+		if err := s.Complete(ctx, state.Completion{Thread: key, State: &th}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bot := state.Owner{Kind: state.OwnerBot}
+	complete(state.Thread{Owner: bot, LastUser: t0})
+	complete(state.Thread{Owner: bot, LastUser: t0.Add(10 * time.Second)})
+	if got := onDisk(t, s, key).LastUser; !got.Equal(t0) {
+		t.Fatalf("activity within the lag was written: disk has %s", got)
+	}
+	if got, _ := s.Thread(ctx, key); !got.LastUser.Equal(t0.Add(10 * time.Second)) {
+		t.Fatalf("Thread = %s; want the latest activity", got.LastUser)
+	}
+
+	// Past the lag since the last write: written.
+	complete(state.Thread{Owner: bot, LastUser: t0.Add(ActivityLag + time.Second)})
+	if got := onDisk(t, s, key).LastUser; !got.Equal(t0.Add(ActivityLag + time.Second)) {
+		t.Fatalf("activity past the lag not written: disk has %s", got)
+	}
+	// Anything else changing is written at once, activity with it.
+	app := state.Owner{Kind: state.OwnerApp, AppID: "42"}
+	complete(state.Thread{Owner: app, LastUser: t0.Add(ActivityLag + 5*time.Second)})
+	if got := onDisk(t, s, key); got.Owner != app || !got.LastUser.Equal(t0.Add(ActivityLag+5*time.Second)) {
+		t.Fatalf("owner change not written: disk has %+v", got)
+	}
+
+	// A clean close writes what trails.
+	complete(state.Thread{Owner: app, LastUser: t0.Add(ActivityLag + 9*time.Second)})
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if got := onDisk(t, s, key).LastUser; !got.Equal(t0.Add(ActivityLag + 9*time.Second)) {
+		t.Fatalf("after a clean close disk has %s; want the latest activity", got)
+	}
+}
