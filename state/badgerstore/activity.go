@@ -17,30 +17,82 @@ import (
 // their own) notices.
 const ActivityLag = time.Minute
 
-// cachedThread is a thread in the LRU, with the activity times its stored
-// copy has: the two differ in nothing else.
+// cachedThread is a thread in the LRU, kept compact (the cache holds
+// cache_size of them, 100,000 by default: half the size of a state.Thread
+// and no second copy of the key), with the activity times its stored copy
+// has: the two differ in nothing else.
 type cachedThread struct {
-	state.Thread
-	written activity
+	owner          state.Owner
+	reason         state.Reason
+	since          int64
+	now, written   activity
+	handled        uint64
+	handledForward bool
+	lists          *threadLists // nil while the thread has no tags, recent messages or feedback
+}
+
+type threadLists struct {
+	tags, recent []string
+	feedback     []state.Feedback
 }
 
 type activity [3]int64 // LastUser, LastBot, LastOther in Unix nanoseconds
 
 func activityOf(t *state.Thread) activity {
-	return activity{t.LastUser.UnixNano(), t.LastBot.UnixNano(), t.LastOther.UnixNano()}
+	return activity{unixNano(t.LastUser), unixNano(t.LastBot), unixNano(t.LastOther)}
 }
 
-// stored is a thread as read from disk.
-func stored(t state.Thread) cachedThread { return cachedThread{Thread: t, written: activityOf(&t)} }
+// unixNano is 0 for the zero time, whose UnixNano is not defined.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+// compact is t for the cache, with the activity times on disk.
+func compact(t *state.Thread, written activity) cachedThread {
+	c := cachedThread{owner: t.Owner, reason: t.Reason, since: unixNano(t.Since), now: activityOf(t), written: written,
+		handled: t.Handled, handledForward: t.HandledForward}
+	if len(t.Tags) > 0 || len(t.Recent) > 0 || len(t.Feedback) > 0 {
+		c.lists = &threadLists{tags: t.Tags, recent: t.Recent, feedback: t.Feedback}
+	}
+	return c
+}
+
+// stored is a thread as read from (or just written to) disk.
+func stored(t *state.Thread) cachedThread { return compact(t, activityOf(t)) }
+
+// thread expands the cached copy again.
+func (c *cachedThread) thread(key state.ThreadKey) state.Thread {
+	t := state.Thread{Key: key, Owner: c.owner, Reason: c.reason, Since: fromUnixNano(c.since),
+		LastUser: fromUnixNano(c.now[0]), LastBot: fromUnixNano(c.now[1]), LastOther: fromUnixNano(c.now[2]),
+		Handled: c.handled, HandledForward: c.handledForward}
+	if l := c.lists; l != nil {
+		t.Tags, t.Recent, t.Feedback = l.tags, l.recent, l.feedback
+	}
+	return t
+}
 
 // needsWrite reports whether t must be written, given the cached copy of
 // the same thread: it differs in more than activity times, or those moved
 // past ActivityLag since they were last written.
-func needsWrite(prev cachedThread, t *state.Thread) bool {
-	p := &prev.Thread
-	if p.Owner != t.Owner || !p.Since.Equal(t.Since) || p.Reason != t.Reason ||
-		p.Handled != t.Handled || p.HandledForward != t.HandledForward ||
-		!slices.Equal(p.Tags, t.Tags) || !slices.Equal(p.Recent, t.Recent) || !slices.EqualFunc(p.Feedback, t.Feedback, sameFeedback) {
+func needsWrite(prev *cachedThread, t *state.Thread) bool {
+	var tags, recent []string
+	var feedback []state.Feedback
+	if l := prev.lists; l != nil {
+		tags, recent, feedback = l.tags, l.recent, l.feedback
+	}
+	if prev.owner != t.Owner || prev.since != unixNano(t.Since) || prev.reason != t.Reason ||
+		prev.handled != t.Handled || prev.handledForward != t.HandledForward ||
+		!slices.Equal(tags, t.Tags) || !slices.Equal(recent, t.Recent) || !slices.EqualFunc(feedback, t.Feedback, sameFeedback) {
 		return true
 	}
 	now := activityOf(t)
@@ -65,10 +117,10 @@ func (s *Store) flushActivity() error {
 	n := 0
 	for _, key := range s.cache.Keys() {
 		ct, ok := s.cache.Peek(key)
-		if !ok || activityOf(&ct.Thread) == ct.written {
+		if !ok || ct.now == ct.written {
 			continue
 		}
-		b, err := json.Marshal(ct.Thread)
+		b, err := json.Marshal(ct.thread(key))
 		if err != nil {
 			return fmt.Errorf("encode thread %s: %w", key, err)
 		}

@@ -72,3 +72,24 @@ func TestActivityTimesAreWrittenLazilyWithinTheLag(t *testing.T) {
 		t.Fatalf("after a clean close disk has %s; want the latest activity", got)
 	}
 }
+
+func TestCachedThreadKeepsEveryField(t *testing.T) {
+	key := state.ThreadKey{Page: "p", User: "u"}
+	full := state.Thread{Key: key, Owner: state.Owner{Kind: state.OwnerApp, AppID: "42"}, Since: t0,
+		Reason:   state.Reason{Rule: "r", EventID: "m_1", Actor: "baton", Note: "n"},
+		LastUser: t0.Add(time.Second), LastOther: t0.Add(2 * time.Second), // LastBot stays zero
+		Tags: []string{"vip"}, Recent: []string{"hi"}, Feedback: []state.Feedback{{At: t0, Type: "csat", Score: "5"}},
+		Handled: 7, HandledForward: true}
+	for _, th := range []state.Thread{full, {Key: key}} {
+		c := stored(&th)
+		got := c.thread(key)
+		a, _ := json.Marshal(got)
+		b, _ := json.Marshal(th)
+		if string(a) != string(b) || got.Key != key {
+			t.Errorf("cached thread came back as\n%s\nwant\n%s", a, b)
+		}
+		if needsWrite(&c, &th) {
+			t.Errorf("an unchanged thread needs a write: %+v", th)
+		}
+	}
+}

@@ -620,8 +620,8 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, bat
 		if !ok {
 			prev, ok = s.cache.Peek(c.Thread)
 		}
-		if ok && !needsWrite(prev, &t) {
-			batch.threads[c.Thread] = cachedThread{Thread: t, written: prev.written}
+		if ok && !needsWrite(&prev, &t) {
+			batch.threads[c.Thread] = compact(&t, prev.written)
 		} else {
 			b, err := json.Marshal(t)
 			if err != nil {
@@ -630,7 +630,7 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, bat
 			if err := w.set(threadPrefix(spaceThread, c.Thread), b, 0); err != nil {
 				return err
 			}
-			batch.threads[c.Thread] = stored(t)
+			batch.threads[c.Thread] = stored(&t)
 		}
 	}
 	if err := s.applyTimers(w, c); err != nil {
@@ -744,7 +744,7 @@ func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, 
 		return t, nil
 	}
 	if ct, ok := s.cache.Get(key); ok {
-		return ct.Thread, nil
+		return ct.thread(key), nil
 	}
 	t := state.Thread{Key: key}
 	err := s.db.View(func(txn *badger.Txn) error {
@@ -761,7 +761,7 @@ func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, 
 		return state.Thread{}, fmt.Errorf("read thread %s: %w", key, err)
 	}
 	t.Key = key
-	s.cache.Add(key, stored(t))
+	s.cache.Add(key, stored(&t))
 	return t, nil
 }
 
