@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -53,25 +54,37 @@ func (h *harness) waitClockWaiter() {
 	}
 }
 
-// waitTimer waits until Baton has armed kind on user's thread due at due.
-func (h *harness) waitTimer(user, kind string, due time.Time) {
+// until polls cond every millisecond for up to 10 seconds and fails the
+// test with what() if it never holds.
+func (h *harness) until(cond func() bool, what func() string) {
 	h.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		timers, err := h.baton.Store().ThreadTimers(context.Background(), state.ThreadKey{Page: page, User: user})
-		if err != nil {
-			h.t.Fatal(err)
-		}
-		for _, tm := range timers {
-			if tm.Kind == kind && tm.Due.Equal(due) {
-				return
-			}
-		}
+	for !cond() {
 		if time.Now().After(deadline) {
-			h.t.Fatalf("timer %s due %s never armed; armed: %+v", kind, due, timers)
+			h.t.Fatal(what())
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// threadTimers reads the user's armed timers.
+func (h *harness) threadTimers(user string) []state.Timer {
+	h.t.Helper()
+	timers, err := h.baton.Store().ThreadTimers(context.Background(), state.ThreadKey{Page: page, User: user})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return timers
+}
+
+// waitTimer waits until Baton has armed kind on user's thread due at due.
+func (h *harness) waitTimer(user, kind string, due time.Time) {
+	h.t.Helper()
+	var timers []state.Timer
+	h.until(func() bool {
+		timers = h.threadTimers(user)
+		return slices.ContainsFunc(timers, func(tm state.Timer) bool { return tm.Kind == kind && tm.Due.Equal(due) })
+	}, func() string { return fmt.Sprintf("timer %s due %s never armed; armed: %+v", kind, due, timers) })
 }
 
 func (h *harness) handOver(u string) {
@@ -168,13 +181,8 @@ func TestBotSilenceWarnsOnceThenHandsOver(t *testing.T) {
 	h.waitSend(u, "Still thinking...")
 	// The warning comes back as an echo with Baton's app id: once it is
 	// handled, the timeout must still be armed (Baton is not the bot).
-	deadline := time.Now().Add(10 * time.Second)
-	for h.thread(u).LastBot.IsZero() {
-		if time.Now().After(deadline) {
-			t.Fatal("the warning's echo was never handled")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	h.until(func() bool { return !h.thread(u).LastBot.IsZero() },
+		func() string { return "the warning's echo was never handled" })
 	h.waitTimer(u, "bot_silence", timelineStart.Add(2*time.Minute))
 	h.advance(time.Minute)
 	h.waitFor(h.agent, u, "pass after silence", func(e sandbox.Received) bool {
@@ -209,21 +217,11 @@ func TestTimerSurvivesRestartAndFiresIfDueWhileDown(t *testing.T) {
 // waitNoTimer waits until kind is no longer armed on user's thread.
 func (h *harness) waitNoTimer(user, kind string) {
 	h.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		timers, _ := h.baton.Store().ThreadTimers(context.Background(), state.ThreadKey{Page: page, User: user})
-		found := false
-		for _, tm := range timers {
-			found = found || tm.Kind == kind
-		}
-		if !found {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("timer %s still armed: %+v", kind, timers)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	var timers []state.Timer
+	h.until(func() bool {
+		timers = h.threadTimers(user)
+		return !slices.ContainsFunc(timers, func(tm state.Timer) bool { return tm.Kind == kind })
+	}, func() string { return fmt.Sprintf("timer %s still armed: %+v", kind, timers) })
 }
 
 const surveyPolicy = `  - name: survey

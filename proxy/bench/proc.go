@@ -92,9 +92,17 @@ func startChild(dir, kind, bot string, base int64) (*proc, error) {
 }
 
 // startBaton runs `self serve --config cfg` and waits until it answers.
-// BatonMemoryLimit is the GOMEMLIMIT Baton runs with in the benchmark
+// defaultMemoryLimit is the GOMEMLIMIT Baton runs with in the benchmark
 // unless the environment sets one.
-const BatonMemoryLimit = "128MiB"
+const defaultMemoryLimit = "128MiB"
+
+// batonMemoryLimit is the GOMEMLIMIT Baton runs with.
+func batonMemoryLimit() string {
+	if l := os.Getenv("GOMEMLIMIT"); l != "" {
+		return l
+	}
+	return defaultMemoryLimit
+}
 
 func startBaton(dir, cfg, addr string) (*proc, error) {
 	self, err := os.Executable()
@@ -109,12 +117,9 @@ func startBaton(dir, cfg, addr string) (*proc, error) {
 	defer logf.Close()
 	p.cmd = exec.Command(self, "serve", "--config", cfg)
 	p.cmd.Stderr, p.cmd.Stdout = logf, logf
-	p.cmd.Env = os.Environ()
-	if os.Getenv("GOMEMLIMIT") == "" {
-		// As the README advises: a soft limit makes the garbage collector
-		// work harder near it, rather than let the heap double.
-		p.cmd.Env = append(p.cmd.Env, "GOMEMLIMIT="+BatonMemoryLimit)
-	}
+	// As the README advises: a soft limit makes the garbage collector work
+	// harder near it, rather than let the heap double.
+	p.cmd.Env = append(os.Environ(), "GOMEMLIMIT="+batonMemoryLimit())
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start baton: %w", err)
 	}

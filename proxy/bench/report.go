@@ -219,11 +219,7 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		fmt.Fprintf(w, "| %s | %s | %s |\n", targetNames[target], sum, result)
 	}
 
-	limit := os.Getenv("GOMEMLIMIT")
-	if limit == "" {
-		limit = BatonMemoryLimit
-	}
-	fmt.Fprintf(w, "\n## Memory and restart (Baton, cache_size 100000, GOMEMLIMIT=%s)\n\n", limit)
+	fmt.Fprintf(w, "\n## Memory and restart (Baton, cache_size 100000, GOMEMLIMIT=%s)\n\n", batonMemoryLimit())
 	fmt.Fprintf(w, "- %d threads stored (%d imported before start): RSS at start %s; with %d active threads %s; peak over the run %s\n",
 		rs.Stored, rs.Stored-o.Active, mib(rs.StoredRSS), o.Active, mib(rs.ActiveRSS), mib(rs.PeakRSS))
 	drainRate := float64(rs.Queued) / rs.Drain.Seconds()

@@ -1,8 +1,6 @@
 package badgerstore
 
 import (
-	"encoding/json"
-	"fmt"
 	"slices"
 	"time"
 
@@ -112,28 +110,14 @@ func sameFeedback(a, b state.Feedback) bool {
 // trail, so a clean shutdown loses none of them. Called after the
 // committer stopped.
 func (s *Store) flushActivity() error {
-	wb := s.db.NewWriteBatch()
-	defer wb.Cancel()
-	n := 0
+	var trailing []state.Thread
 	for _, key := range s.cache.Keys() {
-		ct, ok := s.cache.Peek(key)
-		if !ok || ct.now == ct.written {
-			continue
+		if ct, ok := s.cache.Peek(key); ok && ct.now != ct.written {
+			trailing = append(trailing, ct.thread(key))
 		}
-		b, err := json.Marshal(ct.thread(key))
-		if err != nil {
-			return fmt.Errorf("encode thread %s: %w", key, err)
-		}
-		if err := wb.Set(threadPrefix(spaceThread, key), b); err != nil {
-			return fmt.Errorf("write thread %s: %w", key, err)
-		}
-		n++
 	}
-	if n == 0 {
+	if len(trailing) == 0 {
 		return nil
 	}
-	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("write %d threads' activity: %w", n, err)
-	}
-	return s.db.Sync()
+	return s.writeThreads(trailing)
 }

@@ -401,9 +401,7 @@ func (s *Store) commitLoop() {
 		}
 		s.commit(batch)
 		s.stats.jobs.Add(uint64(len(batch)))
-		for _, j := range batch {
-			s.stats.events.Add(uint64(len(j.events)))
-		}
+		s.stats.events.Add(uint64(n - len(batch))) // n counts each job once besides its events
 	}
 }
 
@@ -627,9 +625,9 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, bat
 		if ok && !needsWrite(&prev, &t) {
 			batch.threads[c.Thread] = compact(&t, prev.written)
 		} else {
-			b, err := json.Marshal(t)
+			b, err := encodeThread(t)
 			if err != nil {
-				return fmt.Errorf("encode thread %s: %w", c.Thread, err)
+				return err
 			}
 			if err := w.set(threadPrefix(spaceThread, c.Thread), b, 0); err != nil {
 				return err
@@ -915,26 +913,46 @@ func (l badgerLogger) Debugf(f string, a ...any)   { l.s.Debugf(f, a...) }
 // benchmark's stored threads, and syncs them. It bypasses the committer:
 // call it only while no worker handles these threads (before serving).
 func (s *Store) ImportThreads(ctx context.Context, threads []state.Thread) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, t := range threads {
+		s.cache.Remove(t.Key)
+	}
+	if err := s.writeThreads(threads); err != nil {
+		return fmt.Errorf("import threads: %w", err)
+	}
+	return nil
+}
+
+// writeThreads writes thread states outside the committer, in one Badger
+// write batch, and syncs them.
+func (s *Store) writeThreads(threads []state.Thread) error {
 	wb := s.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, t := range threads {
-		if err := ctx.Err(); err != nil {
+		b, err := encodeThread(t)
+		if err != nil {
 			return err
 		}
-		b, err := json.Marshal(t)
-		if err != nil {
-			return fmt.Errorf("encode thread %s: %w", t.Key, err)
-		}
 		if err := wb.Set(threadPrefix(spaceThread, t.Key), b); err != nil {
-			return fmt.Errorf("import thread %s: %w", t.Key, err)
+			return fmt.Errorf("write thread %s: %w", t.Key, err)
 		}
-		s.cache.Remove(t.Key)
 	}
 	if err := wb.Flush(); err != nil {
-		return fmt.Errorf("import threads: %w", err)
+		return fmt.Errorf("write %d threads: %w", len(threads), err)
 	}
 	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("sync imported threads: %w", err)
+		return fmt.Errorf("sync %d threads: %w", len(threads), err)
 	}
 	return nil
+}
+
+// encodeThread is a thread state as stored.
+func encodeThread(t state.Thread) ([]byte, error) {
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, fmt.Errorf("encode thread %s: %w", t.Key, err)
+	}
+	return b, nil
 }
