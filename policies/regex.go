@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"regexp"
 	"regexp/syntax"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -16,8 +17,13 @@ import (
 // and the expression only runs when they are all in the text: the idea of
 // RE2's prefilter, in its simplest form.
 
-// need is a literal every match contains.
+// need is a literal every match contains, or a run of bytes from an
+// ASCII character class (`\d{4}` in a card-number expression has no
+// literal, but no text without four digits in a row can match it).
 type need struct {
+	class *asciiClass // when set, the need is run bytes in a row from class
+	run   int
+
 	s    string
 	b    []byte // s, for bytes.Contains on the lowered text
 	fold bool   // compare ASCII case-insensitively; s is lowercase
@@ -73,11 +79,71 @@ func requiredLiterals(re *syntax.Regexp, out []need) []need {
 			return requiredLiterals(re.Sub[0], out)
 		}
 	case syntax.OpConcat:
-		for _, sub := range re.Sub {
-			out = requiredLiterals(sub, out)
+		for i := 0; i < len(re.Sub); i++ {
+			sub := re.Sub[i]
+			class, ok := asciiClassOf(sub)
+			if !ok {
+				out = requiredLiterals(sub, out)
+				continue
+			}
+			// Simplify spelled x{4} as xxxx: count the copies.
+			run := 1
+			for i+1 < len(re.Sub) && re.Sub[i+1].Op == syntax.OpCharClass && slices.Equal(re.Sub[i+1].Rune, sub.Rune) {
+				run++
+				i++
+			}
+			// A single byte of a class rules out too little to pay for
+			// the scan.
+			if run >= minClassRun {
+				out = append(out, need{class: class, run: run})
+			}
 		}
 	}
 	return out
+}
+
+// minClassRun is the shortest class run worth a need.
+const minClassRun = 2
+
+// asciiClass is a set of bytes below utf8.RuneSelf.
+type asciiClass [2]uint64
+
+func (c *asciiClass) has(b byte) bool { return b < utf8.RuneSelf && c[b>>6]&(1<<(b&63)) != 0 }
+
+// asciiClassOf returns re's class when re is a character class of ASCII
+// characters only. Those are single bytes in UTF-8, so a match of n of them
+// in a row is n such bytes in a row; a class with any other rune (what
+// (?i) adds for k and s, say) is not used.
+func asciiClassOf(re *syntax.Regexp) (*asciiClass, bool) {
+	if re.Op != syntax.OpCharClass || len(re.Rune) == 0 {
+		return nil, false
+	}
+	var c asciiClass
+	for i := 0; i+1 < len(re.Rune); i += 2 {
+		lo, hi := re.Rune[i], re.Rune[i+1]
+		if hi >= utf8.RuneSelf {
+			return nil, false
+		}
+		for r := lo; r <= hi; r++ {
+			c[r>>6] |= 1 << (r & 63)
+		}
+	}
+	return &c, true
+}
+
+// hasRun reports whether s has n bytes in a row from c.
+func hasRun(s string, c *asciiClass, n int) bool {
+	k := 0
+	for i := 0; i < len(s); i++ {
+		if !c.has(s[i]) {
+			k = 0
+			continue
+		}
+		if k++; k >= n {
+			return true
+		}
+	}
+	return false
 }
 
 // mayMatch reports whether v has every required literal; false means the
@@ -85,6 +151,10 @@ func requiredLiterals(re *syntax.Regexp, out []need) []need {
 func (p *pattern) mayMatch(v string) bool {
 	for _, n := range p.needs {
 		switch {
+		case n.class != nil:
+			if !hasRun(v, n.class, n.run) {
+				return false
+			}
 		case !n.fold:
 			if !strings.Contains(v, n.s) {
 				return false
@@ -148,6 +218,10 @@ func lowerText(text string, buf []byte) []byte {
 func (p *pattern) mayMatchText(text string, l *lowered) bool {
 	for _, n := range p.needs {
 		switch {
+		case n.class != nil:
+			if !hasRun(text, n.class, n.run) {
+				return false
+			}
 		case !n.fold:
 			if !strings.Contains(text, n.s) {
 				return false

@@ -14,6 +14,10 @@ func TestPrefilter(t *testing.T) {
 		{`order (\d+)+ shipped`, "order 12 shipped"},
 		{`\x{FFFD}`, "a\xffb"}, // invalid UTF-8 reads as U+FFFD
 		{`(?i)straße`, "STRASSE"},
+		{`\b\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{4}\b`, "card 4111 1111-11111111 ok"},
+		{`(?i)[a-z]{3}-\d{2}`, "\u212aSK-42"}, // a class with folded runes is not used
+		{`[^a]{3}`, "\xff\xfe\xfd"},           // nor one beyond ASCII
+		{`x[0-9a-f]{2,}y`, "xA0y x0ay"},
 	}
 	for _, tt := range tests {
 		re, needs, err := compilePattern(tt.expr)
@@ -26,6 +30,14 @@ func TestPrefilter(t *testing.T) {
 			t.Errorf("%q on %q: the prefilter (%v) rules out a match", tt.expr, tt.text, needs)
 		}
 	}
+	re, needs, _ := compilePattern(`\b\d{4}[ -]?\d{4}\b`)
+	p := pattern{re: re, needs: needs}
+	if len(needs) != 2 || needs[0].run != 4 || p.mayMatch("size 43 or 42, ref 123") || !p.mayMatch("pin 9876") {
+		t.Errorf("card number: needs = %+v", needs)
+	}
+}
+
+func TestPrefilterLiterals(t *testing.T) {
 	re, needs, _ := compilePattern(`(?i)\bticket\s*#?1003\b`)
 	p := pattern{re: re, needs: needs}
 	if len(needs) != 2 || p.mayMatch("ticket 1004") || p.mayMatch("tix 1003") || !p.mayMatch("Ticket1003") {
@@ -39,6 +51,8 @@ func FuzzPrefilter(f *testing.F) {
 	f.Add(`(?i)\bticket\s*#?1003\b`, "Ticket #1003")
 	f.Add(`(?i)k+s`, "\u212a\u017f")
 	f.Add(`a(b|c)d+`, "xabdd")
+	f.Add(`\d{4}[ -]?\d{4}`, "1234-5678")
+	f.Add(`[a-f0-9]{2,3}x`, "0fx")
 	f.Fuzz(func(t *testing.T, expr, text string) {
 		re, needs, err := compilePattern(expr)
 		if err != nil {
