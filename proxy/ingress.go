@@ -172,10 +172,10 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	}
 	if n := len(dupThreads); n > 0 {
 		in.log.Info("re-delivered events dropped", zap.Int("duplicates", n))
-		in.opts.Metrics.WebhookEvents.WithLabelValues("duplicate").Add(float64(n))
+		in.opts.Metrics.EventsDuplicate.Add(float64(n))
 		in.opts.Notify(dupThreads...)
 	}
-	in.opts.Metrics.WebhookEvents.WithLabelValues("accepted").Add(float64(len(results) - len(dupThreads)))
+	in.opts.Metrics.EventsAccepted.Add(float64(len(results) - len(dupThreads)))
 	ctx.SetContentType("text/plain")
 	ctx.SetBodyString("EVENT_RECEIVED")
 }

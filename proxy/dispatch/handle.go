@@ -224,14 +224,14 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 	if forwardIt {
 		err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&s.ev))
 		if err == nil {
-			d.opts.Metrics.BotDeliveries.WithLabelValues("ok").Inc()
+			d.opts.Metrics.BotDelivered.Inc()
 		}
 		if err != nil {
 			var rej *forward.RejectedError
 			if !errors.As(err, &rej) {
 				return err
 			}
-			d.opts.Metrics.BotDeliveries.WithLabelValues("rejected").Inc()
+			d.opts.Metrics.BotRejected.Inc()
 			d.log.Error("bot rejected event, set aside", zap.Stringer("thread", s.q.Thread), zap.String("event", s.eventID()), zap.Error(err))
 			c.DeadLetter = err.Error()
 			s.record("dead_letter", state.Reason{Actor: "bot", Note: err.Error()})

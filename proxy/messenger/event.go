@@ -160,9 +160,9 @@ func Parse(body []byte) ([]Event, error) {
 	if object != "page" && object != "instagram" {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, object)
 	}
-	entries, err := arrayOrNull(v.Get("entry"), "entry")
+	entries, err := arrayOrNull(v.Get("entry"))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: entry is not an array", ErrMalformed)
 	}
 	spans := eventSpans(body)
 	var events []Event
@@ -179,9 +179,9 @@ func Parse(body []byte) ([]Event, error) {
 		}
 		entryTime := intValue(e.Get("time"))
 		for _, ch := range [2]Channel{Messaging, Standby} {
-			list, err := arrayOrNull(e.Get(ch.String()), fmt.Sprintf("entry[%d].%s", i, ch))
+			list, err := arrayOrNull(e.Get(ch.String()))
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("%w: entry[%d].%s is not an array", ErrMalformed, i, ch)
 			}
 			raws := spans.of(body, i, ch, len(list))
 			for j, ev := range list {
@@ -203,15 +203,11 @@ func Parse(body []byte) ([]Event, error) {
 }
 
 // arrayOrNull returns the elements of an array; absent or null is empty.
-func arrayOrNull(v *fastjson.Value, what string) ([]*fastjson.Value, error) {
+func arrayOrNull(v *fastjson.Value) ([]*fastjson.Value, error) {
 	if v == nil || v.Type() == fastjson.TypeNull {
 		return nil, nil
 	}
-	a, err := v.Array()
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s is not an array", ErrMalformed, what)
-	}
-	return a, nil
+	return v.Array()
 }
 
 // entryID reads entry[].id, a string or a number (kept as its literal).

@@ -27,6 +27,11 @@ type Metrics struct {
 	ReloadSuccess   prometheus.Gauge
 	ReloadTimestamp prometheus.Gauge
 	ActiveThreads   prometheus.GaugeFunc
+
+	// The children counted once or more per event, looked up once here:
+	// WithLabelValues hashes its labels on every call.
+	EventsAccepted, EventsDuplicate prometheus.Counter
+	BotDelivered, BotRejected       prometheus.Counter
 }
 
 // StoreStats are the store's group-commit counters.
@@ -87,6 +92,10 @@ func New(activeThreads func() float64) *Metrics {
 			Name: "baton_active_threads", Help: "Threads with queued work and a running worker.",
 		}, activeThreads),
 	}
+	m.EventsAccepted = m.WebhookEvents.WithLabelValues("accepted")
+	m.EventsDuplicate = m.WebhookEvents.WithLabelValues("duplicate")
+	m.BotDelivered = m.BotDeliveries.WithLabelValues("ok")
+	m.BotRejected = m.BotDeliveries.WithLabelValues("rejected")
 	reg.MustRegister(m.WebhookEvents, m.WebhookRefused, m.Decisions, m.Handovers, m.ActionFailures,
 		m.BotDeliveries, m.SendsSkipped, m.Feedback, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -36,7 +36,12 @@ type Options struct {
 	Dir         string        // data directory; required
 	DedupWindow time.Duration // how long a delivery is remembered; default 48h
 	CacheSize   int           // thread states kept in memory; default 100,000
-	MaxBatch    int           // most events in one group commit; default 512
+	// RecentKeys is how many dedup keys each of the two in-memory filters
+	// in front of the Badger lookup holds (default 1,000,000, 1.2 MB
+	// each); past it the filters let more new events through to the
+	// lookup, which costs speed only.
+	RecentKeys int
+	MaxBatch   int // most events in one group commit; default 512
 	// CommitWindow is how long the committer waits for more jobs when two
 	// or more callers are already waiting on a batch (default 100µs;
 	// negative: never): under load one sync then serves more requests.
@@ -71,7 +76,8 @@ type Store struct {
 	quit   chan struct{}
 	done   chan struct{}
 	gcDone chan struct{}
-	seq    uint64 // only touched by the committer goroutine after Open
+	seq    uint64      // only touched by the committer goroutine after Open
+	recent *recentKeys // likewise
 	// maxBytes caps a gathered batch well inside one Badger transaction,
 	// so a batch is never split into parts that could commit separately.
 	maxBytes int64
@@ -135,6 +141,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 100_000
+	}
+	if opts.RecentKeys <= 0 {
+		opts.RecentKeys = 1_000_000
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 512
@@ -200,6 +209,10 @@ func Open(opts Options) (*Store, error) {
 	}); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("read sequence: %w", err)
+	}
+	if s.recent, err = loadRecentKeys(db, opts.RecentKeys, opts.DedupWindow); err != nil {
+		db.Close()
+		return nil, err
 	}
 	s.maxBytes = db.MaxBatchSize() / 2
 	go s.commitLoop()
@@ -543,15 +556,18 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, b *batchState) error {
 				j.results[i] = state.Duplicate
 				continue
 			}
-			dup, err := s.seenRecently(w.txn, dk, j.now)
-			if err != nil {
-				return err
-			}
-			if dup {
-				j.results[i] = state.Duplicate
-				continue
+			if s.recent.mayHave(dk) {
+				dup, err := s.seenRecently(w.txn, dk, j.now)
+				if err != nil {
+					return err
+				}
+				if dup {
+					j.results[i] = state.Duplicate
+					continue
+				}
 			}
 			b.seen[string(dk)] = struct{}{}
+			s.recent.add(dk, j.now)
 			// The Badger TTL only reclaims space; the window itself is
 			// decided by the stored time against the injected clock.
 			if err := w.set(dk, stamp[:], s.opts.DedupWindow+time.Hour); err != nil {
