@@ -103,3 +103,82 @@ func TestLazyCompletionWithTimersIsWaitedFor(t *testing.T) {
 		t.Fatalf("timers right after Complete = %v, %v; want the armed one", timers, err)
 	}
 }
+
+// Lazy completions wait for room once as many are waiting as the job
+// channel holds, carry on when the committer takes them, and those still
+// waiting when the store closes are written by Close.
+func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	hold := make(chan struct{})
+	holding := make(chan struct{}, 1)
+	var held atomic.Bool
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour, MaxBatch: 1,
+		beforeCommit: func(int) {
+			if held.Load() {
+				held.Store(false)
+				holding <- struct{}{}
+				<-hold
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const events = 12 // cap(jobs) is 4 with MaxBatch 1
+	var batch []state.NewEvent
+	for range events {
+		batch = append(batch, ev("p", "u", "x", ""))
+	}
+	if _, err := s.Enqueue(ctx, t0, batch); err != nil {
+		t.Fatal(err)
+	}
+	key := state.ThreadKey{Page: "p", User: "u"}
+	head, err := s.Head(ctx, key, events)
+	if err != nil || len(head) != events {
+		t.Fatalf("head = %d items, %v", len(head), err)
+	}
+	held.Store(true)
+	go s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "other", "hold", "")})
+	<-holding
+
+	var completed atomic.Int32
+	done := make(chan error, 1)
+	go func() {
+		for _, q := range head {
+			if err := s.Complete(ctx, state.Completion{Thread: key, Seq: q.Seq, Lazy: true}); err != nil {
+				done <- err
+				return
+			}
+			completed.Add(1)
+		}
+		done <- nil
+	}()
+	// The committer is held: the completions stop at the bound.
+	deadline := time.Now().Add(5 * time.Second)
+	for completed.Load() < 4 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	select {
+	case err := <-done:
+		t.Fatalf("all %d lazy completions returned (%v) while the committer was held", completed.Load(), err)
+	default:
+	}
+	if got := completed.Load(); got != 4 {
+		t.Fatalf("%d lazy completions returned while the committer was held; want 4", got)
+	}
+	close(hold)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq, Lazy: true}); err != state.ErrClosed {
+		t.Fatalf("lazy completion after Close: %v; want ErrClosed", err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if rest, err := s.Head(ctx, key, events); err != nil || len(rest) != 0 {
+		t.Fatalf("after reopening %d items are queued (%v); want none", len(rest), err)
+	}
+}

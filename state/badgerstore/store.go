@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,6 +89,13 @@ type Store struct {
 	// committer has not yet written: readers see it before the cache.
 	unsyncedMu sync.Mutex
 	unsynced   map[state.ThreadKey]*unsyncedThread
+	// lazy are the lazy completions not yet taken by the committer, in the
+	// order they were made; lazyReady (capacity 1) tells the committer
+	// there are some. closing refuses new ones once Close has begun.
+	lazy      []*job
+	lazyReady chan struct{}
+	lazyRoom  *sync.Cond // signalled when the committer takes some; uses unsyncedMu
+	closing   bool
 
 	// announcing is held by the committer from its first write until it has
 	// announced the batch, and by Head while it reads: a queue read never
@@ -189,8 +197,9 @@ func Open(opts Options) (*Store, error) {
 		db: db, cache: cache, opts: opts, log: log,
 		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
 		done: make(chan struct{}), gcDone: make(chan struct{}),
-		unsynced: map[state.ThreadKey]*unsyncedThread{},
+		unsynced: map[state.ThreadKey]*unsyncedThread{}, lazyReady: make(chan struct{}, 1),
 	}
+	s.lazyRoom = sync.NewCond(&s.unsyncedMu)
 	if err := db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keySeq)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -227,6 +236,10 @@ func (s *Store) Close() error {
 		return nil
 	default:
 	}
+	s.unsyncedMu.Lock()
+	s.closing = true
+	s.lazyRoom.Broadcast()
+	s.unsyncedMu.Unlock()
 	close(s.quit)
 	<-s.done
 	<-s.gcDone
@@ -290,18 +303,32 @@ func (s *Store) Complete(ctx context.Context, c state.Completion) error {
 	if !j.lazy {
 		return s.submit(ctx, j)
 	}
-	s.promise(&c)
-	if err := s.submit(ctx, j); err != nil {
-		s.settle(&c)
-		return err
-	}
-	return nil
+	return s.promise(j)
 }
 
-// promise records a lazy completion until the committer has written it.
-func (s *Store) promise(c *state.Completion) {
+// promise records a lazy completion until the committer has written it,
+// and hands it to the committer without a channel send: the committer
+// takes every waiting one with its next batch, so completions ride along
+// with the enqueues' commits rather than each costing a wake-up.
+func (s *Store) promise(j *job) error {
+	c := j.completion
 	s.unsyncedMu.Lock()
 	defer s.unsyncedMu.Unlock()
+	// Bounded like the job channel: a committer that falls behind holds
+	// the workers up rather than letting their completions pile up.
+	for len(s.lazy) >= cap(s.jobs) && !s.closing {
+		s.lazyRoom.Wait()
+	}
+	if s.closing {
+		return state.ErrClosed
+	}
+	s.lazy = append(s.lazy, j)
+	if len(s.lazy) == 1 {
+		select {
+		case s.lazyReady <- struct{}{}:
+		default: // the committer has been told already
+		}
+	}
 	u := s.unsynced[c.Thread]
 	if u == nil {
 		u = &unsyncedThread{removed: map[uint64]struct{}{}}
@@ -316,6 +343,28 @@ func (s *Store) promise(c *state.Completion) {
 	if c.Seq != 0 {
 		u.removed[c.Seq] = struct{}{}
 	}
+	return nil
+}
+
+// takeLazy returns up to max waiting lazy completions, oldest first, and
+// tells the committer to come back if more wait.
+func (s *Store) takeLazy(max int) []*job {
+	s.unsyncedMu.Lock()
+	defer s.unsyncedMu.Unlock()
+	n := min(len(s.lazy), max)
+	var taken []*job
+	if n > 0 {
+		taken = slices.Clone(s.lazy[:n])
+		s.lazyRoom.Broadcast()
+	}
+	s.lazy = slices.Delete(s.lazy, 0, n)
+	if len(s.lazy) > 0 {
+		select {
+		case s.lazyReady <- struct{}{}:
+		default:
+		}
+	}
+	return taken
 }
 
 // settle forgets a lazy completion once it is written (or failed, when the
@@ -359,20 +408,6 @@ func (s *Store) unsyncedRemoved(key state.ThreadKey) map[uint64]struct{} {
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	for {
-		var first *job
-		select {
-		case first = <-s.jobs:
-		case <-s.quit:
-			// Finish what was already handed over so no caller waits forever.
-			for {
-				select {
-				case j := <-s.jobs:
-					s.commit([]*job{j})
-				default:
-					return
-				}
-			}
-		}
 		var batch []*job
 		var n, waiting int
 		var size int64
@@ -384,7 +419,14 @@ func (s *Store) commitLoop() {
 				waiting++
 			}
 		}
-		add(first)
+		select {
+		case j := <-s.jobs:
+			add(j)
+		case <-s.lazyReady:
+		case <-s.quit:
+			s.finish()
+			return
+		}
 		lingered := false
 	gather:
 		for n < s.opts.MaxBatch && size < s.maxBytes {
@@ -412,9 +454,37 @@ func (s *Store) commitLoop() {
 				}
 			}
 		}
+		events := n - len(batch) // n counts each job once besides its events
+		// Lazy completions are taken after the jobs: a worker's next
+		// completion of the same thread, if in this batch, was made after
+		// its lazy one, which is therefore in the list now and goes first.
+		if lazy := s.takeLazy(s.opts.MaxBatch); len(lazy) > 0 {
+			batch = append(lazy, batch...)
+		}
+		if len(batch) == 0 {
+			continue
+		}
 		s.commit(batch)
 		s.stats.jobs.Add(uint64(len(batch)))
-		s.stats.events.Add(uint64(n - len(batch))) // n counts each job once besides its events
+		s.stats.events.Add(uint64(events))
+	}
+}
+
+// finish commits, when the store closes, what was already handed over, so
+// no caller waits forever and no lazy completion is dropped.
+func (s *Store) finish() {
+	for {
+		select {
+		case j := <-s.jobs:
+			s.commit([]*job{j})
+			continue
+		default:
+		}
+		lazy := s.takeLazy(s.opts.MaxBatch)
+		if len(lazy) == 0 {
+			return
+		}
+		s.commit(lazy)
 	}
 }
 
