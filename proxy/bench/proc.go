@@ -172,11 +172,20 @@ func (p *proc) cpuTime() time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
-// memory reports the resident set and its peak, in bytes.
-func (p *proc) memory() (rss, peak int64) {
+// memUse is a process's resident memory, in bytes.
+type memUse struct {
+	RSS, Peak int64
+	// File is the part of RSS backed by files: Badger's memory-mapped
+	// tables and logs (page cache the kernel can take back) and the binary.
+	File int64
+}
+
+// memory reports the resident set, its peak and its file-backed part.
+func (p *proc) memory() memUse {
+	var m memUse
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
 	if err != nil {
-		return 0, 0
+		return m
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
@@ -186,10 +195,12 @@ func (p *proc) memory() (rss, peak int64) {
 		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 		switch k {
 		case "VmRSS":
-			rss = n << 10
+			m.RSS = n << 10
 		case "VmHWM":
-			peak = n << 10
+			m.Peak = n << 10
+		case "RssFile":
+			m.File = n << 10
 		}
 	}
-	return rss, peak
+	return m
 }

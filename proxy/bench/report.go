@@ -220,8 +220,8 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 	}
 
 	fmt.Fprintf(w, "\n## Memory and restart (Baton, cache_size 100000, GOMEMLIMIT=%s)\n\n", batonMemoryLimit())
-	fmt.Fprintf(w, "- %d threads stored (%d imported before start): RSS at start %s; with %d active threads %s; peak over the run %s\n",
-		rs.Stored, rs.Stored-o.Active, mib(rs.StoredRSS), o.Active, mib(rs.ActiveRSS), mib(rs.PeakRSS))
+	fmt.Fprintf(w, "- %d threads stored (%d imported before start): RSS at start %s; with %d active threads %s (%s of it file-backed: Badger's memory-mapped tables and logs, and the binary); peak over the run %s\n",
+		rs.Stored, rs.Stored-o.Active, mib(rs.StoredRSS), o.Active, mib(rs.ActiveRSS), mib(rs.ActiveFile), mib(rs.PeakRSS))
 	drainRate := float64(rs.Queued) / rs.Drain.Seconds()
 	fmt.Fprintf(w, "- restart on %d stored threads and %d queued events: first webhook acknowledged %s after start; backlog delivered %s after start (%s events/s; live rate of the active threads: %s events/s)\n",
 		rs.Stored, rs.Queued, rs.Answer.Round(time.Millisecond), rs.Drain.Round(time.Millisecond), kilo(drainRate), kilo(rs.LiveRate))

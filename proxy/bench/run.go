@@ -261,7 +261,8 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 		}
 		r.Closed[conns] = c
 	}
-	r.RSS, r.PeakRSS = srv.memory()
+	m := srv.memory()
+	r.RSS, r.PeakRSS = m.RSS, m.Peak
 	if n := g.errs.Load(); n > 0 {
 		r.Failures = append(r.Failures, fmt.Sprintf("%d requests not acknowledged (last: %v)", n, g.lastErr.Load()))
 	}
@@ -325,6 +326,7 @@ func botCount(bc *botClient, checked bool) (int64, error) {
 // restartResult is the memory and restart run.
 type restartResult struct {
 	ActiveRSS, StoredRSS, PeakRSS int64
+	ActiveFile                    int64 // of ActiveRSS, file-backed
 	Stored, Queued                int
 	Answer                        time.Duration // from start to the first acknowledged webhook
 	Drain                         time.Duration // from start until the bot had the whole backlog
@@ -354,7 +356,7 @@ func runRestart(o Options) (restartResult, error) {
 	bc := newBotClient(bot.addr)
 	probe := o.Stored // one more user, for the probes after the restart
 	g := newGenerator(t, srv.addr, o.Stored+1)
-	res.StoredRSS, _ = srv.memory()
+	res.StoredRSS = srv.memory().RSS
 
 	fmt.Fprintf(o.Progress, "  %d active threads\n", o.Active)
 	t0 := time.Now()
@@ -365,7 +367,8 @@ func runRestart(o Options) (restartResult, error) {
 		return res, err
 	}
 	res.LiveRate = float64(o.Active) / time.Since(t0).Seconds()
-	res.ActiveRSS, _ = srv.memory()
+	active := srv.memory()
+	res.ActiveRSS, res.ActiveFile = active.RSS, active.File
 
 	fmt.Fprintf(o.Progress, "  %d events queued while the bot refuses them\n", o.Queued)
 	if err := bc.setFailing(true); err != nil {
@@ -374,7 +377,7 @@ func runRestart(o Options) (restartResult, error) {
 	if err := g.eachOnce(64, 0, o.Queued); err != nil {
 		return res, err
 	}
-	_, res.PeakRSS = srv.memory()
+	res.PeakRSS = srv.memory().Peak
 	if err := srv.stop(); err != nil {
 		return res, fmt.Errorf("stop before restart: %w", err)
 	}
@@ -399,7 +402,7 @@ func runRestart(o Options) (restartResult, error) {
 		return res, err
 	}
 	res.Drain = time.Since(start)
-	_, peak := srv.memory()
+	peak := srv.memory().Peak
 	res.PeakRSS = max(res.PeakRSS, peak)
 	recs, err := bc.records()
 	if err != nil {
