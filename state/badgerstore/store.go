@@ -19,8 +19,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,7 +87,13 @@ type Store struct {
 	// so a batch is never split into parts that could commit separately.
 	maxBytes int64
 	window   *time.Timer // the commit window; only the committer uses it
-	stats    struct{ commits, syncs, jobs, events atomic.Uint64 }
+	stats    struct{ commits, syncs, logSyncs, jobs, events atomic.Uint64 }
+	// toSync takes written batches to the syncer (syncLoop), which closes
+	// syncDone when toSync is closed and drained.
+	toSync   chan syncRequest
+	syncDone chan struct{}
+	// rotations counts Badger's memtable rotations (from its log).
+	rotations *atomic.Uint64
 
 	// unsynced holds what lazy completions have promised but the
 	// committer has not yet written: readers see it before the cache.
@@ -171,6 +181,7 @@ func Open(opts Options) (*Store, error) {
 	// size (Badger's defaults, 5 x 64 MiB memtables and an unbounded index
 	// cache, grow past 500 MiB). Values are small, so the value log is
 	// barely used and its files are kept small too.
+	rotations := new(atomic.Uint64)
 	bo := badger.DefaultOptions(opts.Dir).
 		// tryCommit syncs each group commit someone waits for, before telling
 		// them; Badger's own per-write sync would also sync lazy batches.
@@ -183,7 +194,7 @@ func Open(opts Options) (*Store, error) {
 		WithIndexCacheSize(opts.MemTableSize / 2).
 		WithNumCompactors(2).
 		WithBaseTableSize(opts.MemTableSize / 16).
-		WithLogger(badgerLogger{log.Sugar()})
+		WithLogger(badgerLogger{log.Sugar(), rotations})
 	db, err := badger.Open(bo)
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
@@ -198,6 +209,7 @@ func Open(opts Options) (*Store, error) {
 		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
 		done: make(chan struct{}), gcDone: make(chan struct{}),
 		unsynced: map[state.ThreadKey]*unsyncedThread{}, lazyReady: make(chan struct{}, 1),
+		toSync: make(chan syncRequest, 64), syncDone: make(chan struct{}), rotations: rotations,
 	}
 	s.lazyRoom = sync.NewCond(&s.unsyncedMu)
 	if err := db.View(func(txn *badger.Txn) error {
@@ -224,6 +236,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.maxBytes = db.MaxBatchSize() / 2
+	go s.syncLoop()
 	go s.commitLoop()
 	go s.gcLoop()
 	return s, nil
@@ -425,6 +438,8 @@ func (s *Store) commitLoop() {
 		case <-s.lazyReady:
 		case <-s.quit:
 			s.finish()
+			close(s.toSync)
+			<-s.syncDone
 			return
 		}
 		lingered := false
@@ -488,22 +503,117 @@ func (s *Store) finish() {
 	}
 }
 
-// commit writes a batch of jobs and tells every job the outcome. If the
-// batch fails as a whole before any of it is written, each job is tried
-// again on its own, so one bad job cannot fail the others, and none of
-// them is told it failed when its writes are in fact on disk.
+// commit writes a batch of jobs and tells every job the outcome, or hands
+// a batch someone waits for to the syncer, which tells them once it is on
+// disk: meanwhile the committer writes the next batch (pipelined group
+// commit). If the batch fails as a whole before any of it is written, each
+// job is tried again on its own (and synced at once), so one bad job
+// cannot fail the others, and none of them is told it failed when its
+// writes are in fact on disk.
 func (s *Store) commit(batch []*job) {
-	written, err := s.tryCommit(batch)
+	rotations := s.rotations.Load() // before the writes: see syncWritten
+	written, err := s.tryCommit(batch, false)
 	if err != nil && !written && len(batch) > 1 {
 		for _, j := range batch {
-			_, err := s.tryCommit([]*job{j})
+			_, err := s.tryCommit([]*job{j}, true)
 			s.tell(j, err)
 		}
+		return
+	}
+	if err == nil && slices.ContainsFunc(batch, func(j *job) bool { return !j.lazy }) {
+		s.toSync <- syncRequest{jobs: batch, rotations: rotations}
 		return
 	}
 	for _, j := range batch {
 		s.tell(j, err)
 	}
+}
+
+// syncRequest is a written batch waiting for its sync.
+type syncRequest struct {
+	jobs      []*job
+	rotations uint64 // memtable rotations counted before it was written
+}
+
+// syncLoop syncs what the committer wrote, one sync for every batch
+// written since the last, and tells their callers.
+func (s *Store) syncLoop() {
+	defer close(s.syncDone)
+	for req := range s.toSync {
+		reqs := []syncRequest{req}
+	more:
+		for {
+			select {
+			case r, ok := <-s.toSync:
+				if !ok {
+					break more
+				}
+				reqs = append(reqs, r)
+			default:
+				break more
+			}
+		}
+		err := s.syncWritten(reqs)
+		for _, r := range reqs {
+			for _, j := range r.jobs {
+				s.tell(j, err)
+			}
+		}
+	}
+}
+
+// syncWritten makes the requests' batches durable. Badger's Sync covers
+// the active memtable's write-ahead log (and value log) only; a batch
+// written before Badger moved to a new memtable sits in the old one's log,
+// which nothing syncs until its flush to a table. So when a rotation was
+// counted since the first of these batches was written, every log file
+// still in the directory is synced as well (about once per memtable, so
+// rarely; a log already flushed and removed is in a synced table).
+func (s *Store) syncWritten(reqs []syncRequest) error {
+	s.stats.syncs.Add(1)
+	err := s.db.Sync()
+	if err == nil && reqs[0].rotations != s.rotations.Load() {
+		err = s.syncLogFiles()
+	}
+	if err != nil {
+		err = fmt.Errorf("sync: %w", err)
+		n := 0
+		for _, r := range reqs {
+			n += len(r.jobs)
+		}
+		s.log.Error("group commit written but not synced", zap.Int("jobs", n), zap.Error(err))
+	}
+	return err
+}
+
+// syncLogFiles fsyncs the write-ahead logs of every memtable and the value
+// logs. Writes through Badger's memory maps mark the pages dirty in the
+// page cache, so fsync covers them as msync would.
+func (s *Store) syncLogFiles() error {
+	s.stats.logSyncs.Add(1)
+	entries, err := os.ReadDir(s.opts.Dir)
+	if err != nil {
+		return fmt.Errorf("list logs: %w", err)
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
+			continue
+		}
+		f, err := os.Open(filepath.Join(s.opts.Dir, name))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // flushed into a table (synced) and removed meanwhile
+		}
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", name, err)
+		}
+		err = f.Sync()
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // tell gives a job its outcome: to the waiting caller, or for a lazy
@@ -528,7 +638,7 @@ func (s *Store) tell(j *job, err error) {
 // applying the jobs again would apply them twice. (After a failure in a
 // later transaction of a rotated batch, retrying is safe: the dedup keys
 // drop the events already written.)
-func (s *Store) tryCommit(batch []*job) (written bool, err error) {
+func (s *Store) tryCommit(batch []*job, syncNow bool) (written bool, err error) {
 	wait := false
 	for _, j := range batch {
 		if j.fire != nil {
@@ -543,6 +653,7 @@ func (s *Store) tryCommit(batch []*job) (written bool, err error) {
 	defer s.announcing.Unlock()
 	seq := s.seq
 	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq, sync: wait}
+	s.stats.commits.Add(1)
 	b := &batchState{seen: map[string]struct{}{}, threads: map[state.ThreadKey]cachedThread{}}
 	for _, j := range batch {
 		if err = s.apply(w, j, &seq, b); err != nil {
@@ -550,17 +661,14 @@ func (s *Store) tryCommit(batch []*job) (written bool, err error) {
 		}
 	}
 	if err == nil {
-		err = w.commit()
+		err = w.commit(wait && syncNow)
 	} else {
 		w.txn.Discard()
 	}
+	s.stats.syncs.Add(uint64(w.synced))
 	// Part of a failed batch may have been committed by a rotation, so the
 	// counter never goes back: gaps are harmless, reuse would overwrite.
 	s.seq = seq
-	s.stats.commits.Add(1)
-	if wait {
-		s.stats.syncs.Add(1)
-	}
 	if err != nil {
 		err = fmt.Errorf("commit %d jobs: %w", len(batch), err)
 		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Bool("written_not_synced", w.syncFailed), zap.Error(err))
@@ -753,6 +861,7 @@ type writer struct {
 	// write-ahead log that a final Sync does not cover.
 	sync       bool
 	syncFailed bool // a transaction is in Badger but its sync failed
+	synced     int  // syncs done, for the stats
 }
 
 // room rotates the transaction first if n more bytes might not fit.
@@ -801,7 +910,7 @@ func (w *writer) delete(k []byte) error {
 }
 
 func (w *writer) rotate() error {
-	if err := w.commit(); err != nil {
+	if err := w.commit(w.sync); err != nil {
 		return err
 	}
 	w.txn = w.db.NewTransaction(true)
@@ -809,7 +918,8 @@ func (w *writer) rotate() error {
 	return nil
 }
 
-func (w *writer) commit() error {
+// commit commits the open transaction, and syncs if syncNow.
+func (w *writer) commit(syncNow bool) error {
 	if err := w.txn.Set(keySeq, binary.BigEndian.AppendUint64(nil, *w.seq)); err != nil {
 		w.txn.Discard()
 		return fmt.Errorf("write sequence: %w", err)
@@ -817,7 +927,8 @@ func (w *writer) commit() error {
 	if err := w.txn.Commit(); err != nil {
 		return err
 	}
-	if w.sync {
+	if syncNow {
+		w.synced++
 		if err := w.db.Sync(); err != nil {
 			w.syncFailed = true
 			return fmt.Errorf("sync: %w", err)
@@ -987,13 +1098,24 @@ func (s *Store) gcLoop() {
 	}
 }
 
-// badgerLogger adapts zap to Badger's logger interface.
-type badgerLogger struct{ s *zap.SugaredLogger }
+// badgerLogger adapts zap to Badger's logger interface. It also counts
+// memtable rotations, which Badger reports nowhere else: it logs "Flushing
+// memtable" whenever it sets a memtable aside for flushing
+// (TestRotationsAreCounted notices if a new Badger stops doing so).
+type badgerLogger struct {
+	s         *zap.SugaredLogger
+	rotations *atomic.Uint64
+}
 
 func (l badgerLogger) Errorf(f string, a ...any)   { l.s.Errorf(f, a...) }
 func (l badgerLogger) Warningf(f string, a ...any) { l.s.Warnf(f, a...) }
 func (l badgerLogger) Infof(f string, a ...any)    { l.s.Debugf(f, a...) } // Badger is chatty at info
-func (l badgerLogger) Debugf(f string, a ...any)   { l.s.Debugf(f, a...) }
+func (l badgerLogger) Debugf(f string, a ...any) {
+	if strings.HasPrefix(f, "Flushing memtable") {
+		l.rotations.Add(1)
+	}
+	l.s.Debugf(f, a...)
+}
 
 // ImportThreads bulk-writes thread states, for migrations and for the
 // benchmark's stored threads, and syncs them. It bypasses the committer:
