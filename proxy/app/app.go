@@ -112,6 +112,7 @@ func New(opts Options) (_ *App, err error) {
 	var disp atomic.Pointer[dispatch.Dispatcher]
 	a.store, err = badgerstore.Open(badgerstore.Options{
 		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
+		OnSync: func(d time.Duration) { a.metrics.StoreSync.Observe(d.Seconds()) },
 		Announce: func(items []state.Queued) {
 			if d := disp.Load(); d != nil {
 				d.Announce(items)

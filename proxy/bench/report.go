@@ -190,6 +190,15 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		}
 	}
 
+	var syncs syncStats
+	for _, r := range byTarget(runs, TargetBaton) {
+		syncs = syncs.add(r.Syncs)
+	}
+	if syncs.Count > 0 {
+		fmt.Fprintf(w, "\nBaton's disk syncs during these runs (each acknowledgement waits for one): %d, mean %s, %.1f %% over 1 ms, %.1f %% over 5 ms.\n",
+			syncs.Count, ms(syncs.Sum/time.Duration(syncs.Count)), 100*float64(syncs.Over1ms)/float64(syncs.Count), 100*float64(syncs.Over5ms)/float64(syncs.Count))
+	}
+
 	fmt.Fprintf(w, "\n## Correctness under load (every round)\n\n| target | events | result |\n|---|---|---|\n")
 	allOK := true
 	for _, target := range Targets {

@@ -110,6 +110,7 @@ type targetRun struct {
 	AckLat   []time.Duration
 	BotLat   []time.Duration
 	Check    Check
+	Syncs    syncStats // Baton's syncs during the open-loop run
 	RSS      int64
 	PeakRSS  int64
 	Checked  bool // bare answers without a bot: nothing to check
@@ -241,8 +242,21 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 	g := newGenerator(t, srv.addr, o.Users)
 
 	if openLoopTargets[target] {
+		var syncs0 syncStats
+		if target == TargetBaton {
+			if syncs0, err = readSyncs(srv.addr); err != nil {
+				return r, err
+			}
+		}
 		var evs []sent
 		r.AckLat, evs = g.openLoop(o.Rate, o.OpenConns, o.Users, o.Warmup, o.Measure)
+		if target == TargetBaton {
+			syncs1, err := readSyncs(srv.addr)
+			if err != nil {
+				return r, err
+			}
+			r.Syncs = syncs1.minus(syncs0)
+		}
 		if r.Checked {
 			if _, err := bc.waitCount(g.totalAcked(), 20*time.Second); err != nil {
 				return r, err

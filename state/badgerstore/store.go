@@ -61,6 +61,9 @@ type Options struct {
 	// enqueuer is told. The dispatcher takes them from memory instead of
 	// reading them back; it must not block.
 	Announce func([]state.Queued)
+	// OnSync, when set, is told how long each group commit's sync took
+	// (the disk's flush latency is most of an acknowledgement's).
+	OnSync func(time.Duration)
 
 	// beforeCommit, in tests, is called by the committer before each batch.
 	beforeCommit func(jobs int)
@@ -571,9 +574,13 @@ func (s *Store) syncLoop() {
 // rarely; a log already flushed and removed is in a synced table).
 func (s *Store) syncWritten(reqs []syncRequest) error {
 	s.stats.syncs.Add(1)
+	start := time.Now()
 	err := s.db.Sync()
 	if err == nil && reqs[0].rotations != s.rotations.Load() {
 		err = s.syncLogFiles()
+	}
+	if s.opts.OnSync != nil {
+		s.opts.OnSync(time.Since(start))
 	}
 	if err != nil {
 		err = fmt.Errorf("sync: %w", err)
