@@ -107,8 +107,11 @@ func New(opts Options) (*Forwarder, error) {
 // Deliver posts body until the bot answers 2xx, the bot rejects it for good
 // (*RejectedError) or ctx ends.
 func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
-	sig256 := f.opts.Signer.Sign256(body)
-	sig1 := f.opts.Signer.Sign1(body)
+	var buf [128]byte // both signatures, without an allocation each
+	sigs := f.opts.Signer.AppendSign256(buf[:0], body)
+	n := len(sigs)
+	sigs = f.opts.Signer.AppendSign1(sigs, body)
+	sig256, sig1 := sigs[:n], sigs[n:]
 	rejects := 0
 	for attempt := 1; ; attempt++ {
 		status, respBody, err := f.post(body, sig256, sig1)
@@ -132,7 +135,7 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 	}
 }
 
-func (f *Forwarder) post(body []byte, sig256, sig1 string) (int, string, error) {
+func (f *Forwarder) post(body, sig256, sig1 []byte) (int, string, error) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -140,8 +143,8 @@ func (f *Forwarder) post(body []byte, sig256, sig1 string) (int, string, error) 
 	req.SetRequestURI(f.opts.URL)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
-	req.Header.Set(signature.Header256, sig256)
-	req.Header.Set(signature.Header1, sig1)
+	req.Header.SetBytesV(signature.Header256, sig256)
+	req.Header.SetBytesV(signature.Header1, sig1)
 	req.SetBodyRaw(body)
 	if err := f.client.DoTimeout(req, resp, f.opts.Timeout); err != nil {
 		return 0, "", fmt.Errorf("post to bot: %w", err)

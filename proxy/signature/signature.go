@@ -56,12 +56,17 @@ func (s *Signer) check(pool *sync.Pool, body, want []byte) bool {
 }
 
 func (s *Signer) sign(pool *sync.Pool, prefix string, body []byte) string {
+	return string(s.appendSign(nil, pool, prefix, body))
+}
+
+func (s *Signer) appendSign(dst []byte, pool *sync.Pool, prefix string, body []byte) []byte {
 	k := pool.Get().(*keyed)
 	k.h.Reset()
 	k.h.Write(body)
-	out := prefix + hex.EncodeToString(k.h.Sum(k.buf[:0]))
+	dst = append(dst, prefix...)
+	dst = hex.AppendEncode(dst, k.h.Sum(k.buf[:0]))
 	pool.Put(k)
-	return out
+	return dst
 }
 
 // Verify256 reports whether header is a valid "sha256=<hex>" signature of
@@ -94,6 +99,16 @@ func (s *Signer) Verify1(body, header []byte) bool {
 // Sign256 returns the X-Hub-Signature-256 value for body.
 func (s *Signer) Sign256(body []byte) string {
 	return s.sign(&s.pool256, "sha256=", body)
+}
+
+// AppendSign256 appends the X-Hub-Signature-256 value for body to dst.
+func (s *Signer) AppendSign256(dst, body []byte) []byte {
+	return s.appendSign(dst, &s.pool256, "sha256=", body)
+}
+
+// AppendSign1 appends the legacy X-Hub-Signature value for body to dst.
+func (s *Signer) AppendSign1(dst, body []byte) []byte {
+	return s.appendSign(dst, &s.pool1, "sha1=", body)
 }
 
 // Sign1 returns the legacy X-Hub-Signature value for body.

@@ -46,6 +46,16 @@ func TestSign1MatchesVerify1(t *testing.T) {
 	}
 }
 
+// The append forms write the same values after what dst holds.
+func TestAppendSignatures(t *testing.T) {
+	s := New([]byte("app-secret"))
+	body := []byte(`{"object":"page"}`)
+	got := s.AppendSign1(s.AppendSign256([]byte("x:"), body), body)
+	if want := "x:" + reference("app-secret", string(body)) + s.Sign1(body); string(got) != want {
+		t.Fatalf("appended %q; want %q", got, want)
+	}
+}
+
 func TestConcurrentUse(t *testing.T) {
 	s := New([]byte("k"))
 	var wg sync.WaitGroup

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -123,7 +122,7 @@ type Store struct {
 type unsyncedThread struct {
 	jobs    int
 	state   *state.Thread
-	removed map[uint64]struct{}
+	removed []uint64 // a few at most: a thread's worker waits for nothing else
 }
 
 // Stats count the store's group commits, for the metrics endpoint: jobs
@@ -347,7 +346,7 @@ func (s *Store) promise(j *job) error {
 	}
 	u := s.unsynced[c.Thread]
 	if u == nil {
-		u = &unsyncedThread{removed: map[uint64]struct{}{}}
+		u = &unsyncedThread{}
 		s.unsynced[c.Thread] = u
 	}
 	u.jobs++
@@ -357,7 +356,7 @@ func (s *Store) promise(j *job) error {
 		u.state = &t
 	}
 	if c.Seq != 0 {
-		u.removed[c.Seq] = struct{}{}
+		u.removed = append(u.removed, c.Seq)
 	}
 	return nil
 }
@@ -392,7 +391,9 @@ func (s *Store) settle(c *state.Completion) {
 	if u == nil {
 		return
 	}
-	delete(u.removed, c.Seq)
+	if i := slices.Index(u.removed, c.Seq); i >= 0 {
+		u.removed = slices.Delete(u.removed, i, i+1)
+	}
 	if u.jobs--; u.jobs <= 0 {
 		delete(s.unsynced, c.Thread)
 	}
@@ -411,14 +412,14 @@ func (s *Store) unsyncedState(key state.ThreadKey) (state.Thread, bool) {
 // unsyncedRemoved returns the thread's items that pending lazy
 // completions remove. Taken before a read, it covers every item the read
 // can still see: a completion settles only after its commit.
-func (s *Store) unsyncedRemoved(key state.ThreadKey) map[uint64]struct{} {
+func (s *Store) unsyncedRemoved(key state.ThreadKey) []uint64 {
 	s.unsyncedMu.Lock()
 	defer s.unsyncedMu.Unlock()
 	u := s.unsynced[key]
 	if u == nil || len(u.removed) == 0 {
 		return nil
 	}
-	return maps.Clone(u.removed)
+	return slices.Clone(u.removed)
 }
 
 func (s *Store) commitLoop() {
@@ -998,7 +999,7 @@ func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state
 		if len(v) < 8 {
 			return fmt.Errorf("queue item #%d too short", seq)
 		}
-		if _, ok := removed[seq]; ok {
+		if slices.Contains(removed, seq) {
 			return errSkip
 		}
 		out = append(out, state.Queued{
