@@ -324,7 +324,7 @@ func runBench(args []string) int {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	var o bench.Options
 	fs.IntVar(&o.Reps, "reps", 3, "rounds; each runs every target once, in rotating order")
-	fs.DurationVar(&o.Warmup, "warmup", time.Second, "warm-up before each measurement")
+	fs.DurationVar(&o.Warmup, "warmup", time.Second, "warm-up before a target's first measurement (half of it between connection counts)")
 	fs.DurationVar(&o.Measure, "measure", 3*time.Second, "length of each closed-loop and open-loop measurement")
 	fs.IntVar(&o.Users, "users", 10000, "distinct users in the throughput runs")
 	fs.IntVar(&o.Rate, "rate", 5000, "open-loop events per second")

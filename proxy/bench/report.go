@@ -114,7 +114,7 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 	fmt.Fprintf(w, "# baton bench\n\n")
 	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s/%s, %s\n", cpuCount(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	fmt.Fprintf(w, "- layout: %s\n", o.Layout)
-	fmt.Fprintf(w, "- %d rounds, targets interleaved; %s warm-up and %s per measurement; %d users; ~700-byte signed bodies (70%% text, 10%% postbacks, 10%% deliveries, 10%% reads)\n",
+	fmt.Fprintf(w, "- %d rounds, targets interleaved; %s warm-up (half of it between connection counts) and %s per measurement; %d users; ~700-byte signed bodies (70%% text, 10%% postbacks, 10%% deliveries, 10%% reads)\n",
 		o.Reps, o.Warmup, o.Measure, o.Users)
 	fmt.Fprintf(w, "- every Baton ack is durable (synced to disk before the 200); the run took %s\n\n", took.Round(time.Second))
 

@@ -25,7 +25,7 @@ const TargetBaton = "baton"
 // two cores.
 type Options struct {
 	Reps      int           // rounds; every target runs once per round, in rotating order
-	Warmup    time.Duration // before each measurement
+	Warmup    time.Duration // before each target's first measurement; half of it between connection counts
 	Measure   time.Duration // each closed-loop measurement
 	Conns     []int         // closed-loop connection counts
 	Users     int           // distinct users in the throughput runs
@@ -268,8 +268,13 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 			r.BotLat = toBot(evs, recs)
 		}
 	}
-	for _, conns := range o.Conns {
-		c, err := closedRun(o, g, bc, srv, conns, r.Checked)
+	// Once the server has run, a new connection count only needs to settle.
+	warmup := o.Warmup
+	for i, conns := range o.Conns {
+		if i > 0 || openLoopTargets[target] {
+			warmup = o.Warmup / 2
+		}
+		c, err := closedRun(o, g, bc, srv, conns, r.Checked, warmup)
 		if err != nil {
 			return r, fmt.Errorf("%d connections: %w", conns, err)
 		}
@@ -292,7 +297,7 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 
 // closedRun measures one connection count, then lets the bot catch up so
 // the next measurement starts without a backlog.
-func closedRun(o Options, g *generator, bc *botClient, srv *proc, conns int, checked bool) (closedResult, error) {
+func closedRun(o Options, g *generator, bc *botClient, srv *proc, conns int, checked bool, warmup time.Duration) (closedResult, error) {
 	var acks atomic.Int64
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -300,7 +305,7 @@ func closedRun(o Options, g *generator, bc *botClient, srv *proc, conns int, che
 		g.closedLoop(conns, 0, o.Users, &acks, stop)
 		close(done)
 	}()
-	time.Sleep(o.Warmup)
+	time.Sleep(warmup)
 	bot0, err := botCount(bc, checked)
 	if err != nil {
 		close(stop)
