@@ -46,6 +46,16 @@ func compilePattern(expr string) (*regexp.Regexp, []need, error) {
 		return re, nil, nil
 	}
 	needs := requiredLiterals(parsed.Simplify(), nil)
+	// Literals first: a substring search is cheaper than a class scan.
+	slices.SortStableFunc(needs, func(a, b need) int {
+		switch {
+		case a.class == nil && b.class != nil:
+			return -1
+		case a.class != nil && b.class == nil:
+			return 1
+		}
+		return 0
+	})
 	if len(needs) > maxNeeds {
 		needs = needs[:maxNeeds]
 	}

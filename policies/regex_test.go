@@ -35,6 +35,10 @@ func TestPrefilter(t *testing.T) {
 	if len(needs) != 2 || needs[0].run != 4 || p.mayMatch("size 43 or 42, ref 123") || !p.mayMatch("pin 9876") {
 		t.Errorf("card number: needs = %+v", needs)
 	}
+	_, needs, _ = compilePattern(`\d{3}-order`)
+	if len(needs) != 2 || needs[0].class != nil || needs[1].run != 3 {
+		t.Errorf("literals go before class runs: needs = %+v", needs)
+	}
 }
 
 func TestPrefilterLiterals(t *testing.T) {
