@@ -66,6 +66,8 @@ type Options struct {
 
 	// beforeCommit, in tests, is called by the committer before each batch.
 	beforeCommit func(jobs int)
+	// syncFails, in tests, makes the syncer's syncs fail while it is true.
+	syncFails func() bool
 }
 
 // DefaultMemTableSize keeps Badger's memory near 64 MiB: three memtables
@@ -577,6 +579,9 @@ func (s *Store) syncWritten(reqs []syncRequest) error {
 	s.stats.syncs.Add(1)
 	start := time.Now()
 	err := s.db.Sync()
+	if err == nil && s.opts.syncFails != nil && s.opts.syncFails() {
+		err = errors.New("injected sync failure")
+	}
 	if err == nil && reqs[0].rotations != s.rotations.Load() {
 		err = s.syncLogFiles()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,5 +259,34 @@ func TestRotationsAreCounted(t *testing.T) {
 	}
 	if s.stats.logSyncs.Load() == 0 {
 		t.Fatal("no sync of the older logs after a rotation")
+	}
+}
+
+// A batch whose sync fails is written all the same: its callers get the
+// error (the webhook is answered 503 and Meta sends it again), and the
+// re-delivery is a duplicate rather than a second copy in the queue.
+func TestFailedSyncReportsErrorAndKeepsTheWrite(t *testing.T) {
+	var failing atomic.Bool
+	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour, syncFails: failing.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	failing.Store(true)
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m1")}); err == nil {
+		t.Fatal("enqueue whose sync failed reported success")
+	}
+	failing.Store(false)
+	res, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m1"), ev("p", "u", "b", "m2")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0] != state.Duplicate || res[1] != state.Accepted {
+		t.Fatalf("re-delivery after the failed sync: %v; want duplicate, accepted", res)
+	}
+	head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u"}, 10)
+	if err != nil || len(head) != 2 || string(head[0].Record) != "a" || string(head[1].Record) != "b" {
+		t.Fatalf("queue = %+v, %v; want a then b, once each", head, err)
 	}
 }
