@@ -434,7 +434,7 @@ func (s *Set) Evaluate(in Input) Decision {
 	// Typical messages fold into these stack buffers; longer ones spill to
 	// the heap.
 	var bufArr, lowArr [512]byte
-	var spanArr [64]span
+	var spanArr [128]span // ~100 words
 	if in.Text != "" && e.kind <= EventEcho {
 		if s.needWords {
 			e.buf, e.sp = foldWords(in.Text, bufArr[:0], spanArr[:0])

@@ -45,7 +45,8 @@ type Notifier interface {
 }
 
 // Bot delivers one enveloped event to the bot, retrying until it is
-// accepted, rejected for good, or ctx ends.
+// accepted, rejected for good, or ctx ends. body is reused once Deliver
+// returns: keep a copy, not body itself.
 type Bot interface {
 	Deliver(ctx context.Context, body []byte) error
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -222,7 +223,7 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 		s.changes, s.changed = nil, true
 	}
 	if forwardIt {
-		err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&s.ev))
+		err := d.deliver(ctx, &s.ev)
 		if err == nil {
 			d.opts.Metrics.BotDelivered.Inc()
 		}
@@ -238,7 +239,7 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 		}
 	}
 	for i := range s.toBot {
-		if err := d.opts.Bot.Deliver(ctx, messenger.Envelope(&s.toBot[i])); err != nil {
+		if err := d.deliver(ctx, &s.toBot[i]); err != nil {
 			var rej *forward.RejectedError
 			if !errors.As(err, &rej) {
 				return err
@@ -265,6 +266,25 @@ func (d *Dispatcher) finish(ctx context.Context, s *step, forwardIt, acted bool)
 		return fmt.Errorf("commit %s #%d: %w", s.q.Thread, s.q.Seq, err)
 	}
 	return nil
+}
+
+// envelopes are the buffers events are wrapped in for the bot; Bot.Deliver
+// is done with the body when it returns.
+var envelopes = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledEnvelope keeps an unusually large event's buffer out of the pool.
+const maxPooledEnvelope = 64 << 10
+
+// deliver wraps ev in its envelope and delivers it to the bot.
+func (d *Dispatcher) deliver(ctx context.Context, ev *messenger.Event) error {
+	buf := envelopes.Get().(*[]byte)
+	body := messenger.AppendEnvelope((*buf)[:0], ev)
+	err := d.opts.Bot.Deliver(ctx, body)
+	if cap(body) <= maxPooledEnvelope {
+		*buf = body
+		envelopes.Put(buf)
+	}
+	return err
 }
 
 // commitNow commits even if ctx is being cancelled, within commitTimeout.

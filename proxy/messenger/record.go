@@ -53,7 +53,14 @@ func DecodeRecord(b []byte) (Event, error) {
 // Envelope wraps one event in the platform's delivery shape, in the array of
 // its channel, so an unchanged bot can read it as if Meta had sent it.
 func Envelope(e *Event) []byte {
-	b := make([]byte, 0, 64+len(e.PageID)+len(e.Raw))
+	return AppendEnvelope(make([]byte, 0, EnvelopeSize(e)), e)
+}
+
+// EnvelopeSize is about how long e's envelope is.
+func EnvelopeSize(e *Event) int { return 64 + len(e.Object) + len(e.PageID) + len(e.Raw) }
+
+// AppendEnvelope appends e's envelope (see Envelope) to b.
+func AppendEnvelope(b []byte, e *Event) []byte {
 	b = append(b, `{"object":`...)
 	b = appendJSONString(b, e.Object)
 	b = append(b, `,"entry":[{"id":`...)
@@ -67,7 +74,15 @@ func Envelope(e *Event) []byte {
 	return append(b, "]}]}"...)
 }
 
+// appendJSONString appends s as a JSON string, as encoding/json writes it.
 func appendJSONString(b []byte, s string) []byte {
-	q, _ := json.Marshal(s) // a Go string always marshals
-	return append(b, q...)
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // escapes needed: a Go string always marshals
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
