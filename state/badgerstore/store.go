@@ -3,11 +3,13 @@
 //
 // All writes go through one committer goroutine. It gathers the enqueues of
 // concurrent webhook requests and the completions of the thread workers into
-// one transaction and syncs it once (group commit), so many events share
-// the cost of one fsync and no acknowledged event is only in the OS cache.
-// Lazy completions (the worker did nothing outside Baton) are not waited
-// for: a batch of only those is written without a sync and reaches disk
-// with the next synced one, or, if Badger moved to a new memtable in
+// one transaction (group commit) and hands it to a syncer goroutine, which
+// syncs everything written since its last sync and only then tells the
+// callers, so many events share the cost of one fsync and no acknowledged
+// event is only in the OS cache; meanwhile the committer writes the next
+// batch. Lazy completions (the worker did nothing outside Baton) are not
+// waited for: a batch of only those is written without a sync and reaches
+// disk with the next synced one, or, if Badger moved to a new memtable in
 // between, when the old memtable is flushed; a crash before that replays
 // their events. Because the committer is the only writer, the sequence
 // counter and de-duplication checks need no further locking.
