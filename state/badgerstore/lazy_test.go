@@ -9,22 +9,46 @@ import (
 	"github.com/batonproxy/baton/state"
 )
 
+// committerHold stops the committer in its next batch until released.
+type committerHold struct {
+	armed   atomic.Bool
+	holding chan struct{}
+	release chan struct{}
+}
+
+func newCommitterHold() *committerHold {
+	return &committerHold{holding: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+// beforeCommit is the store's test hook.
+func (h *committerHold) beforeCommit(int) {
+	if h.armed.CompareAndSwap(true, false) {
+		h.holding <- struct{}{}
+		<-h.release
+	}
+}
+
+// hold returns once the committer is stopped in the batch of an enqueue
+// for another thread; that enqueue's outcome comes on the channel after
+// release is closed.
+func (h *committerHold) hold(s *Store) <-chan error {
+	h.armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(context.Background(), t0, []state.NewEvent{ev("p", "other", "hold", "")})
+		done <- err
+	}()
+	<-h.holding
+	return done
+}
+
 // A lazy completion is visible to readers as soon as Complete returns,
 // while the committer has not written it yet, and is on disk after Close.
 func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	hold := make(chan struct{})
-	holding := make(chan struct{}, 1)
-	var held atomic.Bool
-	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour,
-		beforeCommit: func(int) {
-			if held.Load() {
-				holding <- struct{}{}
-				<-hold // keeps the committer busy while lazy completions queue up
-				held.Store(false)
-			}
-		}})
+	h := newCommitterHold()
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour, beforeCommit: h.beforeCommit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,13 +60,7 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 	if err != nil || len(head) != 3 {
 		t.Fatalf("head = %v, %v; want 3 items", head, err)
 	}
-	enqueued := make(chan error, 1)
-	held.Store(true)
-	go func() {
-		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "other", "hold", "")})
-		enqueued <- err
-	}()
-	<-holding
+	enqueued := h.hold(s) // the committer stays busy while lazy completions queue up
 
 	for i, q := range head[:2] {
 		th := state.Thread{Owner: state.Owner{Kind: state.OwnerBot}, LastUser: t0.Add(time.Duration(i+1) * time.Minute)}
@@ -61,7 +79,7 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 		t.Fatalf("head before the commit = %v, %v; want only c", rest, err)
 	}
 
-	close(hold)
+	close(h.release)
 	if err := <-enqueued; err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +128,8 @@ func TestLazyCompletionWithTimersIsWaitedFor(t *testing.T) {
 func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
 	dir := t.TempDir()
 	ctx := context.Background()
-	hold := make(chan struct{})
-	holding := make(chan struct{}, 1)
-	var held atomic.Bool
-	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour, MaxBatch: 1,
-		beforeCommit: func(int) {
-			if held.Load() {
-				held.Store(false)
-				holding <- struct{}{}
-				<-hold
-			}
-		}})
+	h := newCommitterHold()
+	s, err := Open(Options{Dir: dir, MemTableSize: 8 << 20, DedupWindow: time.Hour, MaxBatch: 1, beforeCommit: h.beforeCommit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,9 +146,7 @@ func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
 	if err != nil || len(head) != events {
 		t.Fatalf("head = %d items, %v", len(head), err)
 	}
-	held.Store(true)
-	go s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "other", "hold", "")})
-	<-holding
+	h.hold(s)
 
 	var completed atomic.Int32
 	done := make(chan error, 1)
@@ -166,7 +173,7 @@ func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
 	if got := completed.Load(); got != 4 {
 		t.Fatalf("%d lazy completions returned while the committer was held; want 4", got)
 	}
-	close(hold)
+	close(h.release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
