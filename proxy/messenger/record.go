@@ -53,11 +53,8 @@ func DecodeRecord(b []byte) (Event, error) {
 // Envelope wraps one event in the platform's delivery shape, in the array of
 // its channel, so an unchanged bot can read it as if Meta had sent it.
 func Envelope(e *Event) []byte {
-	return AppendEnvelope(make([]byte, 0, EnvelopeSize(e)), e)
+	return AppendEnvelope(make([]byte, 0, 64+len(e.Object)+len(e.PageID)+len(e.Raw)), e)
 }
-
-// EnvelopeSize is about how long e's envelope is.
-func EnvelopeSize(e *Event) int { return 64 + len(e.Object) + len(e.PageID) + len(e.Raw) }
 
 // AppendEnvelope appends e's envelope (see Envelope) to b.
 func AppendEnvelope(b []byte, e *Event) []byte {

@@ -96,10 +96,13 @@ type Store struct {
 	stats    struct{ commits, syncs, logSyncs, jobs, events atomic.Uint64 }
 	// toSync takes written batches to the syncer (syncLoop), which closes
 	// syncDone when toSync is closed and drained.
-	toSync   chan syncRequest
+	toSync   chan []*job
 	syncDone chan struct{}
-	// rotations counts Badger's memtable rotations (from its log).
-	rotations *atomic.Uint64
+	// rotations counts Badger's memtable rotations (from its log);
+	// syncedFrom is the count when the last complete sync began.
+	rotations  *atomic.Uint64
+	syncMu     sync.Mutex // one sync at a time; guards syncedFrom
+	syncedFrom uint64
 
 	// unsynced holds what lazy completions have promised but the
 	// committer has not yet written: readers see it before the cache.
@@ -133,7 +136,7 @@ type unsyncedThread struct {
 // and events per commit say how well concurrent writes share a sync.
 type Stats struct {
 	Commits uint64 // group commits (each tryCommit, retries included)
-	Syncs   uint64 // group commits synced because someone waited for them
+	Syncs   uint64 // syncs to disk: group commits someone waited for (one may cover several), imports
 	Jobs    uint64 // enqueues, completions and timer firings committed
 	Events  uint64 // webhook events offered for enqueueing
 }
@@ -215,7 +218,8 @@ func Open(opts Options) (*Store, error) {
 		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
 		done: make(chan struct{}), gcDone: make(chan struct{}),
 		unsynced: map[state.ThreadKey]*unsyncedThread{}, lazyReady: make(chan struct{}, 1),
-		toSync: make(chan syncRequest, 64), syncDone: make(chan struct{}), rotations: rotations,
+		toSync: make(chan []*job, 64), syncDone: make(chan struct{}), rotations: rotations,
+		syncedFrom: rotations.Load(), // what Badger replayed on open is on disk
 	}
 	s.lazyRoom = sync.NewCond(&s.unsyncedMu)
 	if err := db.View(func(txn *badger.Txn) error {
@@ -514,22 +518,24 @@ func (s *Store) finish() {
 // commit writes a batch of jobs and tells every job the outcome, or hands
 // a batch someone waits for to the syncer, which tells them once it is on
 // disk: meanwhile the committer writes the next batch (pipelined group
-// commit). If the batch fails as a whole before any of it is written, each
-// job is tried again on its own (and synced at once), so one bad job
-// cannot fail the others, and none of them is told it failed when its
-// writes are in fact on disk.
+// commit). If the batch fails, each job is tried again on its own (and
+// synced at once), so one bad job cannot fail the others. (Part of a batch
+// that outgrew one transaction may be written already; trying it again is
+// safe: the dedup keys drop the events already written.)
 func (s *Store) commit(batch []*job) {
-	rotations := s.rotations.Load() // before the writes: see syncWritten
-	written, err := s.tryCommit(batch, false)
-	if err != nil && !written && len(batch) > 1 {
+	wait, err := s.tryCommit(batch)
+	if err != nil && len(batch) > 1 {
 		for _, j := range batch {
-			_, err := s.tryCommit([]*job{j}, true)
+			wait, err := s.tryCommit([]*job{j})
+			if err == nil && wait {
+				err = s.syncAll()
+			}
 			s.tell(j, err)
 		}
 		return
 	}
-	if err == nil && slices.ContainsFunc(batch, func(j *job) bool { return !j.lazy }) {
-		s.toSync <- syncRequest{jobs: batch, rotations: rotations}
+	if err == nil && wait {
+		s.toSync <- batch
 		return
 	}
 	for _, j := range batch {
@@ -537,68 +543,63 @@ func (s *Store) commit(batch []*job) {
 	}
 }
 
-// syncRequest is a written batch waiting for its sync.
-type syncRequest struct {
-	jobs      []*job
-	rotations uint64 // memtable rotations counted before it was written
-}
-
 // syncLoop syncs what the committer wrote, one sync for every batch
 // written since the last, and tells their callers.
 func (s *Store) syncLoop() {
 	defer close(s.syncDone)
-	for req := range s.toSync {
-		reqs := []syncRequest{req}
+	for batch := range s.toSync {
+		jobs := batch
 	more:
 		for {
 			select {
-			case r, ok := <-s.toSync:
+			case b, ok := <-s.toSync:
 				if !ok {
 					break more
 				}
-				reqs = append(reqs, r)
+				jobs = append(jobs, b...)
 			default:
 				break more
 			}
 		}
-		err := s.syncWritten(reqs)
-		for _, r := range reqs {
-			for _, j := range r.jobs {
-				s.tell(j, err)
-			}
+		err := s.syncAll()
+		if err != nil {
+			s.log.Error("group commit written but not synced", zap.Int("jobs", len(jobs)), zap.Error(err))
+		}
+		for _, j := range jobs {
+			s.tell(j, err)
 		}
 	}
 }
 
-// syncWritten makes the requests' batches durable. Badger's Sync covers
-// the active memtable's write-ahead log (and value log) only; a batch
-// written before Badger moved to a new memtable sits in the old one's log,
-// which nothing syncs until its flush to a table. So when a rotation was
-// counted since the first of these batches was written, every log file
-// still in the directory is synced as well (about once per memtable, so
-// rarely; a log already flushed and removed is in a synced table).
-func (s *Store) syncWritten(reqs []syncRequest) error {
+// syncAll makes everything written before it was called durable; every
+// sync of the store goes through it. Badger's Sync covers the active
+// memtable's write-ahead log (and value log) only; writes made before
+// Badger moved to a new memtable sit in the old one's log, which nothing
+// syncs until its flush to a table. So when a rotation was counted since
+// the last complete sync began, every log file still in the directory is
+// synced as well (about once per memtable, so rarely; a log already
+// flushed and removed is in a synced table).
+func (s *Store) syncAll() error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
 	s.stats.syncs.Add(1)
 	start := time.Now()
+	began := s.rotations.Load()
 	err := s.db.Sync()
 	if err == nil && s.opts.syncFails != nil && s.opts.syncFails() {
 		err = errors.New("injected sync failure")
 	}
-	if err == nil && reqs[0].rotations != s.rotations.Load() {
+	if err == nil && s.rotations.Load() != s.syncedFrom {
 		err = s.syncLogFiles()
 	}
 	if s.opts.OnSync != nil {
 		s.opts.OnSync(time.Since(start))
 	}
 	if err != nil {
-		err = fmt.Errorf("sync: %w", err)
-		n := 0
-		for _, r := range reqs {
-			n += len(r.jobs)
-		}
-		s.log.Error("group commit written but not synced", zap.Int("jobs", n), zap.Error(err))
+		return fmt.Errorf("sync: %w", err)
 	}
-	return err
+	s.syncedFrom = began
+	return nil
 }
 
 // syncLogFiles fsyncs the write-ahead logs of every memtable and the value
@@ -646,15 +647,11 @@ func (s *Store) tell(j *job, err error) {
 }
 
 // tryCommit writes a batch in one transaction (more only if it outgrew
-// Badger's limit despite the size cap of the gathering loop) and syncs it
-// if anyone waits for it. A batch of lazy completions only is not synced:
-// it reaches disk with the next sync, which covers every earlier write.
-// written reports that the batch is in Badger although its sync failed:
-// applying the jobs again would apply them twice. (After a failure in a
-// later transaction of a rotated batch, retrying is safe: the dedup keys
-// drop the events already written.)
-func (s *Store) tryCommit(batch []*job, syncNow bool) (written bool, err error) {
-	wait := false
+// Badger's limit despite the size cap of the gathering loop); wait reports
+// that someone waits for it, so it must be synced. A batch of lazy
+// completions only is not: it reaches disk with the next sync, which
+// covers every earlier write.
+func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 	for _, j := range batch {
 		if j.fire != nil {
 			j.fire.threads = nil
@@ -667,7 +664,7 @@ func (s *Store) tryCommit(batch []*job, syncNow bool) (written bool, err error) 
 	s.announcing.Lock()
 	defer s.announcing.Unlock()
 	seq := s.seq
-	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq, sync: wait}
+	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq}
 	s.stats.commits.Add(1)
 	b := &batchState{seen: map[string]struct{}{}, threads: map[state.ThreadKey]cachedThread{}}
 	for _, j := range batch {
@@ -676,23 +673,22 @@ func (s *Store) tryCommit(batch []*job, syncNow bool) (written bool, err error) 
 		}
 	}
 	if err == nil {
-		err = w.commit(wait && syncNow)
+		err = w.commit()
 	} else {
 		w.txn.Discard()
 	}
-	s.stats.syncs.Add(uint64(w.synced))
 	// Part of a failed batch may have been committed by a rotation, so the
 	// counter never goes back: gaps are harmless, reuse would overwrite.
 	s.seq = seq
 	if err != nil {
 		err = fmt.Errorf("commit %d jobs: %w", len(batch), err)
-		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Bool("written_not_synced", w.syncFailed), zap.Error(err))
+		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Error(err))
 		// Thread states may have been partly written; forget cached copies
 		// so the next read sees what is really in Badger.
 		for key := range b.threads {
 			s.cache.Remove(key)
 		}
-		return w.syncFailed, err
+		return wait, err
 	}
 	for key, t := range b.threads {
 		s.cache.Add(key, t)
@@ -871,12 +867,6 @@ type writer struct {
 	// start a new one between two related writes rather than between the
 	// halves of one (an event's dedup key without its queue item).
 	size, count int64
-	// sync makes every transaction synced before the next starts: a
-	// memtable rotation between them would leave the earlier one in a
-	// write-ahead log that a final Sync does not cover.
-	sync       bool
-	syncFailed bool // a transaction is in Badger but its sync failed
-	synced     int  // syncs done, for the stats
 }
 
 // room rotates the transaction first if n more bytes might not fit.
@@ -925,7 +915,7 @@ func (w *writer) delete(k []byte) error {
 }
 
 func (w *writer) rotate() error {
-	if err := w.commit(w.sync); err != nil {
+	if err := w.commit(); err != nil {
 		return err
 	}
 	w.txn = w.db.NewTransaction(true)
@@ -933,23 +923,13 @@ func (w *writer) rotate() error {
 	return nil
 }
 
-// commit commits the open transaction, and syncs if syncNow.
-func (w *writer) commit(syncNow bool) error {
+// commit commits the open transaction (syncAll makes it durable).
+func (w *writer) commit() error {
 	if err := w.txn.Set(keySeq, binary.BigEndian.AppendUint64(nil, *w.seq)); err != nil {
 		w.txn.Discard()
 		return fmt.Errorf("write sequence: %w", err)
 	}
-	if err := w.txn.Commit(); err != nil {
-		return err
-	}
-	if syncNow {
-		w.synced++
-		if err := w.db.Sync(); err != nil {
-			w.syncFailed = true
-			return fmt.Errorf("sync: %w", err)
-		}
-	}
-	return nil
+	return w.txn.Commit()
 }
 
 // Thread returns the thread's state from the cache or disk.
@@ -1165,8 +1145,8 @@ func (s *Store) writeThreads(threads []state.Thread) error {
 	if err := wb.Flush(); err != nil {
 		return fmt.Errorf("write %d threads: %w", len(threads), err)
 	}
-	if err := s.db.Sync(); err != nil {
-		return fmt.Errorf("sync %d threads: %w", len(threads), err)
+	if err := s.syncAll(); err != nil {
+		return fmt.Errorf("%d threads: %w", len(threads), err)
 	}
 	return nil
 }
