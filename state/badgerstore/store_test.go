@@ -4,6 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,6 +264,66 @@ func TestRotationsAreCounted(t *testing.T) {
 	if s.stats.logSyncs.Load() == 0 {
 		t.Fatal("no sync of the older logs after a rotation")
 	}
+}
+
+// Between rotations a sync fsyncs only the active memtable's write-ahead
+// log: after every synced batch, through several rotations, the log the
+// store keeps for that is the newest one in the directory, and a value
+// large enough for the value log makes the next sync cover every log.
+func TestSyncFollowsTheActiveLog(t *testing.T) {
+	s := open(t, t.TempDir()) // 8 MiB memtables
+	defer s.Close()
+	ctx := context.Background()
+	record := bytes.Repeat([]byte("x"), 4096)
+	for i := 0; s.rotations.Load() < 3; i++ {
+		if i == 100 {
+			t.Fatalf("40 MiB written into 8 MiB memtables, and %d rotations counted", s.rotations.Load())
+		}
+		var batch []state.NewEvent
+		for j := range 100 {
+			e := ev("p", fmt.Sprint("u", j), "", fmt.Sprint("m", i, "-", j))
+			e.Record = record
+			batch = append(batch, e)
+		}
+		if _, err := s.Enqueue(ctx, t0, batch); err != nil {
+			t.Fatal(err)
+		}
+		s.syncMu.Lock()
+		synced := ""
+		if s.activeLog != nil {
+			synced = filepath.Base(s.activeLog.Name())
+		}
+		s.syncMu.Unlock()
+		if want := newestLog(t, s.opts.Dir); synced != want {
+			t.Fatalf("batch %d: the store syncs %q, the active log is %q", i, synced, want)
+		}
+	}
+	before := s.stats.logSyncs.Load()
+	big := ev("p", "u", "", "big")
+	big.Record = bytes.Repeat([]byte("y"), int(s.valueThreshold))
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{big}); err != nil {
+		t.Fatal(err)
+	}
+	if s.stats.logSyncs.Load() == before {
+		t.Fatal("a value for the value log was synced with the write-ahead log only")
+	}
+}
+
+// newestLog names the write-ahead log with the highest number in dir.
+func newestLog(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newest, newestID := "", -1
+	for _, e := range entries {
+		id, ok := strings.CutSuffix(e.Name(), ".mem")
+		if n, err := strconv.Atoi(id); ok && err == nil && n > newestID {
+			newest, newestID = e.Name(), n
+		}
+	}
+	return newest
 }
 
 // A batch whose sync fails is written all the same: its callers get the
