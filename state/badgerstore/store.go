@@ -596,9 +596,11 @@ func (s *Store) syncLoop() {
 // threshold, which the writer notes (bigValues).
 //
 // After a rotation (counted since the last complete sync began) the writes
-// may span several logs: Badger's Sync then waits for a rotation still in
-// progress, and every log file in the directory is synced, the newest
-// write-ahead log becoming the one synced until the next rotation.
+// may span several logs, and every log file in the directory is synced; the
+// newest write-ahead log becomes the one synced until the next rotation.
+// Badger counts a rotation just before it creates the new log, under its
+// lock; its Sync, called first, takes that lock, so the listing sees the
+// log of every rotation counted when this sync began.
 func (s *Store) syncAll() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
