@@ -184,12 +184,11 @@ func (g *generator) openLoop(rate, conns, users int, warmup, measure time.Durati
 	}
 	interval := time.Second / time.Duration(rate)
 	total := int((warmup + measure) / interval)
+	pace := newPacer()
+	defer pace.release()
 	start := time.Now()
 	for k := 0; k < total; {
-		due := start.Add(time.Duration(k) * interval)
-		if d := time.Until(due); d > 0 {
-			time.Sleep(d)
-		}
+		pace.sleepUntil(start.Add(time.Duration(k) * interval))
 		now := time.Now()
 		for ; k < total; k++ {
 			at := start.Add(time.Duration(k) * interval)

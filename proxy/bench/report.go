@@ -33,6 +33,11 @@ func (s stats) rate() string {
 	return fmt.Sprintf("%s (%s-%s)", kilo(s.med), kilo(s.lo), kilo(s.hi))
 }
 
+// micros formats CPU microseconds per event: median (min-max).
+func (s stats) micros() string {
+	return fmt.Sprintf("%.1f (%.1f-%.1f)", s.med, s.lo, s.hi)
+}
+
 func kilo(x float64) string {
 	if x >= 1000 {
 		return fmt.Sprintf("%.1fk", x/1000)
@@ -135,8 +140,7 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 			cpu = append(cpu, r.Closed[64].CPUPerEvent.Seconds()*1e6)
 			rss = append(rss, float64(r.PeakRSS))
 		}
-		cs := summarize(cpu)
-		fmt.Fprintf(w, " %.1f (%.1f-%.1f) | %s |\n", cs.med, cs.lo, cs.hi, mib(int64(summarize(rss).hi)))
+		fmt.Fprintf(w, " %s | %s |\n", summarize(cpu).micros(), mib(int64(summarize(rss).hi)))
 	}
 
 	sustained := func(c int) func(targetRun) float64 {
@@ -167,24 +171,27 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 	}
 
 	fmt.Fprintf(w, "\n## Latency, open loop at %d events/s over %d connections (from when each request was due)\n\n", o.Rate, o.OpenConns)
-	fmt.Fprintf(w, "| target | ack p50 | ack p99 | ack p99.9 | to bot p50 | to bot p99 | to bot p99.9 |\n|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| target | ack p50 | ack p99 | ack p99.9 | to bot p50 | to bot p99 | to bot p99.9 | CPU µs/event |\n|---|---|---|---|---|---|---|---|\n")
 	var batonAck, batonBot []time.Duration
 	for _, target := range Targets {
 		if !openLoopTargets[target] {
 			continue
 		}
 		var ack, bot []time.Duration
+		var cpu []float64
 		for _, r := range byTarget(runs, target) {
 			ack, bot = append(ack, r.AckLat...), append(bot, r.BotLat...)
+			cpu = append(cpu, r.OpenCPUPerEvent.Seconds()*1e6)
 		}
 		a := percentiles(ack, 0.5, 0.99, 0.999)
 		fmt.Fprintf(w, "| %s | %s | %s | %s |", targetNames[target], ms(a[0]), ms(a[1]), ms(a[2]))
 		if len(bot) > 0 {
 			b := percentiles(bot, 0.5, 0.99, 0.999)
-			fmt.Fprintf(w, " %s | %s | %s |\n", ms(b[0]), ms(b[1]), ms(b[2]))
+			fmt.Fprintf(w, " %s | %s | %s |", ms(b[0]), ms(b[1]), ms(b[2]))
 		} else {
-			fmt.Fprintf(w, " - | - | - |\n")
+			fmt.Fprintf(w, " - | - | - |")
 		}
+		fmt.Fprintf(w, " %s |\n", summarize(cpu).micros())
 		if target == TargetBaton {
 			batonAck, batonBot = a, percentiles(bot, 0.99)
 		}

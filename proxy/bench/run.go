@@ -109,6 +109,10 @@ type targetRun struct {
 	Closed   map[int]closedResult
 	AckLat   []time.Duration
 	BotLat   []time.Duration
+	// OpenCPUPerEvent is the server's CPU per acknowledged event over the
+	// open-loop run: at a fixed rate it does not depend on how fast the
+	// server is, only on how much it spends.
+	OpenCPUPerEvent time.Duration
 	Check    Check
 	Syncs    syncStats // Baton's syncs during the open-loop run
 	RSS      int64
@@ -249,7 +253,11 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 			}
 		}
 		var evs []sent
+		cpu0, acked0 := srv.cpuTime(), g.totalAcked()
 		r.AckLat, evs = g.openLoop(o.Rate, o.OpenConns, o.Users, o.Warmup, o.Measure)
+		if n := g.totalAcked() - acked0; n > 0 {
+			r.OpenCPUPerEvent = (srv.cpuTime() - cpu0) / time.Duration(n)
+		}
 		if target == TargetBaton {
 			syncs1, err := readSyncs(srv.addr)
 			if err != nil {

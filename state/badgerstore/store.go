@@ -99,6 +99,10 @@ type Store struct {
 	// syncDone when toSync is closed and drained.
 	toSync   chan []*job
 	syncDone chan struct{}
+	// syncBusy is set while the syncer has batches to sync; syncFree
+	// (capacity 1) tells the committer when it runs out.
+	syncBusy atomic.Bool
+	syncFree chan struct{}
 	// rotations counts Badger's memtable rotations (from its log);
 	// syncedFrom is the count when the last complete sync began.
 	rotations  *atomic.Uint64
@@ -225,7 +229,7 @@ func Open(opts Options) (*Store, error) {
 		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
 		done: make(chan struct{}), gcDone: make(chan struct{}),
 		unsynced: map[state.ThreadKey]*unsyncedThread{}, lazyReady: make(chan struct{}, 1),
-		toSync: make(chan []*job, 64), syncDone: make(chan struct{}), rotations: rotations,
+		toSync: make(chan []*job, 64), syncDone: make(chan struct{}), syncFree: make(chan struct{}, 1), rotations: rotations,
 		syncedFrom: rotations.Load(), // what Badger replayed on open is on disk
 	}
 	s.lazyRoom = sync.NewCond(&s.unsyncedMu)
@@ -478,6 +482,18 @@ func (s *Store) commitLoop() {
 				// Under concurrent load (two or more callers waiting
 				// already), a short wait gathers more of them into this
 				// sync; with a single caller it would only add latency.
+				if waiting > 0 && s.syncBusy.Load() {
+					// A sync is under way, and this batch cannot be synced
+					// before it ends: gather until then and write all that
+					// came meanwhile in one transaction (one per event when
+					// requests arrive evenly spaced, otherwise).
+					select {
+					case j := <-s.jobs:
+						add(j)
+					case <-s.syncFree:
+					}
+					continue
+				}
 				if waiting < 2 || lingered || s.opts.CommitWindow <= 0 {
 					break gather
 				}
@@ -549,6 +565,7 @@ func (s *Store) commit(batch []*job) {
 		return
 	}
 	if err == nil && wait {
+		s.syncBusy.Store(true)
 		s.toSync <- batch
 		return
 	}
@@ -581,6 +598,13 @@ func (s *Store) syncLoop() {
 		}
 		for _, j := range jobs {
 			s.tell(j, err)
+		}
+		if len(s.toSync) == 0 {
+			s.syncBusy.Store(false)
+			select {
+			case s.syncFree <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
