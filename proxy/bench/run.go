@@ -104,21 +104,21 @@ func (r targetRun) sustained(c int) float64 {
 
 // targetRun is one target in one round.
 type targetRun struct {
-	Target   string
-	Rep      int
-	Closed   map[int]closedResult
-	AckLat   []time.Duration
-	BotLat   []time.Duration
+	Target string
+	Rep    int
+	Closed map[int]closedResult
+	AckLat []time.Duration
+	BotLat []time.Duration
 	// OpenCPUPerEvent is the server's CPU per acknowledged event over the
 	// open-loop run: at a fixed rate it does not depend on how fast the
 	// server is, only on how much it spends.
 	OpenCPUPerEvent time.Duration
-	Check    Check
-	Syncs    syncStats // Baton's syncs during the open-loop run
-	RSS      int64
-	PeakRSS  int64
-	Checked  bool // bare answers without a bot: nothing to check
-	Failures []string
+	Check           Check
+	Syncs           syncStats // Baton's syncs during the open-loop run
+	RSS             int64
+	PeakRSS         int64
+	Checked         bool // bare answers without a bot: nothing to check
+	Failures        []string
 }
 
 // Run runs every target Reps times, then the memory and restart run, and
