@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -352,5 +353,68 @@ func TestFailedSyncReportsErrorAndKeepsTheWrite(t *testing.T) {
 	head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u"}, 10)
 	if err != nil || len(head) != 2 || string(head[0].Record) != "a" || string(head[1].Record) != "b" {
 		t.Fatalf("queue = %+v, %v; want a then b, once each", head, err)
+	}
+}
+
+// While a sync is under way, the batches that arrive cannot be synced
+// before it ends; the committer gathers them and writes them in one
+// transaction when it does, rather than one transaction each.
+func TestJobsGatherWhileASyncIsUnderWay(t *testing.T) {
+	holding, release := make(chan struct{}), make(chan struct{})
+	var armed atomic.Bool
+	var mu sync.Mutex
+	var batches []int
+	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour,
+		syncFails: func() bool {
+			if armed.CompareAndSwap(true, false) {
+				holding <- struct{}{}
+				<-release
+			}
+			return false
+		},
+		beforeCommit: func(jobs int) {
+			mu.Lock()
+			batches = append(batches, jobs)
+			mu.Unlock()
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	armed.Store(true)
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(context.Background(), t0, []state.NewEvent{ev("p", "first", "a", "m0")})
+		first <- err
+	}()
+	<-holding // the syncer is in the first batch's sync
+	var jobs []*job
+	for i := range 20 {
+		j := &job{now: t0, events: []state.NewEvent{ev("p", fmt.Sprint("u", i), "b", fmt.Sprint("m", i+1))},
+			results: make([]state.EnqueueResult, 1), done: make(chan error, 1)}
+		s.jobs <- j // as Enqueue submits it
+		jobs = append(jobs, j)
+		// One at a time: the committer takes each before the next comes,
+		// as with requests spread out in time.
+		for deadline := time.Now().Add(10 * time.Second); len(s.jobs) > 0; runtime.Gosched() {
+			if time.Now().After(deadline) {
+				t.Fatal("the committer does not take jobs while a sync is under way")
+			}
+		}
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	for i, j := range jobs {
+		if err := <-j.done; err != nil || j.results[0] != state.Accepted {
+			t.Fatalf("job %d: %v, %v", i, j.results, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(batches) != 2 || batches[1] != 20 {
+		t.Fatalf("batches written: %v; want the first, then the 20 that came during its sync in one", batches)
 	}
 }
