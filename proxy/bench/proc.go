@@ -172,6 +172,22 @@ func (p *proc) cpuTime() time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
+// selfCPUTime is the CPU this process (the load generator) has used.
+func selfCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// coreUse is CPU seconds per second of the server under test, its fake bot
+// and the load generator, which share one core: near 1 in all, requests
+// queue whatever the server does.
+type coreUse struct{ Server, Bot, Generator float64 }
+
+func (c coreUse) total() float64 { return c.Server + c.Bot + c.Generator }
+
 // memUse is a process's resident memory, in bytes.
 type memUse struct {
 	RSS, Peak int64

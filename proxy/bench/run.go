@@ -113,12 +113,14 @@ type targetRun struct {
 	// open-loop run: at a fixed rate it does not depend on how fast the
 	// server is, only on how much it spends.
 	OpenCPUPerEvent time.Duration
-	Check           Check
-	Syncs           syncStats // Baton's syncs during the open-loop run
-	RSS             int64
-	PeakRSS         int64
-	Checked         bool // bare answers without a bot: nothing to check
-	Failures        []string
+	// OpenCore is how busy the shared core was over the open-loop run.
+	OpenCore coreUse
+	Check    Check
+	Syncs    syncStats // Baton's syncs during the open-loop run
+	RSS      int64
+	PeakRSS  int64
+	Checked  bool // bare answers without a bot: nothing to check
+	Failures []string
 }
 
 // Run runs every target Reps times, then the memory and restart run, and
@@ -253,10 +255,14 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 			}
 		}
 		var evs []sent
-		cpu0, acked0 := srv.cpuTime(), g.totalAcked()
+		start, acked0 := time.Now(), g.totalAcked()
+		srv0, bot0, gen0 := srv.cpuTime(), bot.cpuTime(), selfCPUTime()
 		r.AckLat, evs = g.openLoop(o.Rate, o.OpenConns, o.Users, o.Warmup, o.Measure)
+		wall := time.Since(start).Seconds()
+		srvCPU := srv.cpuTime() - srv0
+		r.OpenCore = coreUse{Server: srvCPU.Seconds() / wall, Bot: (bot.cpuTime() - bot0).Seconds() / wall, Generator: (selfCPUTime() - gen0).Seconds() / wall}
 		if n := g.totalAcked() - acked0; n > 0 {
-			r.OpenCPUPerEvent = (srv.cpuTime() - cpu0) / time.Duration(n)
+			r.OpenCPUPerEvent = srvCPU / time.Duration(n)
 		}
 		if target == TargetBaton {
 			syncs1, err := readSyncs(srv.addr)
