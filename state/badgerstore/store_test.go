@@ -185,6 +185,44 @@ func TestKeysOfOddThreadsStaySeparate(t *testing.T) {
 	}
 }
 
+// PendingThreads steps over short queues and seeks past long ones: every
+// thread with an item is listed once, whatever its backlog, in key order.
+func TestPendingThreadsWithShortAndLongQueues(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	backlog := map[string]int{"a": 1, "b": 8, "c": 9, "d": 30, "e": 1, "f": 2}
+	var batch []state.NewEvent
+	for user, n := range backlog {
+		for i := range n {
+			batch = append(batch, ev("p", user, fmt.Sprint(i), ""))
+		}
+	}
+	if _, err := s.Enqueue(ctx, t0, batch); err != nil {
+		t.Fatal(err)
+	}
+	// Emptied queues are not pending: drop all of "e"'s and "b"'s items.
+	for _, user := range []string{"b", "e"} {
+		key := state.ThreadKey{Page: "p", User: user}
+		head, err := s.Head(ctx, key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range head {
+			if err := s.Complete(ctx, state.Completion{Thread: key, Seq: q.Seq}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got, err := s.PendingThreads(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(got) != "[p/a p/c p/d p/f]" {
+		t.Fatalf("pending = %v; want p/a p/c p/d p/f", got)
+	}
+}
+
 // One failing job (here a dead letter for an item that does not exist) in a
 // group commit with a large enqueue must not fail the enqueue, nor leave
 // part of it on disk while reporting failure.
