@@ -52,6 +52,32 @@ func (g *generator) sender() *sender {
 func (s *sender) send(u int) bool {
 	seq := s.g.acked[u] + 1
 	s.body = s.g.traffic.Body(s.body[:0], u, seq)
+	if !s.post() {
+		return false
+	}
+	s.g.acked[u] = seq
+	return true
+}
+
+// sendBatch posts the next event of each of users in one body; a 200
+// acknowledges them all, anything else none (Meta sends the body again).
+func (s *sender) sendBatch(users []int) bool {
+	seqs := make([]uint32, len(users))
+	for i, u := range users {
+		seqs[i] = s.g.acked[u] + 1
+	}
+	s.body = s.g.traffic.BatchBody(s.body[:0], users, seqs)
+	if !s.post() {
+		return false
+	}
+	for i, u := range users {
+		s.g.acked[u] = seqs[i]
+	}
+	return true
+}
+
+// post sends s.body, signed, and reports whether it was answered 200.
+func (s *sender) post() bool {
 	s.req.Reset()
 	s.req.SetRequestURI(s.g.uri)
 	s.req.Header.SetMethod(fasthttp.MethodPost)
@@ -60,7 +86,6 @@ func (s *sender) send(u int) bool {
 	s.req.SetBodyRaw(s.body)
 	err := s.g.hc.DoTimeout(s.req, s.resp, 30*time.Second)
 	if err == nil && s.resp.StatusCode() == fasthttp.StatusOK {
-		s.g.acked[u] = seq
 		return true
 	}
 	if err == nil {
@@ -115,8 +140,9 @@ func (g *generator) closedLoop(conns, lo, hi int, acks *atomic.Int64, stop <-cha
 }
 
 // eachOnce sends one event for every user in [lo, hi) over conns
-// connections, retrying refusals, and returns when all are acknowledged.
-func (g *generator) eachOnce(conns, lo, hi int) error {
+// connections, perBody users' events in each webhook body, retrying
+// refusals, and returns when all are acknowledged.
+func (g *generator) eachOnce(conns, perBody, lo, hi int) error {
 	var wg sync.WaitGroup
 	var failed atomic.Bool
 	for c := 0; c < conns; c++ {
@@ -124,8 +150,13 @@ func (g *generator) eachOnce(conns, lo, hi int) error {
 		go func() {
 			defer wg.Done()
 			s := g.sender()
-			for u := lo + c; u < hi; u += conns {
-				for tries := 0; !s.send(u); tries++ {
+			users := make([]int, 0, perBody)
+			for first := lo + c*perBody; first < hi; first += conns * perBody {
+				users = users[:0]
+				for u := first; u < min(first+perBody, hi); u++ {
+					users = append(users, u)
+				}
+				for tries := 0; !s.sendBatch(users); tries++ {
 					if tries == 100 {
 						failed.Store(true)
 						return

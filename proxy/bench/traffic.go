@@ -54,9 +54,28 @@ const filler = "Hi there, I ordered the blue running shoes last week and the tra
 // dst: about 700 bytes for messages; a mix of 70% text, 10% postbacks, 10%
 // delivery receipts and 10% read receipts.
 func (t *Traffic) Body(dst []byte, u int, seq uint32) []byte {
+	dst = append(dst, `{"object":"page","entry":[`...)
+	return append(t.entry(dst, u, seq), `]}`...)
+}
+
+// BatchBody appends one webhook body holding the events of several users,
+// users[i]'s number seqs[i], an entry each, as Meta batches them.
+func (t *Traffic) BatchBody(dst []byte, users []int, seqs []uint32) []byte {
+	dst = append(dst, `{"object":"page","entry":[`...)
+	for i, u := range users {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = t.entry(dst, u, seqs[i])
+	}
+	return append(dst, `]}`...)
+}
+
+// entry appends the entry object of user u's event number seq.
+func (t *Traffic) entry(dst []byte, u int, seq uint32) []byte {
 	ts := t.Base + int64(seq)
 	uid := UserID(u)
-	dst = append(dst, `{"object":"page","entry":[{"id":"`...)
+	dst = append(dst, `{"id":"`...)
 	dst = append(dst, t.Page...)
 	dst = append(dst, `","time":`...)
 	dst = strconv.AppendInt(dst, ts, 10)
@@ -92,7 +111,7 @@ func (t *Traffic) Body(dst []byte, u int, seq uint32) []byte {
 		dst = append(dst, filler[:len(filler)-int(seq%7)*13]...)
 		dst = append(dst, `"}`...)
 	}
-	return append(dst, `}]}]}`...)
+	return append(dst, `}]}`...)
 }
 
 // mid is a message id unique to the run, user and sequence number, about
