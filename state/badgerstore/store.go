@@ -8,11 +8,11 @@
 // callers, so many events share the cost of one fsync and no acknowledged
 // event is only in the OS cache. Meanwhile the committer gathers what
 // arrives and writes it as one transaction when the sync ends (a batch that
-// fills up, or one nobody waits for, is written at once). Lazy completions (the worker did nothing outside Baton) are not
-// waited for: a batch of only those is written without a sync and reaches
-// disk with the next synced one, or, if Badger moved to a new memtable in
-// between, when the old memtable is flushed; a crash before that replays
-// their events. Because the committer is the only writer, the sequence
+// fills up, or one nobody waits for, is written at once). Lazy completions
+// (the worker did nothing outside Baton) are not waited for: a batch of
+// only those is written without a sync and reaches disk with the next
+// synced one, or, if Badger moved to a new memtable in between, when the
+// old memtable is flushed; a crash before that replays their events. Because the committer is the only writer, the sequence
 // counter and de-duplication checks need no further locking.
 package badgerstore
 
@@ -484,14 +484,11 @@ func (s *Store) commitLoop() {
 			case j := <-s.jobs:
 				add(j)
 			default:
-				// Under concurrent load (two or more callers waiting
-				// already), a short wait gathers more of them into this
-				// sync; with a single caller it would only add latency.
 				if waiting > 0 && s.syncBusy.Load() {
 					// A sync is under way, and this batch cannot be synced
-					// before it ends: gather until then and write all that
-					// came meanwhile in one transaction (one per event when
-					// requests arrive evenly spaced, otherwise).
+					// before it ends: gather until then, and write all that
+					// came meanwhile in one transaction rather than one per
+					// event when requests arrive spread out.
 					select {
 					case j := <-s.jobs:
 						add(j)
@@ -499,6 +496,9 @@ func (s *Store) commitLoop() {
 					}
 					continue
 				}
+				// Under concurrent load (two or more callers waiting
+				// already), a short wait gathers more of them into this
+				// sync; with a single caller it would only add latency.
 				if waiting < 2 || lingered || s.opts.CommitWindow <= 0 {
 					break gather
 				}
@@ -671,6 +671,11 @@ func (s *Store) syncLogFiles() error {
 	}
 	var newest *os.File
 	newestID := -1
+	defer func() {
+		if newest != nil { // not handed over: an error came first
+			newest.Close()
+		}
+	}()
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".mem") && !strings.HasSuffix(name, ".vlog") {
@@ -700,7 +705,7 @@ func (s *Store) syncLogFiles() error {
 	if s.activeLog != nil {
 		s.activeLog.Close()
 	}
-	s.activeLog = newest
+	s.activeLog, newest = newest, nil
 	return nil
 }
 
