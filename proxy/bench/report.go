@@ -197,10 +197,9 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		}
 	}
 
-	fmt.Fprintf(w, "\nCore use over the open-loop runs (CPU seconds per second on the shared core, median): ")
-	first := true
+	var cores []string
 	for _, target := range Targets {
-		if !openLoopTargets[target] {
+		if !openLoopTargets[target] || len(byTarget(runs, target)) == 0 {
 			continue
 		}
 		var srv, bot, gen, total []float64
@@ -208,14 +207,12 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 			c := r.OpenCore
 			srv, bot, gen, total = append(srv, c.Server), append(bot, c.Bot), append(gen, c.Generator), append(total, c.total())
 		}
-		if !first {
-			fmt.Fprintf(w, "; ")
-		}
-		first = false
-		fmt.Fprintf(w, "%s %.2f, its bot %.2f, generator %.2f, in all %.2f", targetNames[target],
-			summarize(srv).med, summarize(bot).med, summarize(gen).med, summarize(total).med)
+		cores = append(cores, fmt.Sprintf("%s %.2f, its bot %.2f, generator %.2f, in all %.2f", targetNames[target],
+			summarize(srv).med, summarize(bot).med, summarize(gen).med, summarize(total).med))
 	}
-	fmt.Fprintf(w, ".\n")
+	if len(cores) > 0 {
+		fmt.Fprintf(w, "\nCore use over the open-loop runs (CPU seconds per second on the shared core, median): %s.\n", strings.Join(cores, "; "))
+	}
 
 	var syncs syncStats
 	for _, r := range byTarget(runs, TargetBaton) {
