@@ -40,6 +40,8 @@ type sender struct {
 	req    *fasthttp.Request
 	resp   *fasthttp.Response
 	body   []byte
+	seqs   []uint32 // of the users in the body being sent
+	one    [1]int   // send's single user, without an allocation
 }
 
 func (g *generator) sender() *sender {
@@ -50,28 +52,23 @@ func (g *generator) sender() *sender {
 // the user moves on, otherwise the same event is sent again next time, as
 // Meta does.
 func (s *sender) send(u int) bool {
-	seq := s.g.acked[u] + 1
-	s.body = s.g.traffic.Body(s.body[:0], u, seq)
-	if !s.post() {
-		return false
-	}
-	s.g.acked[u] = seq
-	return true
+	s.one[0] = u
+	return s.sendBatch(s.one[:])
 }
 
 // sendBatch posts the next event of each of users in one body; a 200
 // acknowledges them all, anything else none (Meta sends the body again).
 func (s *sender) sendBatch(users []int) bool {
-	seqs := make([]uint32, len(users))
-	for i, u := range users {
-		seqs[i] = s.g.acked[u] + 1
+	s.seqs = s.seqs[:0]
+	for _, u := range users {
+		s.seqs = append(s.seqs, s.g.acked[u]+1)
 	}
-	s.body = s.g.traffic.BatchBody(s.body[:0], users, seqs)
+	s.body = s.g.traffic.Body(s.body[:0], users, s.seqs)
 	if !s.post() {
 		return false
 	}
 	for i, u := range users {
-		s.g.acked[u] = seqs[i]
+		s.g.acked[u] = s.seqs[i]
 	}
 	return true
 }

@@ -50,17 +50,11 @@ const filler = "Hi there, I ordered the blue running shoes last week and the tra
 	"away from home on Friday afternoon, so Saturday morning would suit me much better if that " +
 	"is possible. Also, is it possible to swap them for size 43 instead of 42? Thank you so much!"
 
-// Body appends the webhook body of user u's event number seq (from 1) to
-// dst: about 700 bytes for messages; a mix of 70% text, 10% postbacks, 10%
-// delivery receipts and 10% read receipts.
-func (t *Traffic) Body(dst []byte, u int, seq uint32) []byte {
-	dst = append(dst, `{"object":"page","entry":[`...)
-	return append(t.entry(dst, u, seq), `]}`...)
-}
-
-// BatchBody appends one webhook body holding the events of several users,
-// users[i]'s number seqs[i], an entry each, as Meta batches them.
-func (t *Traffic) BatchBody(dst []byte, users []int, seqs []uint32) []byte {
+// Body appends a webhook body holding the next events of users, users[i]'s
+// number seqs[i] (from 1), an entry each, as Meta batches them: about 700
+// bytes per message; a mix of 70% text, 10% postbacks, 10% delivery
+// receipts and 10% read receipts.
+func (t *Traffic) Body(dst []byte, users []int, seqs []uint32) []byte {
 	dst = append(dst, `{"object":"page","entry":[`...)
 	for i, u := range users {
 		if i > 0 {
