@@ -141,7 +141,7 @@ func New(opts Options) (_ *App, err error) {
 	bot, err := forward.New(forward.Options{
 		URL: cfg.Bot.URL, Signer: signer, Timeout: cfg.Bot.Timeout,
 		Retry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax},
-		Clock: opts.Clock, Logger: a.log,
+		Batch: cfg.Bot.Batch, Parallel: cfg.Bot.Parallel, Clock: opts.Clock, Logger: a.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bot forwarder: %w", err)

@@ -208,65 +208,105 @@ func TestRedeliveredEventReachesBotOnce(t *testing.T) {
 	}
 }
 
+// deliveryModes are the ways Baton can post to the bot: one event per POST
+// (the default), and batched, with one POST in flight so that events
+// waiting for it go together.
+var deliveryModes = []struct {
+	name, bot string
+	batched   bool
+}{
+	{"one per POST", "", false},
+	{"batched", "  batch: 8\n  parallel: 1\n", true},
+}
+
+// checkBatching checks that every POST carried one event, or, batched,
+// that some carried several.
+func checkBatching(t *testing.T, bot *sandbox.Receiver, batched bool) {
+	t.Helper()
+	perBody := map[string]int{}
+	most := 0
+	for _, ev := range bot.Events() {
+		perBody[string(ev.Body)]++
+		most = max(most, perBody[string(ev.Body)])
+	}
+	if batched != (most > 1) {
+		t.Errorf("the most events in one POST to the bot: %d (batching: %v)", most, batched)
+	}
+}
+
 func TestBatchOfFiftyKeepsEachUsersOrder(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, harnessOpts{})
-	// Five entries of ten events each, users interleaved.
-	var entries []string
-	n := 0
-	for e := 0; e < 5; e++ {
-		var evs []string
-		for i := 0; i < 10; i++ {
-			u := fmt.Sprintf("50%02d", n%10)
-			evs = append(evs, textEvent(u, fmt.Sprintf("m_b%d", n), fmt.Sprintf("msg %d", n/10)))
-			n++
-		}
-		entries = append(entries, fmt.Sprintf(`{"id":%q,"time":1767225600123,"messaging":[%s]}`, page, strings.Join(evs, ",")))
+	for _, mode := range deliveryModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, harnessOpts{botConfig: mode.bot})
+			// Five entries of ten events each, users interleaved.
+			var entries []string
+			n := 0
+			for e := 0; e < 5; e++ {
+				var evs []string
+				for i := 0; i < 10; i++ {
+					u := fmt.Sprintf("50%02d", n%10)
+					evs = append(evs, textEvent(u, fmt.Sprintf("m_b%d", n), fmt.Sprintf("msg %d", n/10)))
+					n++
+				}
+				entries = append(entries, fmt.Sprintf(`{"id":%q,"time":1767225600123,"messaging":[%s]}`, page, strings.Join(evs, ",")))
+			}
+			body := []byte(`{"object":"page","entry":[` + strings.Join(entries, ",") + `]}`)
+			if s := h.postSigned(body); s != 200 {
+				t.Fatalf("batch: %d", s)
+			}
+			err := h.bot.WaitFor(h.ctx(), func(evs []sandbox.Received) bool { return len(evs) >= 50 })
+			if err != nil {
+				t.Fatalf("bot received %d of 50 events: %v", len(h.bot.Events()), err)
+			}
+			for i := 0; i < 10; i++ {
+				u := fmt.Sprintf("50%02d", i)
+				want := []string{"msg 0", "msg 1", "msg 2", "msg 3", "msg 4"}
+				if got := texts(h.bot, u); !slices.Equal(got, want) {
+					t.Errorf("user %s: %q; want %q", u, got, want)
+				}
+			}
+			if len(h.bot.Events()) != 50 {
+				t.Errorf("bot received %d events; want 50", len(h.bot.Events()))
+			}
+			h.checkSignatures()
+			checkBatching(t, h.bot, mode.batched)
+		})
 	}
-	body := []byte(`{"object":"page","entry":[` + strings.Join(entries, ",") + `]}`)
-	if s := h.postSigned(body); s != 200 {
-		t.Fatalf("batch: %d", s)
-	}
-	err := h.bot.WaitFor(h.ctx(), func(evs []sandbox.Received) bool { return len(evs) >= 50 })
-	if err != nil {
-		t.Fatalf("bot received %d of 50 events: %v", len(h.bot.Events()), err)
-	}
-	for i := 0; i < 10; i++ {
-		u := fmt.Sprintf("50%02d", i)
-		want := []string{"msg 0", "msg 1", "msg 2", "msg 3", "msg 4"}
-		if got := texts(h.bot, u); !slices.Equal(got, want) {
-			t.Errorf("user %s: %q; want %q", u, got, want)
-		}
-	}
-	if len(h.bot.Events()) != 50 {
-		t.Errorf("bot received %d events; want 50", len(h.bot.Events()))
-	}
-	h.checkSignatures()
 }
 
 func TestBotDownThenBackDeliversInOrder(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, harnessOpts{})
-	h.bot.SetFailing(503)
-	users := []string{"6001", "6002", "6003"}
-	for i := 0; i < 5; i++ {
-		for _, u := range users {
-			h.p.UserText(page, u, fmt.Sprintf("m%d", i))
-		}
-	}
-	if err := h.p.Flush(h.ctx()); err != nil {
-		t.Fatal(err)
-	}
-	// Baton has acked everything and keeps retrying the bot.
-	if err := h.bot.WaitRefused(h.ctx(), 10); err != nil {
-		t.Fatal(err)
-	}
-	h.bot.SetFailing(0)
-	for _, u := range users {
-		h.waitText(h.bot, u, "m4")
-		if got, want := texts(h.bot, u), []string{"m0", "m1", "m2", "m3", "m4"}; !slices.Equal(got, want) {
-			t.Errorf("user %s: %q; want %q", u, got, want)
-		}
+	for _, mode := range deliveryModes {
+		t.Run(mode.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, harnessOpts{botConfig: mode.bot})
+			h.bot.SetFailing(503)
+			users := []string{"6001", "6002", "6003"}
+			for i := 0; i < 5; i++ {
+				for _, u := range users {
+					h.p.UserText(page, u, fmt.Sprintf("m%d", i))
+				}
+			}
+			if err := h.p.Flush(h.ctx()); err != nil {
+				t.Fatal(err)
+			}
+			// Baton has acked everything and keeps retrying the bot.
+			if err := h.bot.WaitRefused(h.ctx(), 10); err != nil {
+				t.Fatal(err)
+			}
+			h.bot.SetFailing(0)
+			for _, u := range users {
+				h.waitText(h.bot, u, "m4")
+				if got, want := texts(h.bot, u), []string{"m0", "m1", "m2", "m3", "m4"}; !slices.Equal(got, want) {
+					t.Errorf("user %s: %q; want %q", u, got, want)
+				}
+			}
+			if n := len(h.bot.Events()); n != 15 {
+				t.Errorf("bot received %d events; want 15", n)
+			}
+		})
 	}
 }
 

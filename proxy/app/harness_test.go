@@ -52,6 +52,7 @@ type harness struct {
 
 type harnessOpts struct {
 	extraConfig string // appended to the YAML config
+	botConfig   string // more keys of bot:, indented by two spaces
 	maxBody     int
 	policy      string         // policy file contents; default demo.Policy
 	clock       *clockpkg.Fake // drives Baton and the sandbox; default the wall clock
@@ -105,7 +106,7 @@ func (h *harness) writeConfig(o harnessOpts) {
 	fmt.Fprintf(&b, "graph:\n  base_url: %s\n  version: %s\n  max_attempts: 3\n", h.p.URL(), h.p.Version())
 	fmt.Fprintf(&b, "pages:\n  - id: %q\n    token: ${PAGE_TOKEN}\n", page)
 	fmt.Fprintf(&b, "apps:\n  helpdesk: %q\npolicies: [policy.yaml]\n", agentApp)
-	fmt.Fprintf(&b, "bot:\n  url: %s\n  retry_min: 5ms\n  retry_max: 50ms\n", h.bot.URL())
+	fmt.Fprintf(&b, "bot:\n  url: %s\n  retry_min: 5ms\n  retry_max: 50ms\n%s", h.bot.URL(), o.botConfig)
 	if o.maxBody > 0 {
 		fmt.Fprintf(&b, "webhook:\n  max_body_bytes: %d\n", o.maxBody)
 	}

@@ -59,7 +59,7 @@ pages: [{id: %q, token: bench-page-token}]
 apps: {zendesk: "111222333444555", inbox: "263902037430900"}
 policies: [policy.yaml]
 reload: {watch: false}
-bot: {url: "http://%s/webhook", timeout: 10s, retry_min: 50ms, retry_max: 1s}
+bot: {url: "http://%s/webhook", timeout: 10s, retry_min: 50ms, retry_max: 1s, batch: 32, parallel: 8}
 cache_size: 100000
 log: {level: info}
 `, listen, dataDir, benchAppID, benchSecret, bot, benchPage, bot)

@@ -14,7 +14,7 @@ var targetNames = map[string]string{
 	KindBare:         "bare fasthttp, answers 200",
 	KindForwarder:    "bare fasthttp forwarder",
 	KindReverseProxy: "httputil.ReverseProxy, tuned",
-	TargetBaton:      "Baton (20 rules, synced group commit)",
+	TargetBaton:      "Baton (20 rules, synced group commit, bot batches)",
 }
 
 // stats is a median with its range.

@@ -31,14 +31,18 @@ import (
 
 // Defaults for the optional settings.
 const (
-	DefaultListen         = ":8080"
-	DefaultGraphBaseURL   = "https://graph.facebook.com"
-	DefaultGraphVersion   = "v25.0"
-	DefaultGraphTimeout   = 10 * time.Second
-	DefaultMaxAttempts    = 5
-	DefaultBotTimeout     = 10 * time.Second
-	DefaultRetryMin       = 100 * time.Millisecond
-	DefaultRetryMax       = 30 * time.Second
+	DefaultListen       = ":8080"
+	DefaultGraphBaseURL = "https://graph.facebook.com"
+	DefaultGraphVersion = "v25.0"
+	DefaultGraphTimeout = 10 * time.Second
+	DefaultMaxAttempts  = 5
+	DefaultBotTimeout   = 10 * time.Second
+	DefaultRetryMin     = 100 * time.Millisecond
+	DefaultRetryMax     = 30 * time.Second
+	DefaultBotParallel  = 8
+	// MaxBotBatch is the most events Meta puts in one webhook, and so the
+	// most a bot can be expected to take in one.
+	MaxBotBatch           = 1000
 	DefaultWebhookPath    = "/webhook"
 	DefaultMaxBodyBytes   = 1 << 20
 	DefaultDedupWindow    = 48 * time.Hour
@@ -116,6 +120,12 @@ type Bot struct {
 	ForwardStandby bool          // also deliver standby events (default false)
 	RetryMin       time.Duration // first retry delay, default 100ms
 	RetryMax       time.Duration // longest retry delay, default 30s
+	// Batch is the most events one POST to the bot carries (default 1:
+	// each alone). Above 1, events that wait while Parallel POSTs are in
+	// flight go together, one entry each, as Meta batches a busy Page's:
+	// only for a bot that reads every entry of a webhook.
+	Batch    int
+	Parallel int // POSTs in flight at once while batching, default 8
 }
 
 // Webhook configures Baton's own webhook endpoint.
@@ -207,6 +217,8 @@ type botYAML struct {
 	ForwardStandby bool   `yaml:"forward_standby"`
 	RetryMin       string `yaml:"retry_min"`
 	RetryMax       string `yaml:"retry_max"`
+	Batch          *int   `yaml:"batch"`
+	Parallel       *int   `yaml:"parallel"`
 }
 
 type webhookYAML struct {
@@ -401,6 +413,11 @@ func (v *validator) build(raw *fileYAML) *Config {
 	c.Bot.ForwardStandby = raw.Bot.ForwardStandby
 	c.Bot.RetryMin = v.duration([]any{"bot", "retry_min"}, raw.Bot.RetryMin, DefaultRetryMin)
 	c.Bot.RetryMax = v.duration([]any{"bot", "retry_max"}, raw.Bot.RetryMax, DefaultRetryMax)
+	c.Bot.Batch = v.positive([]any{"bot", "batch"}, raw.Bot.Batch, 1)
+	if c.Bot.Batch > MaxBotBatch {
+		v.problem([]any{"bot", "batch"}, "%d is more than the %d events Meta sends in one webhook", c.Bot.Batch, MaxBotBatch)
+	}
+	c.Bot.Parallel = v.positive([]any{"bot", "parallel"}, raw.Bot.Parallel, DefaultBotParallel)
 	if c.Bot.RetryMin > 0 && c.Bot.RetryMax > 0 && c.Bot.RetryMin > c.Bot.RetryMax {
 		v.problem([]any{"bot", "retry_min"}, "%v is longer than bot.retry_max (%v)", c.Bot.RetryMin, c.Bot.RetryMax)
 	}

@@ -60,7 +60,7 @@ func TestParseExample(t *testing.T) {
 		Policies: []string{
 			filepath.Join("/etc/baton", "policies/handoff.yaml"),
 		},
-		Bot:         Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second},
+		Bot:         Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: 1, Parallel: DefaultBotParallel},
 		Webhook:     Webhook{Path: "/webhook", MaxBodyBytes: 1 << 20},
 		DedupWindow: 48 * time.Hour,
 		CacheSize:   100000,
@@ -100,7 +100,7 @@ func TestDefaults(t *testing.T) {
 		Graph:       Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts},
 		Pages:       []Page{{ID: "104455667788990", Token: NewSecret("t")}},
 		Apps:        map[string]string{},
-		Bot:         Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax},
+		Bot:         Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: 1, Parallel: DefaultBotParallel},
 		Webhook:     Webhook{Path: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes},
 		DedupWindow: DefaultDedupWindow,
 		CacheSize:   DefaultCacheSize,
@@ -185,6 +185,8 @@ bot:
   timeout: -1s
   retry_min: 1m
   retry_max: 10s
+  batch: 5000
+  parallel: 0
 webhook:
   path: webhook
   max_body_bytes: -5
@@ -213,11 +215,13 @@ baton.yaml:24:26: policies[2]: "./a.yaml" is the same file as policies[0]
 baton.yaml:26:8: bot.url: must be an absolute http or https URL, got "/webhook"
 baton.yaml:27:12: bot.timeout: must be greater than zero, got -1s
 baton.yaml:28:14: bot.retry_min: 1m0s is longer than bot.retry_max (10s)
-baton.yaml:31:9: webhook.path: must be a URL path starting with "/", like "/webhook"
-baton.yaml:32:19: webhook.max_body_bytes: must be greater than zero, got -5
-baton.yaml:33:15: dedup_window: invalid duration "2 days": use a number with a unit, like "500ms", "10s" or "48h"
-baton.yaml:34:13: cache_size: must be greater than zero, got 0
-baton.yaml:36:10: log.level: unknown level "verbose" (expected debug, info, warn or error)`,
+baton.yaml:30:10: bot.batch: 5000 is more than the 1000 events Meta sends in one webhook
+baton.yaml:31:13: bot.parallel: must be greater than zero, got 0
+baton.yaml:33:9: webhook.path: must be a URL path starting with "/", like "/webhook"
+baton.yaml:34:19: webhook.max_body_bytes: must be greater than zero, got -5
+baton.yaml:35:15: dedup_window: invalid duration "2 days": use a number with a unit, like "500ms", "10s" or "48h"
+baton.yaml:36:13: cache_size: must be greater than zero, got 0
+baton.yaml:38:10: log.level: unknown level "verbose" (expected debug, info, warn or error)`,
 		},
 		{
 			name: "unknown keys and types",

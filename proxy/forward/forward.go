@@ -1,7 +1,14 @@
-// Package forward delivers events to the unchanged bot: one event per POST
-// in the platform's envelope, signed with the app secret in both
-// X-Hub-Signature-256 and the legacy X-Hub-Signature, so the bot's own check
-// passes whichever header it reads.
+// Package forward delivers events to the unchanged bot in the platform's
+// envelope, signed with the app secret in both X-Hub-Signature-256 and the
+// legacy X-Hub-Signature, so the bot's own check passes whichever header it
+// reads.
+//
+// By default every event goes in a POST of its own. With Options.Batch
+// above 1, at most Options.Parallel POSTs are in flight; events that come
+// meanwhile wait and go together in the next POST, one entry each, as Meta
+// batches a busy Page's events. Each event still has its own outcome: a
+// batch the bot refuses is tried again one event per POST, so a single bad
+// event is never blamed on the others.
 //
 // Delivery is at-least-once. While the bot is down (connection refused,
 // timeout, 5xx, 408, 429) it is retried forever with capped backoff: the
@@ -12,10 +19,12 @@
 package forward
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -23,6 +32,7 @@ import (
 
 	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/proxy/signature"
 )
 
@@ -34,8 +44,14 @@ type Options struct {
 	Retry      backoff.Policy    // default 100ms..30s
 	MaxRejects int               // non-retryable 4xx answers before giving up; default 5
 	MaxConns   int               // connections to the bot; default 512
-	Clock      clock.Clock       // default clock.Real{}
-	Logger     *zap.Logger
+	// Batch is the most events one POST carries; 1 (the default) sends
+	// each alone. Only bodies made by messenger.AppendEnvelope are joined.
+	Batch int
+	// Parallel is how many POSTs may be in flight while batching; events
+	// wait (and batch up) only when all of them are. Default 8.
+	Parallel int
+	Clock    clock.Clock // default clock.Real{}
+	Logger   *zap.Logger
 }
 
 // Forwarder posts events to the bot.
@@ -43,6 +59,10 @@ type Forwarder struct {
 	opts   Options
 	client *fasthttp.Client
 	log    *zap.Logger
+
+	mu       sync.Mutex
+	waiting  []*call // events waiting for a POST; guarded by mu
+	inFlight int     // batching POSTs under way; guarded by mu
 }
 
 // RejectedError reports that the bot refused an event for good.
@@ -107,18 +127,28 @@ func New(opts Options) (*Forwarder, error) {
 // Deliver posts body until the bot answers 2xx, the bot rejects it for good
 // (*RejectedError) or ctx ends.
 func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
-	var buf [128]byte // both signatures, without an allocation each
-	sigs := f.opts.Signer.AppendSign256(buf[:0], body)
-	n := len(sigs)
-	sigs = f.opts.Signer.AppendSign1(sigs, body)
-	sig256, sig1 := sigs[:n], sigs[n:]
+	head, entry, batchable := messenger.SplitEnvelope(body)
+	batchable = batchable && f.opts.Batch > 1
 	rejects := 0
 	for attempt := 1; ; attempt++ {
-		status, respBody, err := f.post(body, sig256, sig1)
+		var o outcome
+		if batchable {
+			o = f.inBatch(head, entry, body)
+			if o.shared && o.refused() {
+				// The bot refused a batch: find out which event it minds
+				// by sending each alone, without counting this answer.
+				batchable = false
+				attempt--
+				continue
+			}
+		} else {
+			o = f.post(body)
+		}
+		status, respBody, err := o.status, o.body, o.err
 		switch {
 		case err == nil && status >= 200 && status < 300:
 			return nil
-		case err == nil && status < 500 && status != 408 && status != 429:
+		case o.refused():
 			// 4xx, and 3xx too: fasthttp does not follow redirects for a
 			// POST, and a bot that keeps redirecting will not stop.
 			rejects++
@@ -135,7 +165,127 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 	}
 }
 
-func (f *Forwarder) post(body, sig256, sig1 []byte) (int, string, error) {
+// call is one event waiting for a batching POST. Its caller sleeps on done
+// until it gets the outcome, or is told to send a batch itself.
+type call struct {
+	head, entry []byte
+	body        []byte // the event alone
+	done        chan outcome
+}
+
+// outcome is one POST's result for an event.
+type outcome struct {
+	status int
+	body   string // the start of the bot's answer, for the logs
+	err    error
+	shared bool    // the POST carried other events too
+	lead   []*call // not an outcome: send these (the receiver first)
+}
+
+// refused reports an answer that retrying will not change: a 4xx other
+// than 408 and 429, or a 3xx (fasthttp does not follow redirects for a
+// POST, and a bot that keeps redirecting will not stop).
+func (o outcome) refused() bool {
+	return o.err == nil && o.status < 500 && o.status != 408 && o.status != 429 && (o.status < 200 || o.status >= 300)
+}
+
+// inBatch sends the event in the next POST with a free slot, together with
+// whatever else waits. The caller that finds a slot free sends the POST
+// itself, and the one finishing a POST hands its slot to the oldest
+// waiter, so no goroutine sits between the workers and the bot.
+func (f *Forwarder) inBatch(head, entry, body []byte) outcome {
+	c := &call{head: head, entry: entry, body: body}
+	f.mu.Lock()
+	if f.inFlight < f.opts.Parallel {
+		f.inFlight++
+		batch := f.takeLocked(c)
+		f.mu.Unlock()
+		return f.sendBatch(batch)
+	}
+	c.done = make(chan outcome, 1)
+	f.waiting = append(f.waiting, c)
+	f.mu.Unlock()
+	o := <-c.done
+	if o.lead != nil {
+		return f.sendBatch(o.lead)
+	}
+	return o
+}
+
+// takeLocked returns first and the waiting events with its head that fit
+// beside it in one POST, oldest first.
+func (f *Forwarder) takeLocked(first *call) []*call {
+	batch := []*call{first}
+	kept := f.waiting[:0]
+	for _, c := range f.waiting {
+		if len(batch) < f.opts.Batch && bytes.Equal(c.head, first.head) {
+			batch = append(batch, c)
+		} else {
+			kept = append(kept, c)
+		}
+	}
+	clear(f.waiting[len(kept):])
+	f.waiting = kept
+	return batch
+}
+
+// sendBatch posts batch (batch[0] is the caller's own event), tells the
+// others the outcome, and passes the slot on.
+func (f *Forwarder) sendBatch(batch []*call) outcome {
+	own := batch[0]
+	var o outcome
+	if len(batch) == 1 {
+		o = f.post(own.body)
+	} else {
+		o = f.postJoined(batch)
+		o.shared = true
+		for _, c := range batch[1:] {
+			c.done <- o
+		}
+	}
+	f.mu.Lock()
+	if len(f.waiting) > 0 {
+		next := f.waiting[0]
+		f.waiting = f.waiting[1:]
+		lead := f.takeLocked(next)
+		f.mu.Unlock()
+		next.done <- outcome{lead: lead}
+	} else {
+		f.inFlight--
+		f.mu.Unlock()
+	}
+	return o
+}
+
+// joined is a pooled buffer for batch bodies.
+var joined = sync.Pool{New: func() any { return new([]byte) }}
+
+// postJoined posts the batch's entries in one envelope.
+func (f *Forwarder) postJoined(batch []*call) outcome {
+	buf := joined.Get().(*[]byte)
+	body := append((*buf)[:0], batch[0].head...)
+	for i, c := range batch {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		body = append(body, c.entry...)
+	}
+	body = append(body, "]}"...)
+	o := f.post(body)
+	if cap(body) <= 1<<20 {
+		*buf = body
+		joined.Put(buf)
+	}
+	return o
+}
+
+// post signs body and posts it once.
+func (f *Forwarder) post(body []byte) outcome {
+	var buf [128]byte // both signatures, without an allocation each
+	sigs := f.opts.Signer.AppendSign256(buf[:0], body)
+	n := len(sigs)
+	sigs = f.opts.Signer.AppendSign1(sigs, body)
+	sig256, sig1 := sigs[:n], sigs[n:]
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
@@ -147,11 +297,11 @@ func (f *Forwarder) post(body, sig256, sig1 []byte) (int, string, error) {
 	req.Header.SetBytesV(signature.Header1, sig1)
 	req.SetBodyRaw(body)
 	if err := f.client.DoTimeout(req, resp, f.opts.Timeout); err != nil {
-		return 0, "", fmt.Errorf("post to bot: %w", err)
+		return outcome{err: fmt.Errorf("post to bot: %w", err)}
 	}
 	b := resp.Body()
 	if len(b) > 200 {
 		b = b[:200]
 	}
-	return resp.StatusCode(), string(b), nil
+	return outcome{status: resp.StatusCode(), body: string(b)}
 }

@@ -120,6 +120,55 @@ func TestRecordAndEnvelopeRoundTrip(t *testing.T) {
 	if _, err := DecodeRecord([]byte{9, 9}); err == nil {
 		t.Error("corrupt record decoded")
 	}
+	checkJoinedEnvelopes(t, evs)
+	for _, body := range []string{``, `{}`, `{"object":"page"}`, `{"object":"pa\"ge","entry":[{}]}`, `{"object":"page","entry":[{}]`, `{"object":"page","entry":[]}`} {
+		if _, _, ok := SplitEnvelope([]byte(body)); ok {
+			t.Errorf("SplitEnvelope(%s) accepted", body)
+		}
+	}
+}
+
+// checkJoinedEnvelopes joins the envelopes of events of one object, as
+// the forwarder batches them, and checks that the batch reads back as the
+// same events in the same order.
+func checkJoinedEnvelopes(t *testing.T, evs []Event) {
+	t.Helper()
+	var joined []byte
+	var n int
+	for i := range evs {
+		head, entry, ok := SplitEnvelope(Envelope(&evs[i]))
+		if !ok {
+			t.Fatalf("SplitEnvelope refused the envelope of %+v", evs[i])
+		}
+		if evs[i].Object != evs[0].Object {
+			continue
+		}
+		if joined == nil {
+			joined = append(joined, head...)
+		} else {
+			joined = append(joined, ',')
+		}
+		joined = append(joined, entry...)
+		n++
+	}
+	if joined == nil {
+		return
+	}
+	joined = append(joined, "]}"...)
+	again, err := Parse(joined)
+	if err != nil || len(again) != n {
+		t.Fatalf("joined envelopes %s read as %d events (%v); want %d", joined, len(again), err, n)
+	}
+	i := 0
+	for _, e := range evs {
+		if e.Object != evs[0].Object {
+			continue
+		}
+		if !bytes.Equal(again[i].Raw, e.Raw) || again[i].PageID != e.PageID || again[i].Channel != e.Channel || again[i].EntryTime != e.EntryTime {
+			t.Fatalf("joined event %d reads as %+v; want %+v", i, again[i], e)
+		}
+		i++
+	}
 }
 
 func TestDedupKeys(t *testing.T) {
@@ -215,6 +264,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("envelope of an accepted event does not parse: %v\n%s", err, Envelope(&e))
 			}
 		}
+		checkJoinedEnvelopes(t, evs)
 	})
 }
 

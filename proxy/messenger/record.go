@@ -60,7 +60,7 @@ func Envelope(e *Event) []byte {
 func AppendEnvelope(b []byte, e *Event) []byte {
 	b = append(b, `{"object":`...)
 	b = appendJSONString(b, e.Object)
-	b = append(b, `,"entry":[{"id":`...)
+	b = append(b, envelopeEntry+`{"id":`...)
 	b = appendJSONString(b, e.PageID)
 	b = append(b, `,"time":`...)
 	b = strconv.AppendInt(b, e.EntryTime, 10)
@@ -69,6 +69,35 @@ func AppendEnvelope(b []byte, e *Event) []byte {
 	b = append(b, `":[`...)
 	b = append(b, e.Raw...)
 	return append(b, "]}]}"...)
+}
+
+// envelopeEntry is what joins the head of an envelope to its entry.
+const envelopeEntry = `,"entry":[`
+
+// SplitEnvelope splits a body made by AppendEnvelope into its head (up to
+// and including `"entry":[`) and its one entry, so that envelopes with the
+// same head can be joined into one body, as Meta batches a busy Page's
+// events: head, the entries separated by commas, then "]}". ok is false
+// for a body of any other shape.
+func SplitEnvelope(body []byte) (head, entry []byte, ok bool) {
+	const start = `{"object":"`
+	if len(body) < len(start) || string(body[:len(start)]) != start {
+		return nil, nil, false
+	}
+	i := len(start)
+	for i < len(body) && body[i] != '"' {
+		if body[i] == '\\' {
+			return nil, nil, false // AppendEnvelope never escapes an object it batches
+		}
+		i++
+	}
+	i++ // the closing quote
+	if len(body) < i+len(envelopeEntry)+len("{}]}") || string(body[i:i+len(envelopeEntry)]) != envelopeEntry ||
+		string(body[len(body)-2:]) != "]}" {
+		return nil, nil, false
+	}
+	i += len(envelopeEntry)
+	return body[:i], body[i : len(body)-2], true
 }
 
 // appendJSONString appends s as a JSON string, as encoding/json writes it.

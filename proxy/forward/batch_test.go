@@ -1,0 +1,227 @@
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/batonproxy/baton/proxy/backoff"
+	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/proxy/signature"
+)
+
+// envelope is the bot's body for one text event of user n, as the
+// dispatcher makes it.
+func envelope(object string, n int) []byte {
+	ev := messenger.Event{Object: object, PageID: "1", EntryTime: 1, Channel: messenger.Messaging,
+		Raw: []byte(fmt.Sprintf(`{"sender":{"id":"%d"},"message":{"mid":"m%d","text":"hi"}}`, n, n))}
+	return messenger.AppendEnvelope(nil, &ev)
+}
+
+// gateBot holds every envelope until released and answers by what the
+// body holds; it records each body.
+type gateBot struct {
+	gate    chan struct{}
+	answer  func(body string, entries int) int
+	mu      sync.Mutex
+	bodies  []string
+	badSigs int
+}
+
+func (b *gateBot) handle(ctx *fasthttp.RequestCtx) {
+	body := string(ctx.PostBody())
+	if strings.HasPrefix(body, `{"object"`) {
+		<-b.gate
+	}
+	s := signature.New([]byte("secret"))
+	entries := strings.Count(body, `{"id":"1"`)
+	b.mu.Lock()
+	if !s.Verify256(ctx.PostBody(), ctx.Request.Header.Peek(signature.Header256)) ||
+		!s.Verify1(ctx.PostBody(), ctx.Request.Header.Peek(signature.Header1)) {
+		b.badSigs++
+	}
+	b.bodies = append(b.bodies, body)
+	b.mu.Unlock()
+	ctx.SetStatusCode(b.answer(body, entries))
+}
+
+func startBatching(t *testing.T, b *gateBot, clk clock.Clock, batch, parallel int) *Forwarder {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: b.handle}
+	go srv.Serve(ln)
+	t.Cleanup(func() { ln.Close(); srv.Shutdown() })
+	f, err := New(Options{
+		URL: "http://" + ln.Addr().String() + "/webhook", Signer: signature.New([]byte("secret")),
+		Retry: backoff.Policy{Min: time.Second, Max: time.Minute}, MaxRejects: 3, Clock: clk,
+		Batch: batch, Parallel: parallel,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// waiting reports how many events wait for a POST slot.
+func (f *Forwarder) waitingCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.waiting)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// deliverAll starts a Deliver for each body, in order, each once the
+// previous one is in flight or waiting, and returns their errors in order.
+func deliverAll(t *testing.T, f *Forwarder, bodies [][]byte, inFlight func() int) <-chan []error {
+	t.Helper()
+	errs := make([]error, len(bodies))
+	var wg sync.WaitGroup
+	for i, body := range bodies {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = f.Deliver(context.Background(), body)
+		}()
+		waitFor(t, func() bool { return inFlight() >= i+1 })
+	}
+	out := make(chan []error, 1)
+	go func() { wg.Wait(); out <- errs }()
+	return out
+}
+
+func TestEventsWaitingForASlotGoInOnePost(t *testing.T) {
+	b := &gateBot{gate: make(chan struct{}), answer: func(string, int) int { return 200 }}
+	f := startBatching(t, b, clock.Real{}, 10, 1)
+	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("page", 3), envelope("page", 4)}
+	started := func() int { // the first is posted, the others wait
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.inFlight + len(f.waiting)
+	}
+	done := deliverAll(t, f, bodies, started)
+	close(b.gate)
+	for i, err := range <-done {
+		if err != nil {
+			t.Errorf("event %d: %v", i+1, err)
+		}
+	}
+	want := []string{string(bodies[0]), `{"object":"page","entry":[` +
+		strings.Join([]string{entry(t, bodies[1]), entry(t, bodies[2]), entry(t, bodies[3])}, ",") + `]}`}
+	if fmt.Sprint(b.bodies) != fmt.Sprint(want) || b.badSigs != 0 {
+		t.Errorf("bot got %q (bad signatures: %d); want %q", b.bodies, b.badSigs, want)
+	}
+}
+
+func entry(t *testing.T, body []byte) string {
+	t.Helper()
+	_, e, ok := messenger.SplitEnvelope(body)
+	if !ok {
+		t.Fatalf("not an envelope: %s", body)
+	}
+	return string(e)
+}
+
+func TestBatchesKeepObjectsApartAndBoundTheirSize(t *testing.T) {
+	b := &gateBot{gate: make(chan struct{}), answer: func(string, int) int { return 200 }}
+	f := startBatching(t, b, clock.Real{}, 2, 1)
+	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("instagram", 3), envelope("page", 4), envelope("page", 5), []byte(`{"not":"an envelope"}`)}
+	started := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.inFlight + len(f.waiting)
+	}
+	done := deliverAll(t, f, bodies[:5], started)
+	// A body of another shape never waits: it goes alone at once, while
+	// the one slot is taken.
+	if err := f.Deliver(context.Background(), bodies[5]); err != nil {
+		t.Fatal(err)
+	}
+	close(b.gate)
+	for i, err := range <-done {
+		if err != nil {
+			t.Errorf("event %d: %v", i+1, err)
+		}
+	}
+	got := map[string]bool{}
+	for _, body := range b.bodies {
+		got[body] = true
+	}
+	for _, want := range []string{
+		string(bodies[5]),
+		string(bodies[0]),
+		`{"object":"page","entry":[` + entry(t, bodies[1]) + "," + entry(t, bodies[3]) + `]}`,
+		string(bodies[2]),
+		string(bodies[4]),
+	} {
+		if !got[want] {
+			t.Errorf("bot never got %s", want)
+		}
+	}
+	if len(b.bodies) != 5 {
+		t.Errorf("bot got %d POSTs; want 5: %q", len(b.bodies), b.bodies)
+	}
+}
+
+func TestARefusedBatchIsTriedOneEventAtATime(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	bad := entry(t, envelope("page", 3))
+	b := &gateBot{gate: make(chan struct{}), answer: func(body string, entries int) int {
+		if strings.Contains(body, bad) {
+			return 400 // the bot cannot take event 3, alone or not
+		}
+		return 200
+	}}
+	f := startBatching(t, b, clk, 10, 1)
+	stop := make(chan struct{})
+	defer close(stop)
+	go advanceWhileWaiting(clk, stop)
+	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("page", 3), envelope("page", 4)}
+	started := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.inFlight + len(f.waiting)
+	}
+	done := deliverAll(t, f, bodies, started)
+	close(b.gate)
+	errs := <-done
+	var rej *RejectedError
+	for i, err := range errs {
+		switch {
+		case i == 2 && (!errors.As(err, &rej) || rej.Attempts != 3):
+			t.Errorf("event 3: %v; want rejected after 3 attempts of its own", err)
+		case i != 2 && err != nil:
+			t.Errorf("event %d: %v; want delivered", i+1, err)
+		}
+	}
+	// 1 alone, then 2+3+4 refused, then 2 and 4 alone, and 3 alone 3 times.
+	singles := map[string]int{}
+	for _, body := range b.bodies {
+		if strings.Count(body, `{"id":"1"`) == 1 {
+			singles[entry(t, []byte(body))]++
+		}
+	}
+	if len(b.bodies) != 7 || singles[bad] != 3 || singles[entry(t, bodies[1])] != 1 || singles[entry(t, bodies[3])] != 1 {
+		t.Errorf("bot got %d POSTs: %q", len(b.bodies), b.bodies)
+	}
+}
