@@ -69,6 +69,8 @@ bot:
   forward_standby: false   # also deliver standby events (another app owns the thread)
   retry_min: 100ms         # backoff bounds for redelivery to the bot
   retry_max: 30s
+  # batch: 32              # events per POST when the bot is busy (default 1: each
+  # parallel: 8            # alone); only for a bot that reads every entry
 
 webhook:
   path: /webhook
