@@ -31,6 +31,7 @@ type Bot struct {
 	mu      sync.Mutex
 	got     []received
 	count   atomic.Int64
+	posts   atomic.Int64 // webhook POSTs accepted, whatever their events
 	failing atomic.Bool
 	parsers fastjson.ParserPool
 }
@@ -44,6 +45,9 @@ func (b *Bot) Handle(ctx *fasthttp.RequestCtx) {
 	switch {
 	case bytes.Equal(path, []byte("/_count")):
 		ctx.SetBodyString(fmt.Sprint(b.count.Load()))
+		return
+	case bytes.Equal(path, []byte("/_posts")):
+		ctx.SetBodyString(fmt.Sprint(b.posts.Load()))
 		return
 	case bytes.Equal(path, []byte("/_records")):
 		b.mu.Lock()
@@ -76,6 +80,7 @@ func (b *Bot) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	b.count.Add(int64(n))
+	b.posts.Add(1)
 }
 
 // identify records the user and sequence number of every event of a

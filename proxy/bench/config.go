@@ -46,6 +46,13 @@ rules:
   - {name: optin-support, when: {optin: {refs: [support]}}, do: [{pass: {to: inbox}}]}
 `
 
+// Baton posts to the fake bot in batches, as a team whose bot reads every
+// entry of a webhook would configure it.
+const (
+	benchBotBatch    = 32
+	benchBotParallel = 8
+)
+
 // writeBatonConfig writes baton.yaml and its policy into dir.
 func writeBatonConfig(dir, listen, bot, dataDir string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(benchPolicy), 0o644); err != nil {
@@ -59,10 +66,10 @@ pages: [{id: %q, token: bench-page-token}]
 apps: {zendesk: "111222333444555", inbox: "263902037430900"}
 policies: [policy.yaml]
 reload: {watch: false}
-bot: {url: "http://%s/webhook", timeout: 10s, retry_min: 50ms, retry_max: 1s, batch: 32, parallel: 8}
+bot: {url: "http://%s/webhook", timeout: 10s, retry_min: 50ms, retry_max: 1s, batch: %d, parallel: %d}
 cache_size: 100000
 log: {level: info}
-`, listen, dataDir, benchAppID, benchSecret, bot, benchPage, bot)
+`, listen, dataDir, benchAppID, benchSecret, bot, benchPage, bot, benchBotBatch, benchBotParallel)
 	path := filepath.Join(dir, "baton.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return "", fmt.Errorf("write config: %w", err)

@@ -258,8 +258,14 @@ func (b *botClient) get(path string) ([]byte, error) {
 	return append([]byte(nil), resp.Body()...), nil
 }
 
-func (b *botClient) count() (int64, error) {
-	body, err := b.get("/_count")
+// count is how many events the bot has received.
+func (b *botClient) count() (int64, error) { return b.number("/_count") }
+
+// posts is how many webhook POSTs carried them.
+func (b *botClient) posts() (int64, error) { return b.number("/_posts") }
+
+func (b *botClient) number(path string) (int64, error) {
+	body, err := b.get(path)
 	if err != nil {
 		return 0, err
 	}

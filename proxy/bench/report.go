@@ -223,6 +223,15 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 			syncs.Count, ms(syncs.Sum/time.Duration(syncs.Count)), 100*float64(syncs.Over1ms)/float64(syncs.Count), 100*float64(syncs.Over5ms)/float64(syncs.Count))
 	}
 
+	var events, posts int64
+	for _, r := range byTarget(runs, TargetBaton) {
+		events, posts = events+r.Check.Received, posts+r.BotPosts
+	}
+	if posts > 0 {
+		fmt.Fprintf(w, "\nBaton's POSTs to the bot carried %.1f events on average (bot.batch %d, bot.parallel %d: events wait and go together only while that many POSTs are in flight).\n",
+			float64(events)/float64(posts), benchBotBatch, benchBotParallel)
+	}
+
 	fmt.Fprintf(w, "\n## Correctness under load (every round)\n\n| target | events | result |\n|---|---|---|\n")
 	allOK := true
 	for _, target := range Targets {

@@ -117,6 +117,8 @@ type targetRun struct {
 	OpenCore coreUse
 	Check    Check
 	Syncs    syncStats // Baton's syncs during the open-loop run
+	// BotPosts is how many POSTs brought the bot the round's events.
+	BotPosts int64
 	RSS      int64
 	PeakRSS  int64
 	Checked  bool // bare answers without a bot: nothing to check
@@ -305,6 +307,9 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 			return r, err
 		}
 		r.Check = verify(recs, g.acked)
+		if r.BotPosts, err = bc.posts(); err != nil {
+			return r, err
+		}
 	}
 	return r, nil
 }
