@@ -73,7 +73,7 @@ func startBatching(t *testing.T, b *gateBot, clk clock.Clock, batch, parallel in
 	return f
 }
 
-// waiting reports how many events wait for a POST slot.
+// waitingCount reports how many events wait for a POST slot.
 func (f *Forwarder) waitingCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -223,5 +223,37 @@ func TestARefusedBatchIsTriedOneEventAtATime(t *testing.T) {
 	}
 	if len(b.bodies) != 7 || singles[bad] != 3 || singles[entry(t, bodies[1])] != 1 || singles[entry(t, bodies[3])] != 1 {
 		t.Errorf("bot got %d POSTs: %q", len(b.bodies), b.bodies)
+	}
+}
+
+// An event waiting for a POST slot gives up when its context ends (as
+// when Baton stops), and is not sent afterwards.
+func TestWaitingEventLeavesWhenCancelled(t *testing.T) {
+	b := &gateBot{gate: make(chan struct{}), answer: func(string, int) int { return 200 }}
+	f := startBatching(t, b, clock.Real{}, 10, 1)
+	first := make(chan error, 1)
+	go func() { first <- f.Deliver(context.Background(), envelope("page", 1)) }()
+	waitFor(t, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.inFlight == 1
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	second := make(chan error, 1)
+	go func() { second <- f.Deliver(ctx, envelope("page", 2)) }()
+	waitFor(t, func() bool { return f.waitingCount() == 1 })
+	cancel()
+	if err := <-second; !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v; want context.Canceled", err)
+	}
+	if n := f.waitingCount(); n != 0 {
+		t.Errorf("%d events still wait", n)
+	}
+	close(b.gate)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if len(b.bodies) != 1 || b.bodies[0] != string(envelope("page", 1)) {
+		t.Errorf("bot got %q; want only the first event", b.bodies)
 	}
 }

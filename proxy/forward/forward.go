@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -133,7 +134,7 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 	for attempt := 1; ; attempt++ {
 		var o outcome
 		if batchable {
-			o = f.inBatch(head, entry, body)
+			o = f.inBatch(ctx, head, entry, body)
 			if o.shared && o.refused() {
 				// The bot refused a batch: find out which event it minds
 				// by sending each alone, without counting this answer.
@@ -193,7 +194,7 @@ func (o outcome) refused() bool {
 // whatever else waits. The caller that finds a slot free sends the POST
 // itself, and the one finishing a POST hands its slot to the oldest
 // waiter, so no goroutine sits between the workers and the bot.
-func (f *Forwarder) inBatch(head, entry, body []byte) outcome {
+func (f *Forwarder) inBatch(ctx context.Context, head, entry, body []byte) outcome {
 	c := &call{head: head, entry: entry, body: body}
 	f.mu.Lock()
 	if f.inFlight < f.opts.Parallel {
@@ -205,7 +206,19 @@ func (f *Forwarder) inBatch(head, entry, body []byte) outcome {
 	c.done = make(chan outcome, 1)
 	f.waiting = append(f.waiting, c)
 	f.mu.Unlock()
-	o := <-c.done
+	var o outcome
+	select {
+	case o = <-c.done:
+	case <-ctx.Done():
+		f.mu.Lock()
+		if i := slices.Index(f.waiting, c); i >= 0 {
+			f.waiting = slices.Delete(f.waiting, i, i+1)
+			f.mu.Unlock()
+			return outcome{err: fmt.Errorf("wait for the bot: %w", ctx.Err())}
+		}
+		f.mu.Unlock()
+		o = <-c.done // already in a POST, or handed one to send: see it through
+	}
 	if o.lead != nil {
 		return f.sendBatch(o.lead)
 	}
