@@ -1,5 +1,7 @@
 package messenger
 
+import "bytes"
+
 // The scan below finds where each event object lies in a webhook body, so
 // Event.Raw keeps the bytes Meta sent (and signed) rather than a
 // re-encoding. It runs only on bodies fastjson has already accepted, and
@@ -25,19 +27,21 @@ func (s spans) of(body []byte, i int, ch Channel, n int) [][]byte {
 	return out
 }
 
-// eventSpans scans a body for entry[].messaging[] and entry[].standby[].
+// eventSpans scans a body for entry[].messaging[] and entry[].standby[], in
+// one pass: the walk descends into the values it needs and skips the rest,
+// so no byte is scanned twice.
 func eventSpans(b []byte) spans {
 	var out spans
 	seenEntry := false
-	members(b, skipSpace(b, 0), func(key []byte, start, end int) {
+	members(b, skipSpace(b, 0), func(key []byte, start int) (int, bool) {
 		if seenEntry || string(key) != "entry" {
-			return
+			return skipValue(b, start)
 		}
 		seenEntry = true
-		elements(b, start, func(start, end int) {
+		return elements(b, start, func(start int) (int, bool) {
 			var lists [2][]span
 			var seen [2]bool
-			members(b, start, func(key []byte, start, end int) {
+			end, ok := members(b, start, func(key []byte, start int) (int, bool) {
 				ch := -1
 				switch string(key) {
 				case "messaging":
@@ -46,14 +50,19 @@ func eventSpans(b []byte) spans {
 					ch = int(Standby)
 				}
 				if ch < 0 || seen[ch] {
-					return
+					return skipValue(b, start)
 				}
 				seen[ch] = true
-				elements(b, start, func(start, end int) {
-					lists[ch] = append(lists[ch], span{start, end})
+				return elements(b, start, func(start int) (int, bool) {
+					end, ok := skipValue(b, start)
+					if ok {
+						lists[ch] = append(lists[ch], span{start, end})
+					}
+					return end, ok
 				})
 			})
 			out = append(out, lists)
+			return end, ok
 		})
 	})
 	return out
@@ -67,16 +76,25 @@ func skipSpace(b []byte, i int) int {
 }
 
 // skipString returns the index after the string starting at b[i] ('"').
+// It jumps from quote to quote: a quote ends the string unless an odd
+// number of backslashes precede it.
 func skipString(b []byte, i int) (int, bool) {
-	for j := i + 1; j < len(b); j++ {
-		switch b[j] {
-		case '\\':
-			j++
-		case '"':
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return 0, false
+		}
+		j += k
+		escapes := 0
+		for p := j - 1; b[p] == '\\'; p-- { // b[i] is the opening quote: it stops the count
+			escapes++
+		}
+		if escapes%2 == 0 {
 			return j + 1, true
 		}
+		j++
 	}
-	return 0, false
 }
 
 // skipValue returns the index after the value starting at b[i].
@@ -115,51 +133,58 @@ func skipValue(b []byte, i int) (int, bool) {
 	return j, j > i
 }
 
-// members calls fn with each member of the object at b[i]: its key as
-// written (without quotes) and its value's span.
-func members(b []byte, i int, fn func(key []byte, start, end int)) {
+// members walks the object at b[i]: fn gets each member's key as written
+// (without quotes) and where its value starts, and returns where the value
+// ends. members returns the index after the object.
+func members(b []byte, i int, fn func(key []byte, start int) (int, bool)) (int, bool) {
 	if i >= len(b) || b[i] != '{' {
-		return
+		return 0, false
 	}
 	i = skipSpace(b, i+1)
 	for i < len(b) && b[i] == '"' {
 		kend, ok := skipString(b, i)
 		if !ok {
-			return
+			return 0, false
 		}
 		key := b[i+1 : kend-1]
 		i = skipSpace(b, kend)
 		if i >= len(b) || b[i] != ':' {
-			return
+			return 0, false
 		}
-		start := skipSpace(b, i+1)
-		end, ok := skipValue(b, start)
+		end, ok := fn(key, skipSpace(b, i+1))
 		if !ok {
-			return
+			return 0, false
 		}
-		fn(key, start, end)
 		i = skipSpace(b, end)
 		if i < len(b) && b[i] == ',' {
 			i = skipSpace(b, i+1)
 		}
 	}
+	if i >= len(b) || b[i] != '}' {
+		return 0, false
+	}
+	return i + 1, true
 }
 
-// elements calls fn with the span of each element of the array at b[i].
-func elements(b []byte, i int, fn func(start, end int)) {
+// elements walks the array at b[i]: fn gets where each element starts and
+// returns where it ends. elements returns the index after the array.
+func elements(b []byte, i int, fn func(start int) (int, bool)) (int, bool) {
 	if i >= len(b) || b[i] != '[' {
-		return
+		return 0, false
 	}
 	i = skipSpace(b, i+1)
 	for i < len(b) && b[i] != ']' {
-		end, ok := skipValue(b, i)
+		end, ok := fn(i)
 		if !ok {
-			return
+			return 0, false
 		}
-		fn(i, end)
 		i = skipSpace(b, end)
 		if i < len(b) && b[i] == ',' {
 			i = skipSpace(b, i+1)
 		}
 	}
+	if i >= len(b) {
+		return 0, false
+	}
+	return i + 1, true
 }
