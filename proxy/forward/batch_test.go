@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/proxy/signature"
@@ -55,22 +53,14 @@ func (b *gateBot) handle(ctx *fasthttp.RequestCtx) {
 
 func startBatching(t *testing.T, b *gateBot, clk clock.Clock, batch, parallel int) *Forwarder {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: b.handle}
-	go srv.Serve(ln)
-	t.Cleanup(func() { ln.Close(); srv.Shutdown() })
-	f, err := New(Options{
-		URL: "http://" + ln.Addr().String() + "/webhook", Signer: signature.New([]byte("secret")),
-		Retry: backoff.Policy{Min: time.Second, Max: time.Minute}, MaxRejects: 3, Clock: clk,
-		Batch: batch, Parallel: parallel,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return newForwarder(t, b.handle, clk, batch, parallel)
+}
+
+// started reports how many events are in a POST or waiting for one.
+func (f *Forwarder) started() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.inFlight + len(f.waiting)
 }
 
 // waitingCount reports how many events wait for a POST slot.
@@ -114,12 +104,7 @@ func TestEventsWaitingForASlotGoInOnePost(t *testing.T) {
 	b := &gateBot{gate: make(chan struct{}), answer: func(string, int) int { return 200 }}
 	f := startBatching(t, b, clock.Real{}, 10, 1)
 	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("page", 3), envelope("page", 4)}
-	started := func() int { // the first is posted, the others wait
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.inFlight + len(f.waiting)
-	}
-	done := deliverAll(t, f, bodies, started)
+	done := deliverAll(t, f, bodies, f.started)
 	close(b.gate)
 	for i, err := range <-done {
 		if err != nil {
@@ -146,12 +131,7 @@ func TestBatchesKeepObjectsApartAndBoundTheirSize(t *testing.T) {
 	b := &gateBot{gate: make(chan struct{}), answer: func(string, int) int { return 200 }}
 	f := startBatching(t, b, clock.Real{}, 2, 1)
 	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("instagram", 3), envelope("page", 4), envelope("page", 5), []byte(`{"not":"an envelope"}`)}
-	started := func() int {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.inFlight + len(f.waiting)
-	}
-	done := deliverAll(t, f, bodies[:5], started)
+	done := deliverAll(t, f, bodies[:5], f.started)
 	// A body of another shape never waits: it goes alone at once, while
 	// the one slot is taken.
 	if err := f.Deliver(context.Background(), bodies[5]); err != nil {
@@ -197,12 +177,7 @@ func TestARefusedBatchIsTriedOneEventAtATime(t *testing.T) {
 	defer close(stop)
 	go advanceWhileWaiting(clk, stop)
 	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("page", 3), envelope("page", 4)}
-	started := func() int {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		return f.inFlight + len(f.waiting)
-	}
-	done := deliverAll(t, f, bodies, started)
+	done := deliverAll(t, f, bodies, f.started)
 	close(b.gate)
 	errs := <-done
 	var rej *RejectedError

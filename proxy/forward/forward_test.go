@@ -44,16 +44,24 @@ func (b *bot) handle(ctx *fasthttp.RequestCtx) {
 
 func start(t *testing.T, b *bot, clk clock.Clock) *Forwarder {
 	t.Helper()
+	return newForwarder(t, b.handle, clk, 1, 1)
+}
+
+// newForwarder serves handler on loopback as the bot and returns a
+// Forwarder to it, batching as asked.
+func newForwarder(t *testing.T, handler fasthttp.RequestHandler, clk clock.Clock, batch, parallel int) *Forwarder {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &fasthttp.Server{Handler: b.handle}
+	srv := &fasthttp.Server{Handler: handler}
 	go srv.Serve(ln)
 	t.Cleanup(func() { ln.Close(); srv.Shutdown() })
 	f, err := New(Options{
 		URL: "http://" + ln.Addr().String() + "/webhook", Signer: signature.New([]byte("secret")),
 		Retry: backoff.Policy{Min: time.Second, Max: time.Minute}, MaxRejects: 3, Clock: clk,
+		Batch: batch, Parallel: parallel,
 	})
 	if err != nil {
 		t.Fatal(err)
