@@ -132,7 +132,14 @@ var parsers fastjson.ParserPool
 // The body is parsed once, with fastjson; only the routing fields are read
 // into the Event, and the raw span of each event is found by a scan of the
 // same bytes (see spans.go).
-func Parse(body []byte) ([]Event, error) {
+func Parse(body []byte) ([]Event, error) { return parse(body, true) }
+
+// ParseShared is Parse without copying the events' bytes: each Event.Raw
+// is a slice of body, valid only while body is. For a caller that copies
+// what it keeps, as the webhook handler does into its queue records.
+func ParseShared(body []byte) ([]Event, error) { return parse(body, false) }
+
+func parse(body []byte, copyRaw bool) ([]Event, error) {
 	// The parser is lenient (it takes 00 for a number); the validator is not.
 	if err := fastjson.ValidateBytes(body); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
@@ -186,9 +193,12 @@ func Parse(body []byte) ([]Event, error) {
 			raws := spans.of(body, i, ch, len(list))
 			for j, ev := range list {
 				var raw []byte
-				if raws != nil {
+				switch {
+				case raws != nil && copyRaw:
 					raw = append([]byte(nil), raws[j]...)
-				} else {
+				case raws != nil:
+					raw = raws[j]
+				default:
 					raw = ev.MarshalTo(nil) // the same event, re-encoded (odd bodies only)
 				}
 				event, err := eventFrom(ev, object, id, entryTime, ch, raw)

@@ -265,6 +265,10 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		checkJoinedEnvelopes(t, evs)
+		shared, err := ParseShared(body)
+		if err != nil || !reflect.DeepEqual(shared, evs) {
+			t.Fatalf("ParseShared differs from Parse: %v\n%+v\n%+v", err, shared, evs)
+		}
 	})
 }
 
@@ -316,5 +320,30 @@ func TestFeedbackAnswer(t *testing.T) {
 	}
 	if f := evs[0].Feedback; evs[0].Kind != KindFeedback || f == nil || f.Question != "nps_q" || f.Type != "nps" || f.Score != "9" || f.Text != "" {
 		t.Errorf("feedback = %+v %+v", evs[0], f)
+	}
+}
+
+// ParseShared reads the same events as Parse, but their Raw bytes are
+// the body's own; Parse's are copies that outlive changes to the body.
+func TestParseSharedKeepsTheBodysBytes(t *testing.T) {
+	body := []byte(batch)
+	copied, err := Parse(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, err := ParseShared(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(shared, copied) {
+		t.Fatalf("ParseShared read %+v; Parse %+v", shared, copied)
+	}
+	before := string(copied[0].Raw)
+	clear(body)
+	if string(copied[0].Raw) != before {
+		t.Error("Parse's Raw changed with the body")
+	}
+	if string(shared[0].Raw) == before {
+		t.Error("ParseShared's Raw did not change with the body: it is a copy")
 	}
 }
