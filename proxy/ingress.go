@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -146,8 +147,8 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 			Decoded:  &decoded,
 		}
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), in.opts.Timeout)
-	defer cancel()
+	cctx := &lazyDeadline{deadline: time.Now().Add(in.opts.Timeout)}
+	defer cctx.stop()
 	now := in.opts.Clock.Now()
 	results, err := in.opts.Queue.Enqueue(cctx, now, batch)
 	if err != nil {
@@ -191,4 +192,54 @@ func (in *Ingress) RequestError(ctx *fasthttp.RequestCtx, err error) {
 		return
 	}
 	ctx.Error("bad request", fasthttp.StatusBadRequest)
+}
+
+// lazyDeadline is a context that ends at a deadline but starts a timer
+// only once someone asks for its Done channel. The store asks only when
+// its queue is full, so the usual webhook costs no timer.
+type lazyDeadline struct {
+	deadline time.Time
+	mu       sync.Mutex
+	ctx      context.Context // set by the first Done
+	cancel   context.CancelFunc
+	stopped  bool
+}
+
+func (c *lazyDeadline) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *lazyDeadline) Value(any) any               { return nil }
+
+func (c *lazyDeadline) Done() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithDeadline(context.Background(), c.deadline)
+		if c.stopped {
+			c.cancel()
+		}
+	}
+	return c.ctx.Done()
+}
+
+func (c *lazyDeadline) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.ctx != nil:
+		return c.ctx.Err()
+	case c.stopped:
+		return context.Canceled
+	case !time.Now().Before(c.deadline):
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// stop ends the context and releases its timer, if one was started.
+func (c *lazyDeadline) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+	if c.cancel != nil {
+		c.cancel()
+	}
 }

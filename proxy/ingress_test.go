@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -123,5 +124,49 @@ func TestIngressStoreFailureIsNotAcked(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.notified) != 0 {
 		t.Errorf("notified %v for events that were not stored", f.notified)
+	}
+}
+
+// lazyDeadline starts no timer until Done is asked for, and then behaves
+// as a context with that deadline; stop ends it either way.
+func TestLazyDeadline(t *testing.T) {
+	c := &lazyDeadline{deadline: time.Now().Add(time.Hour)}
+	if err := c.Err(); err != nil || c.ctx != nil {
+		t.Fatalf("fresh: Err %v, timer started %v", err, c.ctx != nil)
+	}
+	if d, ok := c.Deadline(); !ok || !d.Equal(c.deadline) {
+		t.Errorf("Deadline = %v, %v", d, ok)
+	}
+	c.stop()
+	if err := c.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("stopped: Err %v; want context.Canceled", err)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Error("stopped: Done not closed")
+	}
+
+	past := &lazyDeadline{deadline: time.Now().Add(-time.Millisecond)}
+	if err := past.Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("past deadline, Done never asked: Err %v", err)
+	}
+	<-past.Done() // closes: the deadline has passed
+	if err := past.Err(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("past deadline: Err %v", err)
+	}
+	past.stop()
+
+	live := &lazyDeadline{deadline: time.Now().Add(time.Hour)}
+	done := live.Done()
+	select {
+	case <-done:
+		t.Fatal("Done closed an hour early")
+	default:
+	}
+	live.stop()
+	<-done
+	if err := live.Err(); !errors.Is(err, context.Canceled) {
+		t.Errorf("stopped after Done: Err %v", err)
 	}
 }

@@ -2,6 +2,8 @@ package badgerstore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -187,5 +189,70 @@ func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
 	defer s.Close()
 	if rest, err := s.Head(ctx, key, events); err != nil || len(rest) != 0 {
 		t.Fatalf("after reopening %d items are queued (%v); want none", len(rest), err)
+	}
+}
+
+// doneCounter is a context that counts how often its Done channel is
+// asked for.
+type doneCounter struct {
+	context.Context
+	asked atomic.Int32
+}
+
+func (c *doneCounter) Done() <-chan struct{} {
+	c.asked.Add(1)
+	return c.Context.Done()
+}
+
+// An enqueue that finds room hands its job over without asking the
+// context for Done (so a caller's lazy deadline never starts a timer);
+// one that finds the queue full waits until the context ends.
+func TestFullQueueWaitsForTheContext(t *testing.T) {
+	h := newCommitterHold()
+	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour, MaxBatch: 1, beforeCommit: h.beforeCommit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	held := h.hold(s)
+	results := make(chan error, cap(s.jobs))
+	for i := range cap(s.jobs) {
+		go func() {
+			_, err := s.Enqueue(context.Background(), t0, []state.NewEvent{ev("p", "fill", fmt.Sprint("m", i), "")})
+			results <- err
+		}()
+	}
+	for len(s.jobs) < cap(s.jobs) {
+		time.Sleep(100 * time.Microsecond)
+	}
+	cctx, cancel := context.WithCancel(context.Background())
+	waiting := &doneCounter{Context: cctx}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(waiting, t0, []state.NewEvent{ev("p", "late", "x", "")})
+		errc <- err
+	}()
+	for waiting.asked.Load() == 0 {
+		time.Sleep(100 * time.Microsecond)
+	}
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("enqueue into a full queue: %v; want context.Canceled", err)
+	}
+	close(h.release)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	for range cap(s.jobs) {
+		if err := <-results; err != nil {
+			t.Fatal(err)
+		}
+	}
+	quick := &doneCounter{Context: context.Background()}
+	if _, err := s.Enqueue(quick, t0, []state.NewEvent{ev("p", "quick", "y", "")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := quick.asked.Load(); n != 0 {
+		t.Errorf("an enqueue with room asked for Done %d times", n)
 	}
 }

@@ -303,11 +303,15 @@ func (s *Store) submit(ctx context.Context, j *job) error {
 		j.done = make(chan error, 1)
 	}
 	select {
-	case s.jobs <- j:
-	case <-s.quit:
-		return state.ErrClosed
-	case <-ctx.Done():
-		return ctx.Err()
+	case s.jobs <- j: // the usual case, without asking ctx for its Done channel
+	default:
+		select {
+		case s.jobs <- j:
+		case <-s.quit:
+			return state.ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if j.lazy {
 		return nil
