@@ -161,9 +161,9 @@ type pipeline struct {
 	waiting map[string]chan struct{} // by mid; closed when the bot has the event
 }
 
-func startPipeline(b *testing.B, users int) *pipeline {
+func startPipeline(b *testing.B, users int, botConfig string) *pipeline {
 	b.Helper()
-	h := newHarness(b, harnessOpts{policy: benchPolicy, quiet: true})
+	h := newHarness(b, harnessOpts{policy: benchPolicy, quiet: true, botConfig: botConfig})
 	p := &pipeline{
 		h: h, url: h.baton.WebhookURL(), signer: signature.New([]byte(botSecret)),
 		waiting: map[string]chan struct{}{},
@@ -276,10 +276,11 @@ func (p *pipeline) check(b *testing.B) {
 // is the latency of one event. parallel has 64 clients at once, each with
 // its own share of the users so that every user's events are sent one
 // after the other, as Meta does; ns/op is then the inverse of throughput,
-// also reported as events/s.
+// also reported as events/s. parallel-batched is parallel with Baton's
+// POSTs to the bot batched (bot.batch 32, bot.parallel 8).
 func BenchmarkPipeline(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
-		p := startPipeline(b, benchUsers)
+		p := startPipeline(b, benchUsers, "")
 		b.ReportAllocs() // allocations of the whole process per event
 		for i := 0; b.Loop(); i++ {
 			if err := p.send(p.users[i%len(p.users)]); err != nil {
@@ -288,27 +289,29 @@ func BenchmarkPipeline(b *testing.B) {
 		}
 		p.check(b)
 	})
-	b.Run("parallel", func(b *testing.B) {
-		procs := runtime.GOMAXPROCS(0)
-		par := max(1, 64/procs)
-		clients := par * procs
-		p := startPipeline(b, max(benchUsers, clients))
-		b.ReportAllocs()
-		b.SetParallelism(par)
-		var next atomic.Int64
-		b.ResetTimer()
-		start := time.Now()
-		b.RunParallel(func(pb *testing.PB) {
-			mine := p.share(int(next.Add(1)-1), clients)
-			for i := 0; pb.Next(); i++ {
-				if err := p.send(mine[i%len(mine)]); err != nil {
-					b.Error(err)
-					return
+	for _, mode := range []struct{ name, bot string }{{"parallel", ""}, {"parallel-batched", "  batch: 32\n  parallel: 8\n"}} {
+		b.Run(mode.name, func(b *testing.B) {
+			procs := runtime.GOMAXPROCS(0)
+			par := max(1, 64/procs)
+			clients := par * procs
+			p := startPipeline(b, max(benchUsers, clients), mode.bot)
+			b.ReportAllocs()
+			b.SetParallelism(par)
+			var next atomic.Int64
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				mine := p.share(int(next.Add(1)-1), clients)
+				for i := 0; pb.Next(); i++ {
+					if err := p.send(mine[i%len(mine)]); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-			}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+			b.StopTimer()
+			p.check(b)
 		})
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
-		b.StopTimer()
-		p.check(b)
-	})
+	}
 }
