@@ -232,3 +232,60 @@ func TestWaitingEventLeavesWhenCancelled(t *testing.T) {
 		t.Errorf("bot got %q; want only the first event", b.bodies)
 	}
 }
+
+// Many workers at once, a bot that fails now and then: every event is
+// accepted exactly once (in one POST the bot answered 200), and every
+// Deliver returns.
+func TestBatchingUnderConcurrentLoad(t *testing.T) {
+	clk := clock.NewFake(time.Unix(0, 0))
+	var mu sync.Mutex
+	accepted := map[string]int{}
+	posts := 0
+	b := &gateBot{gate: make(chan struct{}), answer: func(body string, entries int) int {
+		mu.Lock()
+		defer mu.Unlock()
+		posts++
+		if posts%7 == 0 {
+			return 503
+		}
+		for _, part := range strings.Split(body, `"mid":"`)[1:] {
+			accepted[part[:strings.IndexByte(part, '"')]]++
+		}
+		return 200
+	}}
+	close(b.gate)
+	f := newForwarder(t, b.handle, clk, 8, 2)
+	stop := make(chan struct{})
+	defer close(stop)
+	go advanceWhileWaiting(clk, stop)
+	const workers, each = 40, 25
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*each)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := f.Deliver(context.Background(), envelope("page", w*each+i)); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(accepted) != workers*each {
+		t.Errorf("%d events accepted; want %d", len(accepted), workers*each)
+	}
+	for mid, n := range accepted {
+		if n != 1 {
+			t.Errorf("event %s accepted %d times", mid, n)
+		}
+	}
+	if posts >= workers*each {
+		t.Errorf("%d POSTs for %d events: nothing was batched", posts, workers*each)
+	}
+}
