@@ -39,6 +39,7 @@ const (
 	DefaultBotTimeout   = 10 * time.Second
 	DefaultRetryMin     = 100 * time.Millisecond
 	DefaultRetryMax     = 30 * time.Second
+	DefaultBotBatch     = 1 // each event in a POST of its own
 	DefaultBotParallel  = 8
 	// MaxBotBatch is the most events Meta puts in one webhook, and so the
 	// most a bot can be expected to take in one.
@@ -413,7 +414,7 @@ func (v *validator) build(raw *fileYAML) *Config {
 	c.Bot.ForwardStandby = raw.Bot.ForwardStandby
 	c.Bot.RetryMin = v.duration([]any{"bot", "retry_min"}, raw.Bot.RetryMin, DefaultRetryMin)
 	c.Bot.RetryMax = v.duration([]any{"bot", "retry_max"}, raw.Bot.RetryMax, DefaultRetryMax)
-	c.Bot.Batch = v.positive([]any{"bot", "batch"}, raw.Bot.Batch, 1)
+	c.Bot.Batch = v.positive([]any{"bot", "batch"}, raw.Bot.Batch, DefaultBotBatch)
 	if c.Bot.Batch > MaxBotBatch {
 		v.problem([]any{"bot", "batch"}, "%d is more than the %d events Meta sends in one webhook", c.Bot.Batch, MaxBotBatch)
 	}

@@ -60,7 +60,7 @@ func TestParseExample(t *testing.T) {
 		Policies: []string{
 			filepath.Join("/etc/baton", "policies/handoff.yaml"),
 		},
-		Bot:         Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: 1, Parallel: DefaultBotParallel},
+		Bot:         Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
 		Webhook:     Webhook{Path: "/webhook", MaxBodyBytes: 1 << 20},
 		DedupWindow: 48 * time.Hour,
 		CacheSize:   100000,
@@ -100,7 +100,7 @@ func TestDefaults(t *testing.T) {
 		Graph:       Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts},
 		Pages:       []Page{{ID: "104455667788990", Token: NewSecret("t")}},
 		Apps:        map[string]string{},
-		Bot:         Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: 1, Parallel: DefaultBotParallel},
+		Bot:         Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
 		Webhook:     Webhook{Path: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes},
 		DedupWindow: DefaultDedupWindow,
 		CacheSize:   DefaultCacheSize,

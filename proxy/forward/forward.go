@@ -150,8 +150,6 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 		case err == nil && status >= 200 && status < 300:
 			return nil
 		case o.refused():
-			// 4xx, and 3xx too: fasthttp does not follow redirects for a
-			// POST, and a bot that keeps redirecting will not stop.
 			rejects++
 			if rejects >= f.opts.MaxRejects {
 				return &RejectedError{Status: status, Attempts: attempt, Body: respBody}
