@@ -58,7 +58,14 @@ func TestHotReloadKeepsOldRulesOnErrorAndLosesNoEvents(t *testing.T) {
 	}
 
 	chat(10)
-	if err := os.WriteFile(policy, []byte("version: 1\nrules:\n  - name: broken\n    when: {keywords: [x]}\n    do: [{pass: {to: nowhere}}]\n"), 0o600); err != nil {
+	// Written beside the file and renamed over it, as editors and deploy
+	// tools do: a poll every 10ms could otherwise catch os.WriteFile's
+	// truncated, empty file and report that failure first.
+	broken := policy + ".new"
+	if err := os.WriteFile(broken, []byte("version: 1\nrules:\n  - name: broken\n    when: {keywords: [x]}\n    do: [{pass: {to: nowhere}}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(broken, policy); err != nil {
 		t.Fatal(err)
 	}
 	h.waitMetric("baton_policy_last_reload_successful 0")
