@@ -27,15 +27,18 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/batonproxy/baton/policies/yamlfile"
+	"github.com/batonproxy/baton/proxy/graph"
 )
 
 // Defaults for the optional settings.
 const (
-	DefaultListen       = ":8080"
-	DefaultGraphBaseURL = "https://graph.facebook.com"
-	DefaultGraphVersion = "v25.0"
-	DefaultGraphTimeout = 10 * time.Second
-	DefaultMaxAttempts  = 5
+	DefaultListen = ":8080"
+	// The Graph API defaults are the client's own, so the two never
+	// disagree (say, on the API version after an upgrade).
+	DefaultGraphBaseURL = graph.DefaultBaseURL
+	DefaultGraphVersion = graph.DefaultVersion
+	DefaultGraphTimeout = graph.DefaultTimeout
+	DefaultMaxAttempts  = graph.DefaultMaxAttempts
 	DefaultBotTimeout   = 10 * time.Second
 	DefaultRetryMin     = 100 * time.Millisecond
 	DefaultRetryMax     = 30 * time.Second
