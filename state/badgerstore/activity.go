@@ -7,26 +7,30 @@ import (
 	"github.com/batonproxy/baton/state"
 )
 
-// ActivityLag is how far a thread's activity times on disk may trail the
-// ones in memory. Most events change nothing but LastUser; writing the
-// thread for each of them would cost a Badger write per event. A crash (or
-// the thread leaving the cache) loses at most this much of them, which
+// ActivityLag is how far a thread's activity times and recent messages on
+// disk may trail the ones in memory. Most events change nothing else (a
+// text adds to Recent when a policy uses it, and moves LastUser); writing
+// the thread for each of them would cost a Badger write per event. A crash
+// (or the thread leaving the cache) loses at most this much of them, which
 // neither the 24-hour messaging window nor a timeout (timers are stored on
-// their own) notices.
+// their own) notices; a handover's recent messages may then miss the last
+// minute's.
 const ActivityLag = time.Minute
 
 // cachedThread is a thread in the LRU, kept compact (the cache holds
 // cache_size of them, 100,000 by default: half the size of a state.Thread
 // and no second copy of the key), with the activity times its stored copy
-// has: the two differ in nothing else.
+// has and whether its recent messages differ from the stored ones: the two
+// differ in nothing else.
 type cachedThread struct {
-	owner          state.Owner
-	reason         state.Reason
-	since          int64
-	now, written   activity
-	handled        uint64
-	handledForward bool
-	lists          *threadLists // nil while the thread has no tags, recent messages or feedback
+	owner           state.Owner
+	reason          state.Reason
+	since           int64
+	now, written    activity
+	handled         uint64
+	handledForward  bool
+	recentUnwritten bool
+	lists           *threadLists // nil while the thread has no tags, recent messages or feedback
 }
 
 type threadLists struct {
@@ -55,6 +59,24 @@ func fromUnixNano(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
+// trailing is t for the cache when only its activity times and recent
+// messages changed since prev, which stay unwritten (see ActivityLag).
+func trailing(prev *cachedThread, t *state.Thread) cachedThread {
+	c := compact(t, prev.written)
+	c.recentUnwritten = prev.recentUnwritten || !slices.Equal(prev.recent(), t.Recent)
+	return c
+}
+
+func (c *cachedThread) recent() []string {
+	if c.lists == nil {
+		return nil
+	}
+	return c.lists.recent
+}
+
+// unwritten reports whether the stored copy trails the cached one.
+func (c *cachedThread) unwritten() bool { return c.now != c.written || c.recentUnwritten }
+
 // compact is t for the cache, with the activity times on disk.
 func compact(t *state.Thread, written activity) cachedThread {
 	c := cachedThread{owner: t.Owner, reason: t.Reason, since: unixNano(t.Since), now: activityOf(t), written: written,
@@ -80,17 +102,19 @@ func (c *cachedThread) thread(key state.ThreadKey) state.Thread {
 }
 
 // needsWrite reports whether t must be written, given the cached copy of
-// the same thread: it differs in more than activity times, or those moved
-// past ActivityLag since they were last written.
+// the same thread: it differs in more than activity times and recent
+// messages, or the activity times moved past ActivityLag since they were
+// last written (recent messages change only with LastUser, and are
+// written with it).
 func needsWrite(prev *cachedThread, t *state.Thread) bool {
-	var tags, recent []string
+	var tags []string
 	var feedback []state.Feedback
 	if l := prev.lists; l != nil {
-		tags, recent, feedback = l.tags, l.recent, l.feedback
+		tags, feedback = l.tags, l.feedback
 	}
 	if prev.owner != t.Owner || prev.since != unixNano(t.Since) || prev.reason != t.Reason ||
 		prev.handled != t.Handled || prev.handledForward != t.HandledForward ||
-		!slices.Equal(tags, t.Tags) || !slices.Equal(recent, t.Recent) || !slices.EqualFunc(feedback, t.Feedback, sameFeedback) {
+		!slices.Equal(tags, t.Tags) || !slices.EqualFunc(feedback, t.Feedback, sameFeedback) {
 		return true
 	}
 	now := activityOf(t)
@@ -110,14 +134,14 @@ func sameFeedback(a, b state.Feedback) bool {
 // trail, so a clean shutdown loses none of them. Called after the
 // committer stopped.
 func (s *Store) flushActivity() error {
-	var trailing []state.Thread
+	var behind []state.Thread
 	for _, key := range s.cache.Keys() {
-		if ct, ok := s.cache.Peek(key); ok && ct.now != ct.written {
-			trailing = append(trailing, ct.thread(key))
+		if ct, ok := s.cache.Peek(key); ok && ct.unwritten() {
+			behind = append(behind, ct.thread(key))
 		}
 	}
-	if len(trailing) == 0 {
+	if len(behind) == 0 {
 		return nil
 	}
-	return s.writeThreads(trailing)
+	return s.writeThreads(behind)
 }

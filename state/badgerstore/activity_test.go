@@ -3,6 +3,7 @@ package badgerstore
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,6 +71,52 @@ func TestActivityTimesAreWrittenLazilyWithinTheLag(t *testing.T) {
 	defer s.Close()
 	if got := onDisk(t, s, key).LastUser; !got.Equal(t0.Add(ActivityLag + 9*time.Second)) {
 		t.Fatalf("after a clean close disk has %s; want the latest activity", got)
+	}
+}
+
+func TestRecentMessagesTrailWithTheActivityTimes(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s := open(t, dir)
+	key := state.ThreadKey{Page: "p", User: "u"}
+	bot := state.Owner{Kind: state.OwnerBot}
+	th := state.Thread{Owner: bot, LastUser: t0}
+	complete := func(text string, at time.Time) {
+		t.Helper()
+		th.AddRecent(text)
+		th.LastUser = at
+		c := th
+		if err := s.Complete(ctx, state.Completion{Thread: key, State: &c}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	complete("first", t0)
+	if got := onDisk(t, s, key).Recent; !slices.Equal(got, []string{"first"}) {
+		t.Fatalf("a new thread's recent messages on disk: %q", got)
+	}
+	// Within the lag a text changes only what the cache holds.
+	complete("second", t0.Add(10*time.Second))
+	if got := onDisk(t, s, key).Recent; !slices.Equal(got, []string{"first"}) {
+		t.Fatalf("recent messages within the lag were written: disk has %q", got)
+	}
+	if got, _ := s.Thread(ctx, key); !slices.Equal(got.Recent, []string{"first", "second"}) {
+		t.Fatalf("Thread().Recent = %q; want both messages", got.Recent)
+	}
+	// Past the lag they are written with the activity times.
+	complete("third", t0.Add(ActivityLag+time.Second))
+	if got := onDisk(t, s, key).Recent; !slices.Equal(got, []string{"first", "second", "third"}) {
+		t.Fatalf("recent messages past the lag: disk has %q", got)
+	}
+	// A clean close writes them even when the activity times did not move
+	// (two messages in the same millisecond).
+	complete("fourth", t0.Add(ActivityLag+time.Second))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dir)
+	defer s.Close()
+	if got := onDisk(t, s, key).Recent; !slices.Equal(got, []string{"first", "second", "third", "fourth"}) {
+		t.Fatalf("after a clean close disk has %q; want every message", got)
 	}
 }
 

@@ -909,7 +909,7 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, bat
 			prev, ok = s.cache.Peek(c.Thread)
 		}
 		if ok && !needsWrite(&prev, &t) {
-			batch.threads[c.Thread] = compact(&t, prev.written)
+			batch.threads[c.Thread] = trailing(&prev, &t)
 		} else {
 			b, err := encodeThread(t)
 			if err != nil {
