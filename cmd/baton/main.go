@@ -334,7 +334,7 @@ func runBench(args []string) int {
 	cpu := fs.Int("cpu", runtime.NumCPU()-1, "core to pin every process to; -1 not to pin")
 	quick := fs.Bool("quick", false, "a smoke run: one round, short measurements, small memory run")
 	out := fs.String("out", "", "also write the report to this file")
-	only := fs.String("only", "", "comma-separated targets to run (bare,forwarder,reverseproxy,baton), for profiling")
+	only := fs.String("only", "", "comma-separated targets to run (bare,forwarder,reverseproxy,baton,disk), for profiling")
 	fs.StringVar(&o.Dir, "dir", "", "scratch directory, kept afterwards with every process's log (default: a temporary one, removed)")
 	fs.BoolVar(&o.SkipRestart, "skip-restart", false, "leave out the memory and restart run")
 	if err := fs.Parse(args); err != nil {

@@ -15,12 +15,14 @@ var targetNames = map[string]string{
 	KindForwarder:    "bare fasthttp forwarder",
 	KindReverseProxy: "httputil.ReverseProxy, tuned",
 	TargetBaton:      "Baton (20 rules, synced group commit, bot batches)",
+	TargetDisk:       "disk alone: each ack at the end of the next back-to-back fdatasync",
 }
 
 // shortNames name the baselines inside a sentence.
 var shortNames = map[string]string{
 	KindBare:      "bare server",
 	KindForwarder: "bare forwarder",
+	TargetDisk:    "disk alone",
 }
 
 // stats is a median with its range.
@@ -121,7 +123,7 @@ func connsHeader(w io.Writer, first string, conns []int, extra ...string) {
 	fmt.Fprintf(w, "\n|---|%s\n", strings.Repeat("---|", len(conns)+len(extra)))
 }
 
-func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took time.Duration) {
+func report(w io.Writer, o Options, runs []targetRun, disk diskResult, rs restartResult, took time.Duration) {
 	fmt.Fprintf(w, "# baton bench\n\n")
 	fmt.Fprintf(w, "- machine: %d CPUs (%s), %s/%s, %s\n", cpuCount(), cpuModel(), runtime.GOOS, runtime.GOARCH, runtime.Version())
 	fmt.Fprintf(w, "- layout: %s\n", o.Layout)
@@ -205,6 +207,20 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		if len(bot) > 0 {
 			botTails[target] = percentiles(bot, 0.99)
 		}
+	}
+	if len(disk.Acks) > 0 {
+		a := percentiles(disk.Acks, 0.5, 0.99, 0.999)
+		fmt.Fprintf(w, "| %s | %s | %s | %s | - | - | - | - |\n", targetNames[TargetDisk], ms(a[0]), ms(a[1]), ms(a[2]))
+		ackTails[TargetDisk] = a
+		d := percentiles(disk.Syncs, 0.5, 0.99, 0.999, 1)
+		var slow int
+		for _, s := range disk.Syncs {
+			if s > 10*time.Millisecond {
+				slow++
+			}
+		}
+		fmt.Fprintf(w, "\nThe disk alone, between the rounds (the floor of a durable acknowledgement): %d syncs of %d bytes back to back over %s, fdatasync each: p50 %s, p99 %s, p99.9 %s, longest %s, %d over 10 ms. Its row above has requests arriving at %d/s each acknowledged at the end of the first sync that begins after it, with no other cost: a slow sync delays every request that arrives meanwhile.\n",
+			len(disk.Syncs), diskCommitBytes, disk.Took.Round(100*time.Millisecond), ms(d[0]), ms(d[1]), ms(d[2]), ms(d[3]), slow, o.Rate)
 	}
 	batonAck, batonBot := ackTails[TargetBaton], botTails[TargetBaton]
 
@@ -295,7 +311,7 @@ func report(w io.Writer, o Options, runs []targetRun, rs restartResult, took tim
 		withBaselines := func(got time.Duration, of map[string][]time.Duration, i int) string {
 			s := ms(got)
 			var bases []string
-			for _, b := range []string{KindBare, KindForwarder} {
+			for _, b := range []string{KindBare, KindForwarder, TargetDisk} {
 				if p := of[b]; len(p) > i {
 					bases = append(bases, shortNames[b]+" "+ms(p[i]))
 				}

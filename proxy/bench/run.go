@@ -139,6 +139,7 @@ func Run(o Options, out io.Writer) error {
 		o.Dir = d
 	}
 	var runs []targetRun
+	var disk diskResult
 	for rep := 1; rep <= o.Reps; rep++ {
 		for i := range Targets {
 			target := Targets[(i+rep-1)%len(Targets)]
@@ -152,6 +153,14 @@ func Run(o Options, out io.Writer) error {
 			}
 			runs = append(runs, r)
 		}
+		if len(o.Only) == 0 || slices.Contains(o.Only, TargetDisk) {
+			fmt.Fprintf(o.Progress, "round %d/%d: %s\n", rep, o.Reps, TargetDisk)
+			spans, err := measureDisk(o.Dir, o.Measure)
+			if err != nil {
+				return fmt.Errorf("round %d: %w", rep, err)
+			}
+			disk.add(spans, o.Rate)
+		}
 	}
 	var rs restartResult
 	if !o.SkipRestart {
@@ -161,7 +170,7 @@ func Run(o Options, out io.Writer) error {
 			return fmt.Errorf("memory and restart run: %w", err)
 		}
 	}
-	report(out, o, runs, rs, time.Since(start))
+	report(out, o, runs, disk, rs, time.Since(start))
 	return nil
 }
 
