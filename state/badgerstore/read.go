@@ -1,0 +1,169 @@
+package badgerstore
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// Thread returns the thread's state from the cache or disk.
+func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, error) {
+	if t, ok := s.unsyncedState(key); ok {
+		return t, nil
+	}
+	if ct, ok := s.cache.Get(key); ok {
+		return ct.thread(key), nil
+	}
+	t := state.Thread{Key: key}
+	err := s.db.View(func(txn *badger.Txn) error {
+		item, err := txn.Get(threadPrefix(spaceThread, key))
+		if errors.Is(err, badger.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return item.Value(func(v []byte) error { return json.Unmarshal(v, &t) })
+	})
+	if err != nil {
+		return state.Thread{}, fmt.Errorf("read thread %s: %w", key, err)
+	}
+	t.Key = key
+	s.cache.Add(key, stored(&t))
+	return t, nil
+}
+
+// History returns every recorded change of the thread, oldest first.
+func (s *Store) History(ctx context.Context, key state.ThreadKey) ([]state.Change, error) {
+	var out []state.Change
+	err := s.scan(spaceHistory, key, 0, func(_ uint64, v []byte) error {
+		var c state.Change
+		if err := json.Unmarshal(v, &c); err != nil {
+			return err
+		}
+		out = append(out, c)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read history of %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// Head returns up to max items from the front of the thread's queue.
+func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state.Queued, error) {
+	var out []state.Queued
+	removed := s.unsyncedRemoved(key)
+	s.announcing.RLock()
+	defer s.announcing.RUnlock()
+	err := s.scan(spaceQueue, key, max, func(seq uint64, v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("queue item #%d too short", seq)
+		}
+		if slices.Contains(removed, seq) {
+			return errSkip
+		}
+		out = append(out, state.Queued{
+			Thread: key, Seq: seq,
+			Enqueued: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
+			Record:   append([]byte(nil), v[8:]...),
+		})
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read queue of %s: %w", key, err)
+	}
+	return out, nil
+}
+
+// DeadLetters returns the items set aside for the thread with their reasons.
+func (s *Store) DeadLetters(ctx context.Context, key state.ThreadKey) ([]string, error) {
+	var out []string
+	err := s.scan(spaceDead, key, 0, func(_ uint64, v []byte) error {
+		l, n := binary.Uvarint(v)
+		if n <= 0 || uint64(len(v)-n) < l {
+			return errBadKey
+		}
+		out = append(out, string(v[n:n+int(l)]))
+		return nil
+	})
+	return out, err
+}
+
+// errSkip from a scan callback leaves the item out of the count.
+var errSkip = errors.New("skip")
+
+func (s *Store) scan(space byte, key state.ThreadKey, max int, fn func(seq uint64, v []byte) error) error {
+	prefix := threadPrefix(space, key)
+	return s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.Prefix = prefix
+		it := txn.NewIterator(o)
+		defer it.Close()
+		n := 0
+		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+			k := it.Item().Key()
+			if len(k) != len(prefix)+8 {
+				continue
+			}
+			seq := binary.BigEndian.Uint64(k[len(prefix):])
+			err := it.Item().Value(func(v []byte) error { return fn(seq, v) })
+			if errors.Is(err, errSkip) {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			n++
+			if max > 0 && n >= max {
+				return nil
+			}
+		}
+		return nil
+	})
+}
+
+// PendingThreads lists every thread with at least one queued event, so the
+// dispatcher can resume them after a restart.
+func (s *Store) PendingThreads(ctx context.Context) ([]state.ThreadKey, error) {
+	var out []state.ThreadKey
+	err := s.db.View(func(txn *badger.Txn) error {
+		o := badger.DefaultIteratorOptions
+		o.PrefetchValues = false
+		o.Prefix = []byte{spaceQueue}
+		it := txn.NewIterator(o)
+		defer it.Close()
+		// Stepping is much cheaper than a seek (which restarts the walk in
+		// every level of the tree), and most threads have only a few items
+		// queued; a thread's long backlog is skipped with one seek.
+		var same int
+		for it.Seek(o.Prefix); it.ValidForPrefix(o.Prefix); {
+			key, _, err := parseSeqKey(it.Item().Key())
+			if err != nil {
+				return err
+			}
+			if len(out) > 0 && out[len(out)-1] == key {
+				if same++; same == 8 {
+					it.Seek(append(threadPrefix(spaceQueue, key), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff))
+					continue
+				}
+			} else {
+				out, same = append(out, key), 0
+			}
+			it.Next()
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list pending threads: %w", err)
+	}
+	return out, nil
+}
