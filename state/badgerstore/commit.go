@@ -199,7 +199,7 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 	if s.opts.Announce != nil && len(b.appended) > 0 {
 		s.opts.Announce(b.appended)
 	}
-	return true, nil
+	return wait, nil
 }
 
 // jobBytes estimates what a job adds to a transaction, so the gathering

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"slices"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,5 +256,74 @@ func TestFullQueueWaitsForTheContext(t *testing.T) {
 	}
 	if n := quick.asked.Load(); n != 0 {
 		t.Errorf("an enqueue with room asked for Done %d times", n)
+	}
+}
+
+// settled waits until the committer has written the thread's lazy
+// completions (the store forgets them only then).
+func settled(t *testing.T, s *Store, key state.ThreadKey) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Microsecond) {
+		s.unsyncedMu.Lock()
+		_, waiting := s.unsynced[key]
+		s.unsyncedMu.Unlock()
+		if !waiting {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("lazy completions never written")
+		}
+	}
+}
+
+// crashCopy copies the store's files as they are while it runs, as a
+// crash would leave them, and opens the copy.
+func crashCopy(t *testing.T, s *Store) *Store {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(s.opts.Dir)); err != nil {
+		t.Fatal(err)
+	}
+	return open(t, dir)
+}
+
+// A batch of lazy completions only is written without a sync (nobody
+// waits for it); the next synced commit makes it durable with its own.
+func TestLazyCompletionsAloneAreNotSynced(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	defer s.Close()
+	key := state.ThreadKey{Page: "p", User: "u"}
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", ""), ev("p", "u", "b", ""), ev("p", "u", "c", "")}); err != nil {
+		t.Fatal(err)
+	}
+	head, err := s.Head(ctx, key, 2)
+	if err != nil || len(head) != 2 {
+		t.Fatalf("head = %v, %v", head, err)
+	}
+	syncs := s.Stats().Syncs
+	for i, q := range head {
+		th := state.Thread{Owner: state.Owner{Kind: state.OwnerBot}, Tags: []string{fmt.Sprint("t", i)}}
+		if err := s.Complete(ctx, state.Completion{Thread: key, Seq: q.Seq, State: &th, Lazy: true}); err != nil {
+			t.Fatal(err)
+		}
+		settled(t, s, key)
+	}
+	if got := s.Stats().Syncs; got != syncs {
+		t.Fatalf("two lazy completions, written alone, cost %d syncs; want none", got-syncs)
+	}
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "other", "d", "")}); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Stats().Syncs; got != syncs+1 {
+		t.Fatalf("a synced enqueue cost %d syncs; want 1", got-syncs)
+	}
+	crashed := crashCopy(t, s)
+	defer crashed.Close()
+	if rest, err := crashed.Head(ctx, key, 10); err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
+		t.Fatalf("head after a crash = %v, %v; want only c", rest, err)
+	}
+	if th, err := crashed.Thread(ctx, key); err != nil || !slices.Equal(th.Tags, []string{"t1"}) {
+		t.Fatalf("thread after a crash = %+v, %v; want the last lazy state", th, err)
 	}
 }
