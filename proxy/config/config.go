@@ -46,16 +46,19 @@ const (
 	DefaultBotParallel  = 8
 	// MaxBotBatch is the most events Meta puts in one webhook, and so the
 	// most a bot can be expected to take in one.
-	MaxBotBatch           = 1000
-	DefaultWebhookPath    = "/webhook"
-	DefaultMaxBodyBytes   = 1 << 20
-	DefaultDedupWindow    = 48 * time.Hour
-	DefaultCacheSize      = 100000
-	DefaultLogLevel       = zapcore.InfoLevel
-	DefaultRecordMaxBytes = 100 << 20 // 100 MiB: a few days of a busy Page, small next to the database
-	DefaultReloadWatch    = true
-	DefaultReloadInterval = 2 * time.Second
-	defaultAppForPolicies = "default" // reserved: policies use it for the page's default app
+	MaxBotBatch         = 1000
+	DefaultWebhookPath  = "/webhook"
+	DefaultMaxBodyBytes = 1 << 20
+	DefaultDedupWindow  = 48 * time.Hour
+	// DefaultShutdownTimeout is how long a clean stop lets calls in
+	// flight (POSTs to the bot, Graph calls) finish before abandoning them.
+	DefaultShutdownTimeout = 5 * time.Second
+	DefaultCacheSize       = 100000
+	DefaultLogLevel        = zapcore.InfoLevel
+	DefaultRecordMaxBytes  = 100 << 20 // 100 MiB: a few days of a busy Page, small next to the database
+	DefaultReloadWatch     = true
+	DefaultReloadInterval  = 2 * time.Second
+	defaultAppForPolicies  = "default" // reserved: policies use it for the page's default app
 )
 
 // Config is a validated configuration with defaults applied.
@@ -84,6 +87,10 @@ type Config struct {
 	// DedupWindow is how long event ids are remembered to drop Meta's
 	// redeliveries (default 48h).
 	DedupWindow time.Duration
+	// ShutdownTimeout bounds a clean stop (default 5s): webhooks are
+	// refused, calls in flight finish or are abandoned, what completed is
+	// committed.
+	ShutdownTimeout time.Duration
 	// CacheSize is the number of thread states kept in memory in front of
 	// the database (default 100000).
 	CacheSize int
@@ -191,6 +198,7 @@ type fileYAML struct {
 	Bot         botYAML           `yaml:"bot"`
 	Webhook     webhookYAML       `yaml:"webhook"`
 	DedupWindow string            `yaml:"dedup_window"`
+	Shutdown    string            `yaml:"shutdown_timeout"`
 	CacheSize   *int              `yaml:"cache_size"`
 	Log         logYAML           `yaml:"log"`
 	Record      *recordYAML       `yaml:"record"` // nil: recording off
@@ -387,10 +395,11 @@ var (
 
 func (v *validator) build(raw *fileYAML) *Config {
 	c := &Config{
-		Listen:      v.listen(raw.Listen),
-		DataDir:     v.path([]any{"data_dir"}, raw.DataDir, true),
-		DedupWindow: v.duration([]any{"dedup_window"}, raw.DedupWindow, DefaultDedupWindow),
-		CacheSize:   v.positive([]any{"cache_size"}, raw.CacheSize, DefaultCacheSize),
+		Listen:          v.listen(raw.Listen),
+		DataDir:         v.path([]any{"data_dir"}, raw.DataDir, true),
+		DedupWindow:     v.duration([]any{"dedup_window"}, raw.DedupWindow, DefaultDedupWindow),
+		ShutdownTimeout: v.duration([]any{"shutdown_timeout"}, raw.Shutdown, DefaultShutdownTimeout),
+		CacheSize:       v.positive([]any{"cache_size"}, raw.CacheSize, DefaultCacheSize),
 	}
 
 	c.App.ID = v.id([]any{"app", "id"}, raw.App.ID, "the app's numeric id")

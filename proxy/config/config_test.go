@@ -60,12 +60,13 @@ func TestParseExample(t *testing.T) {
 		Policies: []string{
 			filepath.Join("/etc/baton", "policies/handoff.yaml"),
 		},
-		Bot:         Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
-		Webhook:     Webhook{Path: "/webhook", MaxBodyBytes: 1 << 20},
-		DedupWindow: 48 * time.Hour,
-		CacheSize:   100000,
-		Log:         Log{Level: zapcore.InfoLevel},
-		Reload:      Reload{Watch: true, Interval: 2 * time.Second},
+		Bot:             Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
+		Webhook:         Webhook{Path: "/webhook", MaxBodyBytes: 1 << 20},
+		DedupWindow:     48 * time.Hour,
+		ShutdownTimeout: 5 * time.Second,
+		CacheSize:       100000,
+		Log:             Log{Level: zapcore.InfoLevel},
+		Reload:          Reload{Watch: true, Interval: 2 * time.Second},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %#v\nwant %#v", cfg, want)
@@ -93,19 +94,20 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		File:        "baton.yaml",
-		Listen:      DefaultListen,
-		DataDir:     "/srv/baton/data",
-		App:         App{ID: "555000111222333", Secret: NewSecret("s"), VerifyToken: NewSecret("v")},
-		Graph:       Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts},
-		Pages:       []Page{{ID: "104455667788990", Token: NewSecret("t")}},
-		Apps:        map[string]string{},
-		Bot:         Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
-		Webhook:     Webhook{Path: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes},
-		DedupWindow: DefaultDedupWindow,
-		CacheSize:   DefaultCacheSize,
-		Log:         Log{Level: DefaultLogLevel},
-		Reload:      Reload{Watch: DefaultReloadWatch, Interval: DefaultReloadInterval},
+		File:            "baton.yaml",
+		Listen:          DefaultListen,
+		DataDir:         "/srv/baton/data",
+		App:             App{ID: "555000111222333", Secret: NewSecret("s"), VerifyToken: NewSecret("v")},
+		Graph:           Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts},
+		Pages:           []Page{{ID: "104455667788990", Token: NewSecret("t")}},
+		Apps:            map[string]string{},
+		Bot:             Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
+		Webhook:         Webhook{Path: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes},
+		DedupWindow:     DefaultDedupWindow,
+		ShutdownTimeout: DefaultShutdownTimeout,
+		CacheSize:       DefaultCacheSize,
+		Log:             Log{Level: DefaultLogLevel},
+		Reload:          Reload{Watch: DefaultReloadWatch, Interval: DefaultReloadInterval},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %#v\nwant %#v", cfg, want)

@@ -79,6 +79,10 @@ webhook:
 # Meta may deliver an event more than once; ids are remembered this long.
 dedup_window: 48h
 
+# A clean stop (SIGTERM) refuses new webhooks, lets POSTs to the bot and
+# Graph calls in flight finish for this long, then abandons them.
+shutdown_timeout: 5s
+
 # Thread states kept in memory in front of the database.
 cache_size: 100000
 
