@@ -284,3 +284,10 @@ type Store interface {
 
 // ErrClosed is returned by a store after Close.
 var ErrClosed = errors.New("state: store closed")
+
+// ErrStorageFailed is returned, wrapped with its cause, by a store that
+// can no longer tell what is on disk: a sync or a write to its log
+// failed. Such a store takes no more writes (nothing it would answer
+// could be trusted to be durable, nor a re-delivery to be a duplicate);
+// the process should stop and be restarted on what is durable.
+var ErrStorageFailed = errors.New("state: storage failed")

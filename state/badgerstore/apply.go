@@ -230,8 +230,17 @@ func (w *writer) commit() error {
 		w.txn.Discard()
 		return fmt.Errorf("write sequence: %w", err)
 	}
-	return w.txn.Commit()
+	if err := w.txn.Commit(); err != nil {
+		return fmt.Errorf("%w: %w", errWrite, err)
+	}
+	return nil
 }
+
+// errWrite marks a transaction that Badger failed to write to its log and
+// memtable, which leaves them in a state the store cannot know: the store
+// fails (see Store.Err). Other errors of a job (a dead letter for a
+// missing item) fail that job only.
+var errWrite = errors.New("write to badger failed")
 
 // writeThreads writes thread states outside the committer, in one Badger
 // write batch, and syncs them.

@@ -1,6 +1,7 @@
 package badgerstore
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -110,12 +111,13 @@ func (s *Store) finish() {
 // a batch someone waits for to the syncer, which tells them once it is on
 // disk: meanwhile the committer gathers the next batch (see commitLoop).
 // If the batch fails, each job is tried again on its own (and
-// synced at once), so one bad job cannot fail the others. (Part of a batch
-// that outgrew one transaction may be written already; trying it again is
-// safe: the dedup keys drop the events already written.)
+// synced at once), so one bad job cannot fail the others, unless the
+// store failed (see Err). (Part of a batch that outgrew one transaction
+// may be written already; trying it again is safe: the dedup keys drop
+// the events already written.)
 func (s *Store) commit(batch []*job) {
 	wait, err := s.tryCommit(batch)
-	if err != nil && len(batch) > 1 {
+	if err != nil && len(batch) > 1 && s.Err() == nil {
 		for _, j := range batch {
 			wait, err := s.tryCommit([]*job{j})
 			if err == nil && wait {
@@ -161,6 +163,9 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 		}
 		wait = wait || !j.lazy
 	}
+	if err := s.Err(); err != nil {
+		return wait, err
+	}
 	if s.opts.beforeCommit != nil {
 		s.opts.beforeCommit(len(batch))
 	}
@@ -186,6 +191,9 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 	if err != nil {
 		err = fmt.Errorf("commit %d jobs: %w", len(batch), err)
 		s.log.Error("group commit failed", zap.Int("jobs", len(batch)), zap.Error(err))
+		if errors.Is(err, errWrite) {
+			err = s.fail(err)
+		}
 		// Thread states may have been partly written; forget cached copies
 		// so the next read sees what is really in Badger.
 		for key := range b.threads {

@@ -30,6 +30,9 @@ func (s *Store) promise(j *job) error {
 	if s.closing {
 		return state.ErrClosed
 	}
+	if err := s.Err(); err != nil {
+		return err
+	}
 	s.lazy = append(s.lazy, j)
 	if len(s.lazy) == 1 {
 		select {

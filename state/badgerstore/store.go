@@ -14,6 +14,12 @@
 // synced one, or, if Badger moved to a new memtable in between, when the
 // old memtable is flushed; a crash before that replays their events. Because the committer is the only writer, the sequence
 // counter and de-duplication checks need no further locking.
+//
+// A failed sync, or a failed write to Badger's log, fails the store for
+// good (fail-stop, see Store.Err): every waiting and later write gets
+// state.ErrStorageFailed, never an acknowledgement the disk may not hold,
+// and Options.OnFatal lets the process end and restart on the durable
+// state.
 package badgerstore
 
 import (
@@ -62,6 +68,10 @@ type Options struct {
 	// OnSync, when set, is told how long each group commit's sync took
 	// (the disk's flush latency is most of an acknowledgement's).
 	OnSync func(time.Duration)
+	// OnFatal, when set, is called once when the store fails (see Err),
+	// from a goroutine of its own and under no lock of the store, so
+	// the process can stop and be restarted by its supervisor.
+	OnFatal func(error)
 
 	// beforeCommit, in tests, is called by the committer before each batch.
 	beforeCommit func(jobs int)
@@ -129,6 +139,9 @@ type Store struct {
 	// just finished would otherwise take for new work, and then get again
 	// in the announcement (delivering them twice).
 	announcing sync.RWMutex
+
+	// fatal is set, once, when the store fails (see Err).
+	fatal atomic.Pointer[error]
 }
 
 // Stats count the store's group commits, for the metrics endpoint: jobs
@@ -256,6 +269,41 @@ func Open(opts Options) (*Store, error) {
 	return s, nil
 }
 
+// Err reports why the store stopped taking writes, wrapping
+// state.ErrStorageFailed, or nil while it is healthy.
+//
+// The store fails at the first failed sync, and at the first failed
+// write of a transaction to Badger's log (a job that fails on its own,
+// such as a dead letter for a missing item, does not count). After a
+// failed fsync the kernel may have dropped the unwritten pages and a
+// later fsync can succeed without them, and after a failed write Badger's
+// log and memtable may disagree: from then on no answer of the store can
+// be trusted, neither "synced" nor "duplicate" (the first copy of an event
+// may never reach the disk). So every job still waiting, and every later
+// Enqueue, Complete and FireDue, gets this error; the process should end
+// and be restarted on what is durable, where Meta's re-deliveries and the
+// queue make up for what was lost.
+func (s *Store) Err() error {
+	if err := s.fatal.Load(); err != nil {
+		return *err
+	}
+	return nil
+}
+
+// fail puts the store in its failed state, the first time, and returns
+// the error every job now gets.
+func (s *Store) fail(cause error) error {
+	err := fmt.Errorf("%w: %w", state.ErrStorageFailed, cause)
+	if !s.fatal.CompareAndSwap(nil, &err) {
+		return s.Err()
+	}
+	s.log.Error("storage failed: no more writes are taken; restart Baton", zap.Error(cause))
+	if s.opts.OnFatal != nil {
+		go s.opts.OnFatal(err)
+	}
+	return err
+}
+
 // Close stops the committer after the jobs already queued and closes Badger.
 func (s *Store) Close() error {
 	select {
@@ -270,8 +318,10 @@ func (s *Store) Close() error {
 	close(s.quit)
 	<-s.done
 	<-s.gcDone
-	if err := s.flushActivity(); err != nil {
-		s.log.Error("activity times not written at close", zap.Error(err))
+	if s.Err() == nil { // a failed store writes nothing more
+		if err := s.flushActivity(); err != nil {
+			s.log.Error("activity times not written at close", zap.Error(err))
+		}
 	}
 	s.syncMu.Lock()
 	if s.activeLog != nil {
@@ -286,6 +336,9 @@ func (s *Store) Close() error {
 }
 
 func (s *Store) submit(ctx context.Context, j *job) error {
+	if err := s.Err(); err != nil {
+		return err
+	}
 	if !j.lazy {
 		j.done = make(chan error, 1)
 	}

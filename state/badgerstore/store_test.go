@@ -3,6 +3,7 @@ package badgerstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -365,32 +366,67 @@ func newestLog(t *testing.T, dir string) string {
 	return newest
 }
 
-// A batch whose sync fails is written all the same: its callers get the
-// error (the webhook is answered 503 and Meta sends it again), and the
-// re-delivery is a duplicate rather than a second copy in the queue.
-func TestFailedSyncReportsErrorAndKeepsTheWrite(t *testing.T) {
+// A failed sync stops the store (fail-stop): the enqueue whose sync failed
+// gets an error, and so does everything after it, Meta's re-delivery of
+// the same event included. Answering that one as a duplicate would
+// acknowledge an event that may never have reached the disk.
+func TestFailedSyncStopsTheStore(t *testing.T) {
 	var failing atomic.Bool
-	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour, syncFails: failing.Load})
+	fatal := make(chan error, 2)
+	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour, syncFails: failing.Load,
+		OnFatal: func(err error) { fatal <- err }})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	ctx := context.Background()
-	failing.Store(true)
-	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m1")}); err == nil {
-		t.Fatal("enqueue whose sync failed reported success")
-	}
-	failing.Store(false)
-	res, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m1"), ev("p", "u", "b", "m2")})
-	if err != nil {
+	key := state.ThreadKey{Page: "p", User: "u"}
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m0")}); err != nil {
 		t.Fatal(err)
 	}
-	if res[0] != state.Duplicate || res[1] != state.Accepted {
-		t.Fatalf("re-delivery after the failed sync: %v; want duplicate, accepted", res)
+	head, err := s.Head(ctx, key, 1)
+	if err != nil || len(head) != 1 {
+		t.Fatalf("head = %v, %v", head, err)
 	}
-	head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u"}, 10)
-	if err != nil || len(head) != 2 || string(head[0].Record) != "a" || string(head[1].Record) != "b" {
-		t.Fatalf("queue = %+v, %v; want a then b, once each", head, err)
+	if s.Err() != nil {
+		t.Fatalf("a healthy store reports %v", s.Err())
+	}
+	failing.Store(true)
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "b", "m1")}); !errors.Is(err, state.ErrStorageFailed) {
+		t.Fatalf("enqueue whose sync failed: %v; want ErrStorageFailed", err)
+	}
+	failing.Store(false) // the disk seems fine again: too late
+	res, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "b", "m1")})
+	if !errors.Is(err, state.ErrStorageFailed) {
+		t.Fatalf("re-delivery after the failed sync: %v, %v; want ErrStorageFailed", res, err)
+	}
+	for name, err := range map[string]error{
+		"complete":      s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq}),
+		"lazy complete": s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq, Lazy: true}),
+		"fire timers":   func() error { _, err := s.FireDue(ctx, t0, 0, timerRecord); return err }(),
+	} {
+		if !errors.Is(err, state.ErrStorageFailed) {
+			t.Errorf("%s on a failed store: %v; want ErrStorageFailed", name, err)
+		}
+	}
+	if err := s.Err(); !errors.Is(err, state.ErrStorageFailed) || !strings.Contains(err.Error(), "injected sync failure") {
+		t.Errorf("Err() = %v; want ErrStorageFailed with its cause", err)
+	}
+	select {
+	case err := <-fatal:
+		if !errors.Is(err, state.ErrStorageFailed) {
+			t.Errorf("OnFatal got %v; want ErrStorageFailed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnFatal not called")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-fatal:
+		t.Errorf("OnFatal called again: %v", err)
+	default:
 	}
 }
 

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // syncLoop syncs what the committer wrote, one sync for every batch
@@ -31,10 +29,9 @@ func (s *Store) syncLoop() {
 				break more
 			}
 		}
+		// A failed sync fails the store: these jobs and every later one get
+		// the error (see Err).
 		err := s.syncAll()
-		if err != nil {
-			s.log.Error("group commit written but not synced", zap.Int("jobs", len(jobs)), zap.Error(err))
-		}
 		for _, j := range jobs {
 			s.tell(j, err)
 		}
@@ -67,6 +64,9 @@ func (s *Store) syncLoop() {
 func (s *Store) syncAll() error {
 	s.syncMu.Lock()
 	defer s.syncMu.Unlock()
+	if err := s.Err(); err != nil {
+		return err // a failed store syncs nothing more: see Err
+	}
 	s.stats.syncs.Add(1)
 	start := time.Now()
 	began := s.rotations.Load()
@@ -86,7 +86,7 @@ func (s *Store) syncAll() error {
 		s.opts.OnSync(time.Since(start))
 	}
 	if err != nil {
-		return fmt.Errorf("sync: %w", err)
+		return s.fail(fmt.Errorf("sync: %w", err))
 	}
 	s.syncedFrom = began
 	return nil
