@@ -16,6 +16,13 @@
 // answering anything else (another 4xx, or a 3xx redirect) will not change
 // its mind, so after MaxRejects such answers the event is reported as
 // rejected and set aside.
+//
+// Connections to the bot are kept for reuse while idle for at most
+// Options.IdleTimeout (4s: Node.js servers close them after 5s), or less
+// when the bot's answers say Keep-Alive: timeout=N. A request that fails
+// on a reused connection before the bot answers a byte (the bot closed it
+// meanwhile) goes again at once on a new connection, once, without a
+// warning or a backoff.
 package forward
 
 import (
@@ -45,6 +52,11 @@ type Options struct {
 	Retry      backoff.Policy    // default 100ms..30s
 	MaxRejects int               // non-retryable 4xx answers before giving up; default 5
 	MaxConns   int               // connections to the bot; default 512
+	// IdleTimeout is how long a connection to the bot may stay idle and
+	// still be reused; default 4s, under the 5s after which Node.js
+	// servers close idle connections. A bot's Keep-Alive: timeout=N
+	// answer header lowers it for that connection.
+	IdleTimeout time.Duration
 	// Batch is the most events one POST carries; 1 (the default) sends
 	// each alone. Only bodies made by messenger.AppendEnvelope are joined.
 	Batch int
@@ -101,28 +113,35 @@ func New(opts Options) (*Forwarder, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 512
 	}
+	if opts.IdleTimeout <= 0 {
+		opts.IdleTimeout = 4 * time.Second
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	return &Forwarder{
-		opts: opts,
-		log:  opts.Logger.Named("forward"),
-		client: &fasthttp.Client{
-			Name:                "baton",
-			ReadTimeout:         opts.Timeout,
-			WriteTimeout:        opts.Timeout,
-			MaxConnsPerHost:     opts.MaxConns,
-			MaxConnWaitTimeout:  opts.Timeout,
-			MaxIdleConnDuration: 30 * time.Second,
-			MaxResponseBodySize: 64 << 10,
-			// A POST is only retried by Baton's own loop, never silently
-			// on a closed keep-alive connection: the loop logs and backs off.
-			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
-		},
-	}, nil
+	f := &Forwarder{opts: opts, log: opts.Logger.Named("forward")}
+	f.client = &fasthttp.Client{
+		Name:                "baton",
+		ReadTimeout:         opts.Timeout,
+		WriteTimeout:        opts.Timeout,
+		MaxConnsPerHost:     opts.MaxConns,
+		MaxConnWaitTimeout:  opts.Timeout,
+		MaxIdleConnDuration: opts.IdleTimeout,
+		// The connection idle the shortest time is reused first, so the
+		// others idle out when traffic drops, and when the one taken
+		// turns out closed, every other idle one is older (see exchange).
+		ConnPoolStrategy:    fasthttp.LIFO,
+		DialTimeout:         f.dial,
+		MaxResponseBodySize: 64 << 10,
+		// fasthttp would retry a POST on any error, new connection or
+		// not: exchange retries the one safe case itself, and Deliver's
+		// loop the rest, with a warning and a backoff.
+		RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
+	}
+	return f, nil
 }
 
 // Deliver posts body until the bot answers 2xx, the bot rejects it for good
@@ -307,9 +326,27 @@ func (f *Forwarder) post(body []byte) outcome {
 	req.Header.SetBytesV(signature.Header256, sig256)
 	req.Header.SetBytesV(signature.Header1, sig1)
 	req.SetBodyRaw(body)
-	if err := f.client.DoTimeout(req, resp, f.opts.Timeout); err != nil {
+	return f.exchange(req, resp)
+}
+
+// exchange sends req once, and once more at once on a new connection if
+// the first went on a kept-alive connection the bot had closed (see
+// closedWhileIdle).
+func (f *Forwarder) exchange(req *fasthttp.Request, resp *fasthttp.Response) outcome {
+	err := f.client.DoTimeout(req, resp, f.opts.Timeout)
+	if err != nil && closedWhileIdle(resp, err) {
+		if ce := f.log.Check(zap.DebugLevel, "bot connection closed while idle, sending on a new one"); ce != nil {
+			ce.Write(zap.Error(err))
+		}
+		// The pool is last in, first out: the other idle connections
+		// have been idle longer still.
+		f.client.CloseIdleConnections()
+		err = f.client.DoTimeout(req, resp, f.opts.Timeout)
+	}
+	if err != nil {
 		return outcome{err: fmt.Errorf("post to bot: %w", err)}
 	}
+	f.answered(resp)
 	b := resp.Body()
 	if len(b) > 200 {
 		b = b[:200]
