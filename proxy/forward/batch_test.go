@@ -25,12 +25,13 @@ func envelope(object string, n int) []byte {
 }
 
 // gateBot holds every envelope until released and answers by what the
-// body holds; it records each body.
+// body holds; it records each body and its DeliveryHeader.
 type gateBot struct {
 	gate    chan struct{}
 	answer  func(body string, entries int) int
 	mu      sync.Mutex
 	bodies  []string
+	ids     []string
 	badSigs int
 }
 
@@ -47,6 +48,7 @@ func (b *gateBot) handle(ctx *fasthttp.RequestCtx) {
 		b.badSigs++
 	}
 	b.bodies = append(b.bodies, body)
+	b.ids = append(b.ids, string(ctx.Request.Header.Peek(DeliveryHeader)))
 	b.mu.Unlock()
 	ctx.SetStatusCode(b.answer(body, entries))
 }
@@ -85,13 +87,23 @@ func waitFor(t *testing.T, cond func() bool) {
 // previous one is in flight or waiting, and returns their errors in order.
 func deliverAll(t *testing.T, f *Forwarder, bodies [][]byte, inFlight func() int) <-chan []error {
 	t.Helper()
+	return deliverAllIDs(t, f, nil, bodies, inFlight)
+}
+
+// deliverAllIDs is deliverAll with DeliverID and ids[i] for bodies[i].
+func deliverAllIDs(t *testing.T, f *Forwarder, ids []string, bodies [][]byte, inFlight func() int) <-chan []error {
+	t.Helper()
 	errs := make([]error, len(bodies))
 	var wg sync.WaitGroup
 	for i, body := range bodies {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = f.Deliver(context.Background(), body)
+			id := ""
+			if ids != nil {
+				id = ids[i]
+			}
+			errs[i] = f.DeliverID(context.Background(), id, body)
 		}()
 		waitFor(t, func() bool { return inFlight() >= i+1 })
 	}
@@ -287,5 +299,31 @@ func TestBatchingUnderConcurrentLoad(t *testing.T) {
 	}
 	if posts >= workers*each {
 		t.Errorf("%d POSTs for %d events: nothing was batched", posts, workers*each)
+	}
+}
+
+// Each POST names its events in DeliveryHeader, in the order of its
+// entries; a POST of events without ids has no header.
+func TestPostsCarryTheirEventsDeliveryIDs(t *testing.T) {
+	b := &gateBot{gate: make(chan struct{}), answer: func(string, int) int { return 200 }}
+	f := startBatching(t, b, clock.Real{}, 10, 1)
+	ids := []string{"104455667788990/1234/41", "104455667788990/1234/42", "", "104455667788990/77/1"}
+	bodies := [][]byte{envelope("page", 1), envelope("page", 2), envelope("page", 3), envelope("page", 4)}
+	done := deliverAllIDs(t, f, ids, bodies, f.started)
+	close(b.gate)
+	for i, err := range <-done {
+		if err != nil {
+			t.Errorf("event %d: %v", i+1, err)
+		}
+	}
+	if err := f.DeliverID(context.Background(), "", envelope("page", 5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.DeliverID(context.Background(), "a,b", envelope("page", 6)); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{ids[0], ids[1] + ",," + ids[3], "", "ab"}
+	if fmt.Sprint(b.ids) != fmt.Sprint(want) || len(b.bodies) != 4 || strings.Count(b.bodies[1], `{"id":"1"`) != 3 {
+		t.Errorf("bot got ids %q in %d POSTs; want %q, the second one a batch of 3", b.ids, len(b.bodies), want)
 	}
 }

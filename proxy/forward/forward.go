@@ -17,6 +17,23 @@
 // its mind, so after MaxRejects such answers the event is reported as
 // rejected and set aside.
 //
+// # Delivery ids
+//
+// Every POST names the events it carries in DeliveryHeader, the ids the
+// caller gave (DeliverID), comma-separated in the order of the body's
+// entries, one per entry; a POST of one event carries its id alone:
+//
+//	X-Baton-Delivery-Id: 104455667788990/1234/42,104455667788990/1234/43
+//
+// An event keeps its id when it is sent again (after a timeout, a bot
+// error, or Baton's own restart), so a bot that remembers the ids it has
+// handled for a while can drop a copy: split the header on commas and skip
+// entry[i] if the i-th id was seen before. Ids never contain commas or
+// spaces; an event without an id leaves its place in the list empty, and
+// a POST with no ids at all has no header.
+//
+// # Connections
+//
 // Connections to the bot are kept for reuse while idle for at most
 // Options.IdleTimeout (4s: Node.js servers close them after 5s), or less
 // when the bot's answers say Keep-Alive: timeout=N. A request that fails
@@ -32,6 +49,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -43,6 +61,10 @@ import (
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/proxy/signature"
 )
+
+// DeliveryHeader names the events of a POST to the bot; see the package
+// documentation.
+const DeliveryHeader = "X-Baton-Delivery-Id"
 
 // Options configure a Forwarder.
 type Options struct {
@@ -144,16 +166,22 @@ func New(opts Options) (*Forwarder, error) {
 	return f, nil
 }
 
-// Deliver posts body until the bot answers 2xx, the bot rejects it for good
-// (*RejectedError) or ctx ends.
+// Deliver is DeliverID without an id.
 func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
+	return f.DeliverID(ctx, "", body)
+}
+
+// DeliverID posts body, named id in DeliveryHeader, until the bot answers
+// 2xx, the bot rejects it for good (*RejectedError) or ctx ends.
+func (f *Forwarder) DeliverID(ctx context.Context, id string, body []byte) error {
+	id = cleanID(id)
 	head, entry, batchable := messenger.SplitEnvelope(body)
 	batchable = batchable && f.opts.Batch > 1
 	rejects := 0
 	for attempt := 1; ; attempt++ {
 		var o outcome
 		if batchable {
-			o = f.inBatch(ctx, head, entry, body)
+			o = f.inBatch(ctx, &call{id: id, head: head, entry: entry, body: body})
 			if o.shared && o.refused() {
 				// The bot refused a batch: find out which event it minds
 				// by sending each alone, without counting this answer.
@@ -162,7 +190,7 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 				continue
 			}
 		} else {
-			o = f.post(body)
+			o = f.post(id, body)
 		}
 		status, respBody, err := o.status, o.body, o.err
 		switch {
@@ -183,9 +211,26 @@ func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 	}
 }
 
+// cleanID drops from id what cannot stand in DeliveryHeader's list:
+// commas separate the ids, and spaces or control bytes would break the
+// header. Callers' ids have none; this is only a guard.
+func cleanID(id string) string {
+	bad := func(r rune) bool { return r <= ' ' || r == ',' || r >= 0x7f }
+	if strings.IndexFunc(id, bad) < 0 {
+		return id
+	}
+	return strings.Map(func(r rune) rune {
+		if bad(r) {
+			return -1
+		}
+		return r
+	}, id)
+}
+
 // call is one event waiting for a batching POST. Its caller sleeps on done
 // until it gets the outcome, or is told to send a batch itself.
 type call struct {
+	id          string
 	head, entry []byte
 	body        []byte // the event alone
 	done        chan outcome
@@ -211,8 +256,7 @@ func (o outcome) refused() bool {
 // whatever else waits. The caller that finds a slot free sends the POST
 // itself, and the one finishing a POST hands its slot to the oldest
 // waiter, so no goroutine sits between the workers and the bot.
-func (f *Forwarder) inBatch(ctx context.Context, head, entry, body []byte) outcome {
-	c := &call{head: head, entry: entry, body: body}
+func (f *Forwarder) inBatch(ctx context.Context, c *call) outcome {
 	f.mu.Lock()
 	if f.inFlight < f.opts.Parallel {
 		f.inFlight++
@@ -265,7 +309,7 @@ func (f *Forwarder) sendBatch(batch []*call) outcome {
 	own := batch[0]
 	var o outcome
 	if len(batch) == 1 {
-		o = f.post(own.body)
+		o = f.post(own.id, own.body)
 	} else {
 		o = f.postJoined(batch)
 		o.shared = true
@@ -290,18 +334,22 @@ func (f *Forwarder) sendBatch(batch []*call) outcome {
 // joined is a pooled buffer for batch bodies.
 var joined = sync.Pool{New: func() any { return new([]byte) }}
 
-// postJoined posts the batch's entries in one envelope.
+// postJoined posts the batch's entries in one envelope, and their ids in
+// the same order.
 func (f *Forwarder) postJoined(batch []*call) outcome {
 	buf := joined.Get().(*[]byte)
 	body := append((*buf)[:0], batch[0].head...)
+	var ids strings.Builder
 	for i, c := range batch {
 		if i > 0 {
 			body = append(body, ',')
+			ids.WriteByte(',')
 		}
 		body = append(body, c.entry...)
+		ids.WriteString(c.id)
 	}
 	body = append(body, "]}"...)
-	o := f.post(body)
+	o := f.post(ids.String(), body)
 	if cap(body) <= 1<<20 {
 		*buf = body
 		joined.Put(buf)
@@ -309,8 +357,9 @@ func (f *Forwarder) postJoined(batch []*call) outcome {
 	return o
 }
 
-// post signs body and posts it once.
-func (f *Forwarder) post(body []byte) outcome {
+// post signs body and posts it once, named ids in DeliveryHeader unless
+// none of its events has one.
+func (f *Forwarder) post(ids string, body []byte) outcome {
 	var buf [128]byte // both signatures, without an allocation each
 	sigs := f.opts.Signer.AppendSign256(buf[:0], body)
 	n := len(sigs)
@@ -325,6 +374,9 @@ func (f *Forwarder) post(body []byte) outcome {
 	req.Header.SetContentType("application/json")
 	req.Header.SetBytesV(signature.Header256, sig256)
 	req.Header.SetBytesV(signature.Header1, sig1)
+	if strings.Trim(ids, ",") != "" {
+		req.Header.Set(DeliveryHeader, ids)
+	}
 	req.SetBodyRaw(body)
 	return f.exchange(req, resp)
 }

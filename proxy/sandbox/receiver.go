@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/signature"
 )
 
@@ -46,6 +48,10 @@ type Received struct {
 	AppID   string // echo app_id, or new owner / requested owner app id for handover events
 	Raw     []byte // the event object's bytes as received; do not modify
 	Body    []byte // the whole POST body; do not modify
+	// DeliveryID is the event's id in Baton's forward.DeliveryHeader: the
+	// header's i-th comma-separated id for the POST's i-th event; "" if
+	// the POST had none.
+	DeliveryID string
 	// Sig256OK and Sig1OK report whether X-Hub-Signature-256 and the legacy
 	// X-Hub-Signature verified. Sig256OK is always true for recorded events.
 	Sig256OK, Sig1OK bool
@@ -268,9 +274,16 @@ func (r *Receiver) handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetBodyString(err.Error())
 		return
 	}
+	var ids []string
+	if h := ctx.Request.Header.Peek(forward.DeliveryHeader); len(h) > 0 {
+		ids = strings.Split(string(h), ",")
+	}
 	for i := range evs {
 		evs[i].Body = body
 		evs[i].Sig256OK, evs[i].Sig1OK = ok256, ok1
+		if i < len(ids) {
+			evs[i].DeliveryID = ids[i]
+		}
 	}
 
 	r.mu.Lock()
