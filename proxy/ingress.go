@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/messenger"
@@ -40,8 +41,12 @@ type IngressOptions struct {
 	Queue       Enqueuer
 	// Notify is told the threads of re-delivered events, whose stored
 	// events need a look; new events reach the dispatcher from the store.
-	Notify  func(keys ...state.ThreadKey)
-	Timeout time.Duration // how long a POST may wait for the durable commit; default 5s
+	Notify func(keys ...state.ThreadKey)
+	// Timeout is how long a POST may wait for the durable commit, its
+	// sync included, before it is answered 503; default 5s, well within
+	// Meta's own timeout, so a stalled disk is answered rather than
+	// leaving Meta to give up on the delivery.
+	Timeout time.Duration
 	Clock   clock.Clock
 	Logger  *zap.Logger
 	Metrics *metrics.Metrics // default: a private registry; /metrics serves it
@@ -154,7 +159,7 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	if err != nil {
 		// Not acknowledged, so Meta delivers it again; the dedup window
 		// drops whatever part of it did get stored.
-		in.log.Error("could not store webhook events", zap.Int("events", len(batch)), zap.Error(err))
+		in.storeRefused(len(batch), err)
 		in.opts.Metrics.WebhookRefused.WithLabelValues("store").Inc()
 		ctx.Error("temporarily unavailable", fasthttp.StatusServiceUnavailable)
 		return
@@ -183,6 +188,25 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString("EVENT_RECEIVED")
 }
 
+// storeRefused logs why the store did not take a webhook's events. These
+// are problems of the disk or of shutdown, not of the code, so the line
+// carries no stack trace.
+func (in *Ingress) storeRefused(events int, err error) {
+	log := in.log.WithOptions(zap.AddStacktrace(zapcore.FatalLevel))
+	fields := []zap.Field{zap.Int("events", events), zap.Error(err)}
+	switch {
+	case errors.Is(err, state.ErrStorageFailed):
+		log.Error("webhook refused: storage failed, Baton must be restarted", fields...)
+	case errors.Is(err, context.DeadlineExceeded):
+		log.Error("webhook refused: the disk did not make its events durable in time",
+			append(fields, zap.Duration("timeout", in.opts.Timeout))...)
+	case errors.Is(err, state.ErrClosed):
+		log.Warn("webhook refused: the store is closed", fields...)
+	default:
+		log.Error("webhook refused: could not store its events", fields...)
+	}
+}
+
 // RequestError answers requests fasthttp could not read: 413 for a body over
 // the limit (fasthttp's own answer would be a 400), 400 otherwise.
 func (in *Ingress) RequestError(ctx *fasthttp.RequestCtx, err error) {
@@ -196,7 +220,8 @@ func (in *Ingress) RequestError(ctx *fasthttp.RequestCtx, err error) {
 
 // lazyDeadline is a context that ends at a deadline but starts a timer
 // only once someone asks for its Done channel. The store asks only when
-// its queue is full, so the usual webhook costs no timer.
+// its queue is full or the disk is slow, so the usual webhook costs no
+// timer.
 type lazyDeadline struct {
 	deadline time.Time
 	mu       sync.Mutex

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"sync"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/batonproxy/baton/proxy/signature"
 	"github.com/batonproxy/baton/state"
@@ -27,20 +31,28 @@ type ingressFixture struct {
 
 func newIngress(t *testing.T) *ingressFixture {
 	t.Helper()
-	f := &ingressFixture{signer: signature.New([]byte("secret"))}
-	var err error
-	if f.store, err = badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), MemTableSize: 8 << 20}); err != nil {
+	store, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), MemTableSize: 8 << 20})
+	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.store.Close() })
-	in, err := NewIngress(IngressOptions{
-		VerifyToken: "vt", Signer: f.signer, Queue: f.store,
-		Notify: func(keys ...state.ThreadKey) {
-			f.mu.Lock()
-			f.notified = append(f.notified, keys...)
-			f.mu.Unlock()
-		},
-	})
+	t.Cleanup(func() { store.Close() })
+	f := serveIngress(t, IngressOptions{Queue: store})
+	f.store = store
+	return f
+}
+
+// serveIngress serves an ingress built from opts (with the fixture's
+// signer, verify token and Notify) on an in-memory listener.
+func serveIngress(t *testing.T, opts IngressOptions) *ingressFixture {
+	t.Helper()
+	f := &ingressFixture{signer: signature.New([]byte("secret"))}
+	opts.VerifyToken, opts.Signer = "vt", f.signer
+	opts.Notify = func(keys ...state.ThreadKey) {
+		f.mu.Lock()
+		f.notified = append(f.notified, keys...)
+		f.mu.Unlock()
+	}
+	in, err := NewIngress(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,5 +180,63 @@ func TestLazyDeadline(t *testing.T) {
 	<-done
 	if err := live.Err(); !errors.Is(err, context.Canceled) {
 		t.Errorf("stopped after Done: Err %v", err)
+	}
+}
+
+// stalledQueue is a store whose disk never answers: Enqueue waits for
+// its context, as the real store does once the disk stalls.
+type stalledQueue struct{ deadline chan time.Time }
+
+func (q *stalledQueue) Enqueue(ctx context.Context, _ time.Time, _ []state.NewEvent) ([]state.EnqueueResult, error) {
+	d, _ := ctx.Deadline()
+	q.deadline <- d
+	<-ctx.Done()
+	return nil, fmt.Errorf("no answer from the disk in time: %w", ctx.Err())
+}
+
+// failedQueue is a store that has failed for good.
+type failedQueue struct{}
+
+func (failedQueue) Enqueue(context.Context, time.Time, []state.NewEvent) ([]state.EnqueueResult, error) {
+	return nil, fmt.Errorf("%w: sync: input/output error", state.ErrStorageFailed)
+}
+
+// A store that cannot acknowledge in time, or has failed, gets the
+// webhook a 503 within the ingress timeout (Meta delivers it again), with
+// a log line that says which, and no stack trace: both are operations
+// problems, not bugs.
+func TestIngressStoreTimeoutAndFailureAre503(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		queue Enqueuer
+		log   string
+	}{
+		{"stalled disk", &stalledQueue{deadline: make(chan time.Time, 1)}, "in time"},
+		{"failed storage", failedQueue{}, "storage failed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.InfoLevel)
+			// As in production: errors carry a stack unless told otherwise.
+			log := zap.New(core, zap.AddStacktrace(zapcore.ErrorLevel))
+			const timeout = 50 * time.Millisecond
+			f := serveIngress(t, IngressOptions{Queue: c.queue, Timeout: timeout, Logger: log})
+			start := time.Now()
+			s, body := f.do(t, "POST", "/webhook", oneEvent, true)
+			if s != 503 || !strings.Contains(body, "unavailable") {
+				t.Fatalf("%d %q; want 503", s, body)
+			}
+			if q, ok := c.queue.(*stalledQueue); ok {
+				if d := <-q.deadline; d.Before(start) || d.After(start.Add(timeout+time.Second)) {
+					t.Errorf("the store was given the deadline %v, %v after the request", d, d.Sub(start))
+				}
+			}
+			entries := logs.FilterLevelExact(zapcore.ErrorLevel).All()
+			if len(entries) != 1 || !strings.Contains(entries[0].Message, c.log) {
+				t.Fatalf("error log = %v; want one line saying %q", entries, c.log)
+			}
+			if entries[0].Stack != "" {
+				t.Errorf("the log line carries a stack trace:\n%s", entries[0].Stack)
+			}
+		})
 	}
 }

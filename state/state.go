@@ -259,7 +259,10 @@ type Timers interface {
 }
 
 // Queue is the durable per-thread queue with de-duplication. Enqueue returns
-// only once the accepted events are durable on disk.
+// results only once the accepted events are durable on disk; if ctx ends
+// first it returns an error wrapping ctx.Err(), and the events may still
+// be stored (a re-delivery is then a Duplicate only once they are
+// durable).
 type Queue interface {
 	Enqueue(ctx context.Context, now time.Time, events []NewEvent) ([]EnqueueResult, error)
 	Head(ctx context.Context, thread ThreadKey, max int) ([]Queued, error)

@@ -116,6 +116,8 @@ func (s *Store) finish() {
 // may be written already; trying it again is safe: the dedup keys drop
 // the events already written.)
 func (s *Store) commit(batch []*job) {
+	s.commitWatch.start()
+	defer s.commitWatch.stop()
 	wait, err := s.tryCommit(batch)
 	if err != nil && len(batch) > 1 && s.Err() == nil {
 		for _, j := range batch {

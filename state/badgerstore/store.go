@@ -15,8 +15,10 @@
 // old memtable is flushed; a crash before that replays their events. Because the committer is the only writer, the sequence
 // counter and de-duplication checks need no further locking.
 //
-// A failed sync, or a failed write to Badger's log, fails the store for
-// good (fail-stop, see Store.Err): every waiting and later write gets
+// An enqueue waits for the disk at most until its context ends, so a
+// stalled disk gets webhooks a quick 503 rather than Meta's timeout. A
+// failed sync, or a failed write to Badger's log, fails the store for good
+// (fail-stop, see Store.Err): every waiting and later write gets
 // state.ErrStorageFailed, never an acknowledgement the disk may not hold,
 // and Options.OnFatal lets the process end and restart on the durable
 // state.
@@ -77,6 +79,8 @@ type Options struct {
 	beforeCommit func(jobs int)
 	// syncFails, in tests, makes the syncer's syncs fail while it is true.
 	syncFails func() bool
+	// stallAfter, in tests, replaces the default of the same name.
+	stallAfter time.Duration
 }
 
 // DefaultMemTableSize keeps Badger's memory near 64 MiB: three memtables
@@ -142,6 +146,11 @@ type Store struct {
 
 	// fatal is set, once, when the store fails (see Err).
 	fatal atomic.Pointer[error]
+
+	// stalls tells enqueues when the committer's write (commitWatch) or
+	// the syncer's sync (syncWatch) is slow.
+	stalls                 *stalls
+	commitWatch, syncWatch *diskWatch
 }
 
 // Stats count the store's group commits, for the metrics endpoint: jobs
@@ -235,6 +244,11 @@ func Open(opts Options) (*Store, error) {
 		syncedFrom: rotations.Load(), // what Badger replayed on open is on disk
 	}
 	s.lazyRoom = sync.NewCond(&s.unsyncedMu)
+	if opts.stallAfter <= 0 {
+		opts.stallAfter = stallAfter
+	}
+	s.stalls = newStalls(opts.stallAfter)
+	s.commitWatch, s.syncWatch = s.stalls.newWatch(), s.stalls.newWatch()
 	if err := db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(keySeq)
 		if errors.Is(err, badger.ErrKeyNotFound) {
@@ -335,13 +349,15 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func (s *Store) submit(ctx context.Context, j *job) error {
+// submit hands j to the committer and waits for its outcome. Unless
+// giveUp, it waits even if ctx ends, so the caller never misreports a job
+// that did commit (a completion whose actions ran); with giveUp it waits
+// at most until ctx ends (see Enqueue).
+func (s *Store) submit(ctx context.Context, j *job, giveUp bool) error {
 	if err := s.Err(); err != nil {
 		return err
 	}
-	if !j.lazy {
-		j.done = make(chan error, 1)
-	}
+	j.done = make(chan error, 1)
 	select {
 	case s.jobs <- j: // the usual case, without asking ctx for its Done channel
 	default:
@@ -350,36 +366,66 @@ func (s *Store) submit(ctx context.Context, j *job) error {
 		case <-s.quit:
 			return state.ErrClosed
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("waiting for room in the commit queue: %w", ctx.Err())
 		}
 	}
-	if j.lazy {
-		return nil
+	if giveUp {
+		// Asking ctx for Done may start a timer, so while the disk keeps
+		// up the wait is for the outcome alone; a deadline too close for
+		// that, or a stalled disk, makes it watch ctx as well.
+		if d, ok := ctx.Deadline(); !ok || time.Until(d) > s.stalls.after {
+			select {
+			case err := <-j.done:
+				return err
+			case <-s.done:
+				return s.closedOutcome(j)
+			case <-s.stalls.slow():
+			}
+		}
+		select {
+		case err := <-j.done:
+			return err
+		case <-s.done:
+			return s.closedOutcome(j)
+		case <-ctx.Done():
+			return fmt.Errorf("no answer from the disk in time: %w", ctx.Err())
+		}
 	}
-	// Once submitted the job is committed or failed by the committer; wait
-	// for the answer even if ctx ends so the caller never misreports it.
 	select {
 	case err := <-j.done:
 		return err
 	case <-s.done:
-		select {
-		case err := <-j.done:
-			return err
-		default:
-			return state.ErrClosed
-		}
+		return s.closedOutcome(j)
+	}
+}
+
+// closedOutcome is a job's outcome once the committer has stopped.
+func (s *Store) closedOutcome(j *job) error {
+	select {
+	case err := <-j.done:
+		return err
+	default:
+		return state.ErrClosed
 	}
 }
 
 // Enqueue appends events to their threads' queues, dropping the ones seen in
 // the dedup window, and returns once the batch they were committed in is
 // synced to disk.
+//
+// It waits for the disk at most until ctx ends, and then returns an error
+// wrapping ctx.Err() (a webhook must be answered before Meta gives up on
+// it). The events may still be committed and synced afterwards; a
+// re-delivery of one of them is then answered Duplicate only once a sync
+// covering the first copy is done, since its own answer waits for the next
+// sync, or it gets an error if that sync fails (which fails the store, see
+// Err). While the disk keeps up, ctx is not asked for its Done channel.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, events []state.NewEvent) ([]state.EnqueueResult, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
 	j := &job{now: now, events: events, results: make([]state.EnqueueResult, len(events))}
-	if err := s.submit(ctx, j); err != nil {
+	if err := s.submit(ctx, j, true); err != nil {
 		return nil, err
 	}
 	return j.results, nil
@@ -391,7 +437,7 @@ func (s *Store) Complete(ctx context.Context, c state.Completion) error {
 	j := &job{completion: &c}
 	j.lazy = c.Lazy && len(c.Arm) == 0 && len(c.Cancel) == 0 && c.DeadLetter == ""
 	if !j.lazy {
-		return s.submit(ctx, j)
+		return s.submit(ctx, j, false)
 	}
 	return s.promise(j)
 }

@@ -492,3 +492,105 @@ func TestJobsGatherWhileASyncIsUnderWay(t *testing.T) {
 		t.Fatalf("batches written: %v; want the first, then the 20 that came during its sync in one", batches)
 	}
 }
+
+// syncStall holds the syncer in its next sync until released.
+type syncStall struct {
+	armed   atomic.Bool
+	holding chan struct{}
+	release chan struct{}
+}
+
+func newSyncStall() *syncStall {
+	return &syncStall{holding: make(chan struct{}, 1), release: make(chan struct{})}
+}
+
+// syncFails is the store's test hook; the sync it holds succeeds.
+func (h *syncStall) syncFails() bool {
+	if h.armed.CompareAndSwap(true, false) {
+		h.holding <- struct{}{}
+		<-h.release
+	}
+	return false
+}
+
+// An enqueue waits for the disk only as long as its context: with the
+// syncer stalled it returns the context's error (and the webhook gets a
+// 503 before Meta's timeout). The events may still be stored once the
+// sync ends; Meta's re-delivery is answered as a duplicate only after
+// that sync, never while the first copy is not yet on disk.
+func TestEnqueueGivesUpWhenTheDiskStalls(t *testing.T) {
+	stall := newSyncStall()
+	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour,
+		syncFails: stall.syncFails, stallAfter: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(stall.release)
+		}
+	}
+	defer release()
+	stall.armed.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m1")})
+		first <- err
+	}()
+	<-stall.holding // the first copy is written, its sync stalls
+	cancel()
+	select {
+	case err := <-first:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("enqueue with a stalled sync: %v; want context.Canceled", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("enqueue still waits for a stalled sync after its context ended")
+	}
+
+	// Meta's re-delivery while the sync still stalls gets no answer yet:
+	// its own answer waits for a sync that covers the first copy.
+	again := make(chan []state.EnqueueResult, 1)
+	go func() {
+		res, err := s.Enqueue(context.Background(), t0, []state.NewEvent{ev("p", "u", "a", "m1")})
+		if err != nil {
+			t.Error(err)
+		}
+		again <- res
+	}()
+	select {
+	case res := <-again:
+		t.Fatalf("re-delivery answered %v while the first copy's sync stalls", res)
+	default:
+	}
+	release()
+	if res := <-again; len(res) != 1 || res[0] != state.Duplicate {
+		t.Fatalf("re-delivery after the sync: %v; want duplicate", res)
+	}
+	if head, err := s.Head(context.Background(), state.ThreadKey{Page: "p", User: "u"}, 0); err != nil || len(head) != 1 {
+		t.Fatalf("queue = %v, %v; want the event once", head, err)
+	}
+}
+
+// While the disk keeps up, an enqueue with a distant deadline never asks
+// its context for Done: the ingress's deadline context starts a timer
+// only then.
+func TestEnqueueWithAHealthyDiskLeavesTheContextAlone(t *testing.T) {
+	s := open(t, t.TempDir())
+	defer s.Close()
+	dctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	ctx := &doneCounter{Context: dctx}
+	for i := range 20 {
+		if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "x", fmt.Sprint("m", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := ctx.asked.Load(); n != 0 {
+		t.Errorf("20 enqueues asked for Done %d times", n)
+	}
+}

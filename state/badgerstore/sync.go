@@ -31,7 +31,9 @@ func (s *Store) syncLoop() {
 		}
 		// A failed sync fails the store: these jobs and every later one get
 		// the error (see Err).
+		s.syncWatch.start()
 		err := s.syncAll()
+		s.syncWatch.stop()
 		for _, j := range jobs {
 			s.tell(j, err)
 		}

@@ -31,7 +31,7 @@ func (s *Store) FireDue(ctx context.Context, now time.Time, max int, makeRecord 
 		max = s.opts.MaxBatch
 	}
 	j := &job{fire: &fireJob{now: now, max: max, makeRecord: makeRecord}}
-	if err := s.submit(ctx, j); err != nil {
+	if err := s.submit(ctx, j, false); err != nil {
 		return nil, err
 	}
 	return j.fire.threads, nil
