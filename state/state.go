@@ -252,7 +252,8 @@ type Timers interface {
 	NextDue(ctx context.Context) (time.Time, bool, error)
 	// FireDue moves up to max timers due at or before now into their
 	// threads' queues, as the records makeRecord builds, in one atomic
-	// commit, and returns the threads that received an event.
+	// commit, and returns the threads that received an event. A store
+	// that announces its queue appends (badgerstore) announces these too.
 	FireDue(ctx context.Context, now time.Time, max int, makeRecord func(Timer) []byte) ([]ThreadKey, error)
 	// ThreadTimers lists a thread's armed timers.
 	ThreadTimers(ctx context.Context, thread ThreadKey) ([]Timer, error)

@@ -1,7 +1,9 @@
 // Package timers fires Baton's durable timers: it waits, on the injected
-// clock, until the earliest timer in the store is due, has the store move
-// every due timer into its thread's queue as a timer event, and tells the
-// dispatcher which threads got work.
+// clock, until the earliest timer in the store is due and has the store
+// move every due timer into its thread's queue as a timer event. The store
+// announces those events to the dispatcher with the rest of their commit,
+// in queue order, as it does webhook events; Options.Notify can also be
+// told the threads.
 //
 // The store holds the timers, so a timer armed before a restart fires
 // after it, and one that came due while Baton was down fires right at
@@ -25,7 +27,10 @@ type Options struct {
 	Store state.Timers
 	// Record builds the queue record of a timer's event.
 	Record func(state.Timer) []byte
-	// Notify is told which threads received timer events.
+	// Notify, optional, is told which threads received timer events. A
+	// dispatcher fed by the store's announcements (badgerstore's
+	// Options.Announce) already has the events, in queue order, and needs
+	// no Notify: told as well, it would read the queues back for nothing.
 	Notify func(keys ...state.ThreadKey)
 	Clock  clock.Clock
 	// Batch is the most timers fired in one commit; default 4096 (at 512
@@ -54,8 +59,11 @@ type Scheduler struct {
 
 // Start runs the scheduler until ctx ends.
 func Start(ctx context.Context, opts Options) (*Scheduler, error) {
-	if opts.Store == nil || opts.Record == nil || opts.Notify == nil {
-		return nil, errors.New("timers: Store, Record and Notify are required")
+	if opts.Store == nil || opts.Record == nil {
+		return nil, errors.New("timers: Store and Record are required")
+	}
+	if opts.Notify == nil {
+		opts.Notify = func(...state.ThreadKey) {}
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}

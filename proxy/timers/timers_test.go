@@ -122,3 +122,34 @@ func TestTimerDueDuringDowntimeFiresAtStart(t *testing.T) {
 		t.Errorf("fired %v", got)
 	}
 }
+
+// Without Notify the timer events reach the dispatcher from the store's
+// announcement alone, in queue order with the thread's other events.
+func TestWithoutNotifyTheStoreAnnouncesTimerEvents(t *testing.T) {
+	announced := make(chan state.Queued, 16)
+	store, err := badgerstore.Open(badgerstore.Options{Dir: t.TempDir(), MemTableSize: 8 << 20,
+		Announce: func(items []state.Queued) {
+			for _, q := range items {
+				announced <- q
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	armAt(t, store, "u", t0.Add(-time.Minute))
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := Start(ctx, Options{Store: store, Clock: clock.NewFake(t0), Record: func(t state.Timer) []byte { return []byte(t.Kind) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); s.Wait() }()
+	select {
+	case q := <-announced:
+		if q.Thread != (state.ThreadKey{Page: "p", User: "u"}) || string(q.Record) != "agent_idle" {
+			t.Errorf("announced %+v; want the timer event of p/u", q)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the timer event was not announced")
+	}
+}

@@ -18,7 +18,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, b *batchState) error {
 		return s.applyCompletion(w, c, seq, b)
 	}
 	if j.fire != nil {
-		return s.applyFire(w, j.fire, seq)
+		return s.applyFire(w, j.fire, seq, b)
 	}
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(j.now.UnixNano()))

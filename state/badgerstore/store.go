@@ -63,9 +63,10 @@ type Options struct {
 	MemTableSize int64
 	Logger       *zap.Logger
 	// Announce, when set, is called by the committer after each commit
-	// with the events it appended to queues, in queue order, before any
-	// enqueuer is told. The dispatcher takes them from memory instead of
-	// reading them back; it must not block.
+	// with the events it appended to queues (webhook events and fired
+	// timers alike), in queue order, before any enqueuer is told. The
+	// dispatcher takes them from memory instead of reading them back; it
+	// must not block.
 	Announce func([]state.Queued)
 	// OnSync, when set, is told how long each group commit's sync took
 	// (the disk's flush latency is most of an acknowledgement's).

@@ -25,7 +25,10 @@ type fireJob struct {
 }
 
 // FireDue moves up to max timers due at or before now into their threads'
-// queues, atomically with removing them.
+// queues, atomically with removing them. The timer events are announced
+// (Options.Announce) with the rest of their group commit, in queue order,
+// like enqueued events; the threads returned are for callers that do not
+// listen to the announcements.
 func (s *Store) FireDue(ctx context.Context, now time.Time, max int, makeRecord func(state.Timer) []byte) ([]state.ThreadKey, error) {
 	if max <= 0 {
 		max = s.opts.MaxBatch
@@ -37,7 +40,7 @@ func (s *Store) FireDue(ctx context.Context, now time.Time, max int, makeRecord 
 	return j.fire.threads, nil
 }
 
-func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64) error {
+func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64, b *batchState) error {
 	type due struct {
 		key    []byte
 		thread state.ThreadKey
@@ -65,6 +68,7 @@ func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64) error {
 
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(f.now.UnixNano()))
+	enqueued := time.Unix(0, f.now.UnixNano()) // as Head reads it back
 	for _, d := range found {
 		// A timer's removal and its event commit together or not at all.
 		if err := w.room(int64(2*len(d.key)) + 2048); err != nil {
@@ -98,6 +102,7 @@ func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64) error {
 			return err
 		}
 		f.threads = append(f.threads, d.thread)
+		b.appended = append(b.appended, state.Queued{Thread: d.thread, Seq: *seq, Enqueued: enqueued, Record: rec})
 	}
 	return nil
 }

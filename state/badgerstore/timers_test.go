@@ -3,7 +3,9 @@ package badgerstore
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -101,5 +103,73 @@ func TestFireDueHonoursMax(t *testing.T) {
 	rest, _ := s.FireDue(ctx, t0.Add(time.Hour), 100, timerRecord)
 	if len(first) != 4 || len(rest) != 6 || first[0].User != "0" || rest[0].User != "4" {
 		t.Errorf("first %v, rest %v", first, rest)
+	}
+}
+
+// Fired timers are announced like enqueued events, in queue order, so the
+// dispatcher learns of every queue append from one source: here a timer
+// fires in the same group commit as a message on its thread.
+func TestFiredTimersAreAnnouncedInQueueOrder(t *testing.T) {
+	ctx := context.Background()
+	h := newCommitterHold()
+	var mu sync.Mutex
+	var announced []state.Queued
+	s, err := Open(Options{Dir: t.TempDir(), MemTableSize: 8 << 20, DedupWindow: time.Hour, beforeCommit: h.beforeCommit,
+		Announce: func(items []state.Queued) {
+			mu.Lock()
+			announced = append(announced, items...)
+			mu.Unlock()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	k := state.ThreadKey{Page: "p", User: "u"}
+	arm(t, s, k, state.Timer{Kind: "bot_silence", Due: t0})
+	held := h.hold(s) // the message and the firing wait for the same batch
+	enqueued, fired := make(chan error, 1), make(chan error, 1)
+	go func() {
+		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "message", "m1")})
+		enqueued <- err
+	}()
+	for len(s.jobs) < 1 {
+		runtime.Gosched()
+	}
+	go func() {
+		threads, err := s.FireDue(ctx, t0, 0, timerRecord)
+		if err == nil && !slices.Equal(threads, []state.ThreadKey{k}) {
+			err = fmt.Errorf("FireDue returned %v; want the thread", threads)
+		}
+		fired <- err
+	}()
+	for len(s.jobs) < 2 {
+		runtime.Gosched()
+	}
+	close(h.release)
+	for _, c := range []<-chan error{held, enqueued, fired} {
+		if err := <-c; err != nil {
+			t.Fatal(err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var got []string
+	var last uint64
+	for _, q := range announced {
+		if q.Thread != k {
+			continue
+		}
+		if q.Seq <= last {
+			t.Errorf("announced #%d after #%d", q.Seq, last)
+		}
+		last = q.Seq
+		got = append(got, string(q.Record))
+	}
+	if !slices.Equal(got, []string{"message", "timer:bot_silence:"}) {
+		t.Fatalf("announced %q; want the message, then the timer event", got)
+	}
+	head, _ := s.Head(ctx, k, 0)
+	if len(head) != 2 || head[1].Seq != last || !head[1].Enqueued.Equal(announced[len(announced)-1].Enqueued) {
+		t.Errorf("queue %+v does not match the announcement %+v", head, announced)
 	}
 }
