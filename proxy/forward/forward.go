@@ -10,17 +10,19 @@
 // batch the bot refuses is tried again one event per POST, so a single bad
 // event is never blamed on the others.
 //
-// Delivery is at-least-once. While the bot is down (connection refused,
-// timeout, 5xx, 408, 429) it is retried forever with capped backoff: the
-// event is durable and the thread's order must hold. A bot that keeps
-// answering anything else (another 4xx, or a 3xx redirect) will not change
-// its mind, so after MaxRejects such answers the event is reported as
+// Delivery is at-least-once. Try makes one attempt and tells a failure
+// worth trying again later (connection refused, timeout, 5xx, 408, 429)
+// from a refusal (another 4xx, or a 3xx redirect), so that a caller can
+// wait out a down bot without holding a goroutine. DeliverID retries a
+// failing bot forever with capped backoff, as the event is durable and
+// the thread's order must hold; a bot that keeps refusing will not change
+// its mind, so after MaxRejects refusals the event is reported as
 // rejected and set aside.
 //
 // # Delivery ids
 //
-// Every POST names the events it carries in DeliveryHeader, the ids the
-// caller gave (DeliverID), comma-separated in the order of the body's
+// Every POST names the events it carries in DeliveryHeader, with the ids
+// the caller gave (Try, DeliverID), comma-separated in the order of the body's
 // entries, one per entry; a POST of one event carries its id alone:
 //
 //	X-Baton-Delivery-Id: 104455667788990/1234/42,104455667788990/1234/43
@@ -72,7 +74,7 @@ type Options struct {
 	Signer     *signature.Signer // signs with the app secret; required
 	Timeout    time.Duration     // per attempt; default 10s
 	Retry      backoff.Policy    // default 100ms..30s
-	MaxRejects int               // non-retryable 4xx answers before giving up; default 5
+	MaxRejects int               // refusals before DeliverID gives up; default 5
 	MaxConns   int               // connections to the bot; default 512
 	// IdleTimeout is how long a connection to the bot may stay idle and
 	// still be reused; default 4s, under the 5s after which Node.js
@@ -100,7 +102,8 @@ type Forwarder struct {
 	inFlight int     // batching POSTs under way; guarded by mu
 }
 
-// RejectedError reports that the bot refused an event for good.
+// RejectedError reports that the bot refused an event: once from Try,
+// MaxRejects times from DeliverID.
 type RejectedError struct {
 	Status   int
 	Attempts int
@@ -135,6 +138,9 @@ func New(opts Options) (*Forwarder, error) {
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 512
 	}
+	if opts.Parallel <= 0 {
+		opts.Parallel = 8
+	}
 	if opts.IdleTimeout <= 0 {
 		opts.IdleTimeout = 4 * time.Second
 	}
@@ -166,49 +172,85 @@ func New(opts Options) (*Forwarder, error) {
 	return f, nil
 }
 
+// Try makes one attempt to deliver body, named id in DeliveryHeader: with
+// batching on, in the next POST with a free slot together with whatever
+// else waits, and if the bot refuses that shared POST, once more at once
+// alone, so that one bad event is never blamed on others. It returns nil
+// when the bot took the event, a *RejectedError (Attempts 1) when the bot
+// refused it, and otherwise an error that means "try again later" (see
+// IsRetryable): the bot is down, slow or busy, or ctx ended. When ctx ends
+// during the POST, Try returns at once with ctx's error and the POST is
+// abandoned: the bot may still get the event. Try is done with body when
+// it returns.
+func (f *Forwarder) Try(ctx context.Context, id string, body []byte) error {
+	return f.try(ctx, id, body, false).result()
+}
+
+// IsRetryable reports whether an error from Try or DeliverID is worth
+// trying again later: any error but a *RejectedError.
+func IsRetryable(err error) bool {
+	var rej *RejectedError
+	return err != nil && !errors.As(err, &rej)
+}
+
 // Deliver is DeliverID without an id.
 func (f *Forwarder) Deliver(ctx context.Context, body []byte) error {
 	return f.DeliverID(ctx, "", body)
 }
 
-// DeliverID posts body, named id in DeliveryHeader, until the bot answers
-// 2xx, the bot rejects it for good (*RejectedError) or ctx ends.
+// DeliverID tries body (see Try) until the bot takes it, the bot rejects
+// it for good (a *RejectedError after MaxRejects refusals) or ctx ends,
+// with a capped backoff between attempts.
 func (f *Forwarder) DeliverID(ctx context.Context, id string, body []byte) error {
-	id = cleanID(id)
-	head, entry, batchable := messenger.SplitEnvelope(body)
-	batchable = batchable && f.opts.Batch > 1
-	rejects := 0
+	alone, rejects := false, 0
 	for attempt := 1; ; attempt++ {
-		var o outcome
-		if batchable {
-			o = f.inBatch(ctx, &call{id: id, head: head, entry: entry, body: body})
-			if o.shared && o.refused() {
-				// The bot refused a batch: find out which event it minds
-				// by sending each alone, without counting this answer.
-				batchable = false
-				attempt--
-				continue
-			}
-		} else {
-			o = f.post(id, body)
-		}
-		status, respBody, err := o.status, o.body, o.err
+		o := f.try(ctx, id, body, alone)
+		err := o.result()
+		var rej *RejectedError
 		switch {
-		case err == nil && status >= 200 && status < 300:
+		case err == nil:
 			return nil
-		case o.refused():
+		case errors.As(err, &rej):
 			rejects++
 			if rejects >= f.opts.MaxRejects {
-				return &RejectedError{Status: status, Attempts: attempt, Body: respBody}
+				rej.Attempts = attempt
+				return rej
 			}
+			// Refused alone: from now on it goes alone, so that it
+			// cannot get a batch refused again.
+			alone = true
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("deliver to bot after %d attempts: %w", attempt, ctx.Err())
 		}
 		if ce := f.log.Check(zap.WarnLevel, "bot delivery failed, will retry"); ce != nil {
-			ce.Write(zap.Int("attempt", attempt), zap.Int("status", status), zap.Error(err))
+			ce.Write(zap.Int("attempt", attempt), zap.Int("status", o.status), zap.Error(o.err))
 		}
 		if err := clock.Sleep(ctx, f.opts.Clock, f.opts.Retry.Delay(attempt)); err != nil {
 			return fmt.Errorf("deliver to bot after %d attempts: %w", attempt, err)
 		}
 	}
+}
+
+// try is Try, with its outcome; alone keeps the event out of batches.
+func (f *Forwarder) try(ctx context.Context, id string, body []byte, alone bool) outcome {
+	if err := ctx.Err(); err != nil {
+		return outcome{err: fmt.Errorf("deliver to bot: %w", err)}
+	}
+	id = cleanID(id)
+	if alone || f.opts.Batch <= 1 {
+		return f.post(ctx, id, body, nil)
+	}
+	head, entry, ok := messenger.SplitEnvelope(body)
+	if !ok {
+		return f.post(ctx, id, body, nil)
+	}
+	o := f.inBatch(ctx, &call{id: id, head: head, entry: entry, body: body})
+	if o.shared && o.refused() {
+		// The bot refused a batch: find out whether it minds this event.
+		o = f.post(ctx, id, body, nil)
+	}
+	return o
 }
 
 // cleanID drops from id what cannot stand in DeliveryHeader's list:
@@ -252,6 +294,19 @@ func (o outcome) refused() bool {
 	return o.err == nil && o.status < 500 && o.status != 408 && o.status != 429 && (o.status < 200 || o.status >= 300)
 }
 
+// result is the outcome as Try reports it.
+func (o outcome) result() error {
+	switch {
+	case o.err != nil:
+		return o.err
+	case o.status >= 200 && o.status < 300:
+		return nil
+	case o.refused():
+		return &RejectedError{Status: o.status, Attempts: 1, Body: o.body}
+	}
+	return fmt.Errorf("bot answered HTTP %d: %s", o.status, o.body)
+}
+
 // inBatch sends the event in the next POST with a free slot, together with
 // whatever else waits. The caller that finds a slot free sends the POST
 // itself, and the one finishing a POST hands its slot to the oldest
@@ -262,28 +317,35 @@ func (f *Forwarder) inBatch(ctx context.Context, c *call) outcome {
 		f.inFlight++
 		batch := f.takeLocked(c)
 		f.mu.Unlock()
-		return f.sendBatch(batch)
+		return f.sendBatch(ctx, batch)
 	}
 	c.done = make(chan outcome, 1)
 	f.waiting = append(f.waiting, c)
 	f.mu.Unlock()
-	var o outcome
 	select {
-	case o = <-c.done:
-	case <-ctx.Done():
-		f.mu.Lock()
-		if i := slices.Index(f.waiting, c); i >= 0 {
-			f.waiting = slices.Delete(f.waiting, i, i+1)
-			f.mu.Unlock()
-			return outcome{err: fmt.Errorf("wait for the bot: %w", ctx.Err())}
+	case o := <-c.done:
+		if o.lead != nil {
+			return f.sendBatch(ctx, o.lead)
 		}
+		return o
+	case <-ctx.Done():
+	}
+	err := fmt.Errorf("wait for the bot: %w", ctx.Err())
+	f.mu.Lock()
+	if i := slices.Index(f.waiting, c); i >= 0 {
+		f.waiting = slices.Delete(f.waiting, i, i+1)
 		f.mu.Unlock()
-		o = <-c.done // already in a POST, or handed one to send: see it through
+		return outcome{err: err}
 	}
-	if o.lead != nil {
-		return f.sendBatch(o.lead)
-	}
-	return o
+	f.mu.Unlock()
+	// Already in a POST, or about to be handed one to send, which the
+	// others in it wait for: a goroutine sees that through.
+	go func() {
+		if o := <-c.done; o.lead != nil {
+			f.sendBatch(context.WithoutCancel(ctx), o.lead)
+		}
+	}()
+	return outcome{err: err}
 }
 
 // takeLocked returns first and the waiting events with its head that fit
@@ -303,82 +365,113 @@ func (f *Forwarder) takeLocked(first *call) []*call {
 	return batch
 }
 
-// sendBatch posts batch (batch[0] is the caller's own event), tells the
-// others the outcome, and passes the slot on.
-func (f *Forwarder) sendBatch(batch []*call) outcome {
-	own := batch[0]
-	var o outcome
-	if len(batch) == 1 {
-		o = f.post(own.id, own.body)
-	} else {
-		o = f.postJoined(batch)
-		o.shared = true
+// sendBatch posts batch (batch[0] is the caller's own event). When the
+// POST is over, even if ctx ended first, the others get its outcome and
+// the slot passes on.
+func (f *Forwarder) sendBatch(ctx context.Context, batch []*call) outcome {
+	shared := len(batch) > 1
+	over := func(o outcome) {
+		o.shared = shared
 		for _, c := range batch[1:] {
 			c.done <- o
 		}
+		f.passSlot()
 	}
-	f.mu.Lock()
-	if len(f.waiting) > 0 {
-		next := f.waiting[0]
-		f.waiting = f.waiting[1:]
-		lead := f.takeLocked(next)
-		f.mu.Unlock()
-		next.done <- outcome{lead: lead}
+	var o outcome
+	if shared {
+		o = f.postJoined(ctx, batch, over)
 	} else {
-		f.inFlight--
-		f.mu.Unlock()
+		o = f.post(ctx, batch[0].id, batch[0].body, over)
 	}
+	o.shared = shared
 	return o
 }
 
-// joined is a pooled buffer for batch bodies.
-var joined = sync.Pool{New: func() any { return new([]byte) }}
+// passSlot hands a finished POST's slot to the oldest waiting event,
+// with what may go with it, or frees it.
+func (f *Forwarder) passSlot() {
+	f.mu.Lock()
+	if len(f.waiting) == 0 {
+		f.inFlight--
+		f.mu.Unlock()
+		return
+	}
+	next := f.waiting[0]
+	f.waiting = f.waiting[1:]
+	lead := f.takeLocked(next)
+	f.mu.Unlock()
+	next.done <- outcome{lead: lead}
+}
 
-// postJoined posts the batch's entries in one envelope, and their ids in
-// the same order.
-func (f *Forwarder) postJoined(batch []*call) outcome {
-	buf := joined.Get().(*[]byte)
-	body := append((*buf)[:0], batch[0].head...)
+// post posts one body, named id; see send.
+func (f *Forwarder) post(ctx context.Context, id string, body []byte, over func(outcome)) outcome {
+	req := fasthttp.AcquireRequest()
+	req.SetBody(body)
+	return f.send(ctx, id, req, over)
+}
+
+// postJoined posts the batch's entries in one envelope, named with their
+// ids in the same order; see send.
+func (f *Forwarder) postJoined(ctx context.Context, batch []*call, over func(outcome)) outcome {
+	req := fasthttp.AcquireRequest()
+	req.AppendBody(batch[0].head)
 	var ids strings.Builder
 	for i, c := range batch {
 		if i > 0 {
-			body = append(body, ',')
+			req.AppendBodyString(",")
 			ids.WriteByte(',')
 		}
-		body = append(body, c.entry...)
+		req.AppendBody(c.entry)
 		ids.WriteString(c.id)
 	}
-	body = append(body, "]}"...)
-	o := f.post(ids.String(), body)
-	if cap(body) <= 1<<20 {
-		*buf = body
-		joined.Put(buf)
-	}
-	return o
+	req.AppendBodyString("]}")
+	return f.send(ctx, ids.String(), req, over)
 }
 
-// post signs body and posts it once, named ids in DeliveryHeader unless
-// none of its events has one.
-func (f *Forwarder) post(ids string, body []byte) outcome {
+// send signs req's body, names ids in DeliveryHeader unless none of its
+// events has one, posts it (see exchange) and releases req. over, if not
+// nil, gets the outcome when the POST is over.
+//
+// fasthttp cannot cancel a request, so when ctx can end, the POST runs on
+// a goroutine of its own, which owns req and the response: send returns
+// as soon as ctx ends, with ctx's error, while the abandoned POST still
+// finishes (within Timeout), calls over and releases them. req holds a
+// copy of the body, so the caller's is free when send returns.
+func (f *Forwarder) send(ctx context.Context, ids string, req *fasthttp.Request, over func(outcome)) outcome {
+	body := req.Body()
 	var buf [128]byte // both signatures, without an allocation each
 	sigs := f.opts.Signer.AppendSign256(buf[:0], body)
 	n := len(sigs)
 	sigs = f.opts.Signer.AppendSign1(sigs, body)
-	sig256, sig1 := sigs[:n], sigs[n:]
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
 	req.SetRequestURI(f.opts.URL)
 	req.Header.SetMethod(fasthttp.MethodPost)
 	req.Header.SetContentType("application/json")
-	req.Header.SetBytesV(signature.Header256, sig256)
-	req.Header.SetBytesV(signature.Header1, sig1)
+	req.Header.SetBytesV(signature.Header256, sigs[:n])
+	req.Header.SetBytesV(signature.Header1, sigs[n:])
 	if strings.Trim(ids, ",") != "" {
 		req.Header.Set(DeliveryHeader, ids)
 	}
-	req.SetBodyRaw(body)
-	return f.exchange(req, resp)
+	run := func() outcome {
+		resp := fasthttp.AcquireResponse()
+		o := f.exchange(req, resp)
+		fasthttp.ReleaseResponse(resp)
+		fasthttp.ReleaseRequest(req)
+		if over != nil {
+			over(o)
+		}
+		return o
+	}
+	if ctx.Done() == nil {
+		return run() // ctx never ends
+	}
+	result := make(chan outcome, 1)
+	go func() { result <- run() }()
+	select {
+	case o := <-result:
+		return o
+	case <-ctx.Done():
+		return outcome{err: fmt.Errorf("post to bot: %w", ctx.Err())}
+	}
 }
 
 // exchange sends req once, and once more at once on a new connection if
