@@ -10,7 +10,9 @@
 package state
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"time"
@@ -86,11 +88,47 @@ type Thread struct {
 	// Feedback holds the user's answers to customer feedback surveys,
 	// oldest first, at most RecentMessages.
 	Feedback []Feedback `json:"feedback,omitempty"`
-	// Handled is the queue item whose rule actions already ran while its
-	// delivery to the bot is still pending, and HandledForward whether it
-	// goes to the bot: a restart then delivers it without acting twice.
+	// Decided is the highest queue seq whose decision is taken; its
+	// delivery to the bot may still be pending (the item stays queued,
+	// see Completion.Keep). A store may let it trail on disk like the
+	// activity times: a crash can lose a change that came alone, and the
+	// item is then decided again.
+	Decided uint64 `json:"decided,omitempty"`
+	// Journal is a decided plan whose effects are running; nil when none.
+	Journal *Journal `json:"journal,omitempty"`
+	// Deprecated: Handled and HandledForward are only read from threads
+	// stored by older versions (a stored Handled is read as Decided by the
+	// dispatcher). New code leaves them zero, and zero is not written.
 	Handled        uint64 `json:"handled,omitempty"`
 	HandledForward bool   `json:"handled_forward,omitempty"`
+}
+
+// Journal is a decided plan whose effects are running: the first Done of
+// them are finished, so after a crash only the others run. The store
+// keeps Plan as it is given and never changes it in place.
+type Journal struct {
+	Seq  uint64          `json:"seq"`  // the queue item the plan decides
+	Done int             `json:"done"` // effects finished, in plan order
+	Plan json.RawMessage `json:"plan"` // opaque to the store
+}
+
+// Clone copies j, Plan included, so that a stored copy is never changed
+// through the caller's; nil stays nil.
+func (j *Journal) Clone() *Journal {
+	if j == nil {
+		return nil
+	}
+	c := *j
+	c.Plan = bytes.Clone(j.Plan)
+	return &c
+}
+
+// Equal reports whether j and o hold the same journal (both may be nil).
+func (j *Journal) Equal(o *Journal) bool {
+	if j == nil || o == nil {
+		return j == o
+	}
+	return j.Seq == o.Seq && j.Done == o.Done && bytes.Equal(j.Plan, o.Plan)
 }
 
 // Feedback is one answer to a customer feedback survey.
@@ -209,19 +247,32 @@ type Queued struct {
 	Thread   ThreadKey
 	Seq      uint64 // increases in enqueue order across the whole store
 	Enqueued time.Time
-	Record   []byte
-	Decoded  any // NewEvent.Decoded when announced; nil when read back from disk
+	Record   []byte // nil once Decided
+	Decoded  any    // NewEvent.Decoded when announced; nil when read back from disk
+	// Decided says the item's decision is taken and its stored record was
+	// replaced by Outbox, what remains to deliver (Completion.Outbox).
+	Decided bool
+	Outbox  [][]byte
 }
 
 // Completion is what a worker commits after handling a queue item: the item
-// leaves the queue, the thread's new state and its history entries are
-// written, all atomically, so a crash replays at most the unfinished item.
+// leaves the queue (or stays, decided, see Keep and Outbox), the thread's
+// new state and its history entries are written, all atomically, so a
+// crash replays at most the unfinished item.
 type Completion struct {
 	Thread     ThreadKey
-	Seq        uint64  // queue item to remove; 0 for none
+	Seq        uint64  // queue item to remove (or keep, see Keep); 0 for none
 	State      *Thread // new thread state; nil leaves it unchanged
 	Changes    []Change
 	DeadLetter string // non-empty: keep the item aside with this reason instead of dropping it
+	// Keep leaves item Seq in the queue: it is decided and waits for its
+	// delivery (State.Decided says so).
+	Keep bool
+	// Outbox, when not empty, leaves item Seq in the queue too, but
+	// replaces its stored record with these records, what remains to
+	// deliver, and marks it decided: Head returns it with Decided set,
+	// Outbox these records and Record nil.
+	Outbox [][]byte
 	// Arm sets timers on this thread (replacing one of the same kind);
 	// Cancel removes timers by kind (a missing one is fine). Both commit
 	// with the rest, so a timer never outlives the decision that set it.
@@ -231,8 +282,8 @@ type Completion struct {
 	// is visible to Thread and the item gone from Head at once, and both
 	// reach disk with the next group commit. Only for completions whose
 	// loss in a crash just replays the item (nothing was done outside
-	// Baton). With timers or a dead letter, which are read from disk,
-	// Complete waits for the sync as usual.
+	// Baton). With timers, a dead letter or an outbox, which are read
+	// from disk, Complete waits for the sync as usual.
 	Lazy bool
 }
 

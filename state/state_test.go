@@ -71,3 +71,22 @@ func TestRecentIsBoundedInBytes(t *testing.T) {
 		t.Errorf("newest = %q", got)
 	}
 }
+
+func TestJournalCloneAndEqual(t *testing.T) {
+	j := &Journal{Seq: 7, Done: 1, Plan: []byte(`{"effects":[1,2]}`)}
+	c := j.Clone()
+	if !c.Equal(j) || c == j {
+		t.Fatalf("clone %+v of %+v", c, j)
+	}
+	c.Plan[2] = 'X'
+	if string(j.Plan) != `{"effects":[1,2]}` {
+		t.Error("changing the clone's plan changed the original")
+	}
+	var none *Journal
+	if none.Clone() != nil || !none.Equal(nil) || none.Equal(j) || j.Equal(nil) {
+		t.Error("nil journals")
+	}
+	if (&Journal{Seq: 7, Done: 2, Plan: j.Plan}).Equal(j) {
+		t.Error("a journal with another Done is equal")
+	}
+}

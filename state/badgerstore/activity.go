@@ -15,22 +15,32 @@ import (
 // neither the 24-hour messaging window nor a timeout (timers are stored on
 // their own) notices; a handover's recent messages may then miss the last
 // minute's.
+//
+// Decided trails too: a change of it alone goes to disk with the thread's
+// next write (the activity times' within this lag, as nearly every event
+// moves one of them), or at a clean close. A crash before then loses it,
+// and the items it covered, if still queued, are decided again; a decision
+// whose effects must not run twice is journalled, and a change of Journal
+// is always written.
 const ActivityLag = time.Minute
 
 // cachedThread is a thread in the LRU, kept compact (the cache holds
 // cache_size of them, 100,000 by default: half the size of a state.Thread
 // and no second copy of the key), with the activity times its stored copy
-// has and whether its recent messages differ from the stored ones: the two
-// differ in nothing else.
+// has and whether its recent messages and Decided differ from the stored
+// ones: the two differ in nothing else.
 type cachedThread struct {
-	owner           state.Owner
-	reason          state.Reason
-	since           int64
-	now, written    activity
-	handled         uint64
-	handledForward  bool
-	recentUnwritten bool
-	lists           *threadLists // nil while the thread has no tags, recent messages or feedback
+	owner            state.Owner
+	reason           state.Reason
+	since            int64
+	now, written     activity
+	decided          uint64
+	handled          uint64
+	handledForward   bool
+	recentUnwritten  bool
+	decidedUnwritten bool
+	journal          *state.Journal // the store's own copy
+	lists            *threadLists   // nil while the thread has no tags, recent messages or feedback
 }
 
 type threadLists struct {
@@ -59,11 +69,13 @@ func fromUnixNano(n int64) time.Time {
 	return time.Unix(0, n).UTC()
 }
 
-// trailing is t for the cache when only its activity times and recent
-// messages changed since prev, which stay unwritten (see ActivityLag).
+// trailing is t for the cache when only its activity times, recent
+// messages and Decided changed since prev, which stay unwritten (see
+// ActivityLag).
 func trailing(prev *cachedThread, t *state.Thread) cachedThread {
-	c := compact(t, prev.written)
+	c := compact(t, prev.written, prev.journal) // the journal did not change (needsWrite)
 	c.recentUnwritten = prev.recentUnwritten || !slices.Equal(prev.recent(), t.Recent)
+	c.decidedUnwritten = prev.decidedUnwritten || prev.decided != t.Decided
 	return c
 }
 
@@ -75,12 +87,15 @@ func (c *cachedThread) recent() []string {
 }
 
 // unwritten reports whether the stored copy trails the cached one.
-func (c *cachedThread) unwritten() bool { return c.now != c.written || c.recentUnwritten }
+func (c *cachedThread) unwritten() bool {
+	return c.now != c.written || c.recentUnwritten || c.decidedUnwritten
+}
 
-// compact is t for the cache, with the activity times on disk.
-func compact(t *state.Thread, written activity) cachedThread {
+// compact is t for the cache, with the activity times on disk and the
+// store's own copy of its journal.
+func compact(t *state.Thread, written activity, journal *state.Journal) cachedThread {
 	c := cachedThread{owner: t.Owner, reason: t.Reason, since: unixNano(t.Since), now: activityOf(t), written: written,
-		handled: t.Handled, handledForward: t.HandledForward}
+		decided: t.Decided, journal: journal, handled: t.Handled, handledForward: t.HandledForward}
 	if len(t.Tags) > 0 || len(t.Recent) > 0 || len(t.Feedback) > 0 {
 		c.lists = &threadLists{tags: t.Tags, recent: t.Recent, feedback: t.Feedback}
 	}
@@ -88,13 +103,17 @@ func compact(t *state.Thread, written activity) cachedThread {
 }
 
 // stored is a thread as read from (or just written to) disk.
-func stored(t *state.Thread) cachedThread { return compact(t, activityOf(t)) }
+func stored(t *state.Thread) cachedThread { return compact(t, activityOf(t), t.Journal.Clone()) }
 
 // thread expands the cached copy again.
 func (c *cachedThread) thread(key state.ThreadKey) state.Thread {
 	t := state.Thread{Key: key, Owner: c.owner, Reason: c.reason, Since: fromUnixNano(c.since),
 		LastUser: fromUnixNano(c.now[0]), LastBot: fromUnixNano(c.now[1]), LastOther: fromUnixNano(c.now[2]),
-		Handled: c.handled, HandledForward: c.handledForward}
+		Decided: c.decided, Handled: c.handled, HandledForward: c.handledForward}
+	if c.journal != nil {
+		j := *c.journal // a reader may change its copy; Plan is never changed in place
+		t.Journal = &j
+	}
 	if l := c.lists; l != nil {
 		t.Tags, t.Recent, t.Feedback = l.tags, l.recent, l.feedback
 	}
@@ -102,9 +121,9 @@ func (c *cachedThread) thread(key state.ThreadKey) state.Thread {
 }
 
 // needsWrite reports whether t must be written, given the cached copy of
-// the same thread: it differs in more than activity times and recent
-// messages, or the activity times moved past ActivityLag since they were
-// last written (recent messages change only with LastUser, and are
+// the same thread: it differs in more than activity times, recent messages
+// and Decided, or the activity times moved past ActivityLag since they
+// were last written (recent messages change only with LastUser, and are
 // written with it).
 func needsWrite(prev *cachedThread, t *state.Thread) bool {
 	var tags []string
@@ -113,7 +132,7 @@ func needsWrite(prev *cachedThread, t *state.Thread) bool {
 		tags, feedback = l.tags, l.feedback
 	}
 	if prev.owner != t.Owner || prev.since != unixNano(t.Since) || prev.reason != t.Reason ||
-		prev.handled != t.Handled || prev.handledForward != t.HandledForward ||
+		prev.handled != t.Handled || prev.handledForward != t.HandledForward || !prev.journal.Equal(t.Journal) ||
 		!slices.Equal(tags, t.Tags) || !slices.EqualFunc(feedback, t.Feedback, sameFeedback) {
 		return true
 	}
@@ -130,9 +149,9 @@ func sameFeedback(a, b state.Feedback) bool {
 	return a.At.Equal(b.At) && a.Question == b.Question && a.Type == b.Type && a.Score == b.Score && a.Text == b.Text
 }
 
-// flushActivity writes the cached threads whose activity times on disk
-// trail, so a clean shutdown loses none of them. Called after the
-// committer stopped.
+// flushActivity writes the cached threads whose activity times, recent
+// messages or Decided on disk trail, so a clean shutdown loses none of
+// them. Called after the committer stopped.
 func (s *Store) flushActivity() error {
 	var behind []state.Thread
 	for _, key := range s.cache.Keys() {

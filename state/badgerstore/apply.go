@@ -52,9 +52,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, b *batchState) error {
 			}
 		}
 		*seq++
-		val := make([]byte, 0, 8+len(ev.Record))
-		val = append(append(val, stamp[:]...), ev.Record...)
-		if err := w.set(seqKey(spaceQueue, ev.Thread, *seq), val, 0); err != nil {
+		if err := w.set(seqKey(spaceQueue, ev.Thread, *seq), queueValue(stamp, ev.Record), 0); err != nil {
 			return err
 		}
 		j.results[i] = state.Accepted
@@ -87,14 +85,25 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, bat
 	if err := w.room(jobBytes(&job{completion: c})); err != nil {
 		return err
 	}
-	if c.Seq != 0 {
-		qk := seqKey(spaceQueue, c.Thread, c.Seq)
+	qk := seqKey(spaceQueue, c.Thread, c.Seq)
+	switch {
+	case c.Seq == 0 || c.Keep && len(c.Outbox) == 0:
+		// The queue stays as it is.
+	case len(c.Outbox) > 0:
+		old, err := w.get(qk)
+		if err != nil {
+			return fmt.Errorf("outbox of %s #%d: %w", c.Thread, c.Seq, err)
+		}
+		val, err := decidedValue(old, c.Outbox)
+		if err != nil {
+			return fmt.Errorf("outbox of %s #%d: %w", c.Thread, c.Seq, err)
+		}
+		if err := w.set(qk, val, 0); err != nil {
+			return err
+		}
+	default:
 		if c.DeadLetter != "" {
-			item, err := w.txn.Get(qk)
-			if err != nil {
-				return fmt.Errorf("dead-letter %s #%d: %w", c.Thread, c.Seq, err)
-			}
-			rec, err := item.ValueCopy(nil)
+			rec, err := w.get(qk)
 			if err != nil {
 				return fmt.Errorf("dead-letter %s #%d: %w", c.Thread, c.Seq, err)
 			}
@@ -198,6 +207,15 @@ func noteBigValue(threshold int64, big *atomic.Bool, v []byte) {
 	if int64(len(v)) >= threshold {
 		big.Store(true)
 	}
+}
+
+// get reads a value as the open transaction sees it.
+func (w *writer) get(k []byte) ([]byte, error) {
+	item, err := w.txn.Get(k)
+	if err != nil {
+		return nil, err
+	}
+	return item.ValueCopy(nil)
 }
 
 func (w *writer) delete(k []byte) error {

@@ -221,6 +221,9 @@ func jobBytes(j *job) int64 {
 	}
 	if c := j.completion; c != nil {
 		n += 1024 + 256*int64(len(c.Changes)+len(c.Arm)+len(c.Cancel))
+		for _, r := range c.Outbox {
+			n += int64(len(r)) + 16
+		}
 		if c.DeadLetter != "" {
 			n += 64 << 10 // the set-aside record is copied
 		}

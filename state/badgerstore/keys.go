@@ -11,7 +11,7 @@ import (
 // Key spaces. Thread keys are length-prefixed so that no page or user id,
 // whatever bytes it holds, can make one thread's keys a prefix of another's.
 const (
-	spaceQueue   = 'q' // q thread seq -> enqueued-at (8 bytes) + record
+	spaceQueue   = 'q' // q thread seq -> enqueued-at (8 bytes) + record, or a decided item's outbox (queue.go)
 	spaceThread  = 't' // t thread -> JSON Thread
 	spaceHistory = 'h' // h thread seq -> JSON Change
 	spaceDead    = 'x' // x thread seq -> reason length + reason + record

@@ -47,14 +47,25 @@ func (s *Store) promise(j *job) error {
 	}
 	u.jobs++
 	if c.State != nil {
+		// The job and readers share the store's own copy: the caller may
+		// go on changing its journal while the committer has not yet
+		// written this one.
 		t := *c.State
 		t.Key = c.Thread
+		t.Journal = t.Journal.Clone()
+		c.State = &t
 		u.state = &t
 	}
-	if c.Seq != 0 {
+	if removes(c) {
 		u.removed = append(u.removed, c.Seq)
 	}
 	return nil
+}
+
+// removes reports whether c takes its item out of the queue, rather than
+// keeping it (Keep, Outbox) or naming none.
+func removes(c *state.Completion) bool {
+	return c.Seq != 0 && !c.Keep && len(c.Outbox) == 0
 }
 
 // takeLazy returns up to max waiting lazy completions, oldest first, and
@@ -87,7 +98,7 @@ func (s *Store) settle(c *state.Completion) {
 	if u == nil {
 		return
 	}
-	if i := slices.Index(u.removed, c.Seq); i >= 0 {
+	if i := slices.Index(u.removed, c.Seq); i >= 0 && removes(c) {
 		u.removed = slices.Delete(u.removed, i, i+1)
 	}
 	if u.jobs--; u.jobs <= 0 {
@@ -100,7 +111,12 @@ func (s *Store) unsyncedState(key state.ThreadKey) (state.Thread, bool) {
 	s.unsyncedMu.Lock()
 	defer s.unsyncedMu.Unlock()
 	if u := s.unsynced[key]; u != nil && u.state != nil {
-		return *u.state, true
+		t := *u.state
+		if t.Journal != nil {
+			j := *t.Journal // a reader may change its copy
+			t.Journal = &j
+		}
+		return t, true
 	}
 	return state.Thread{}, false
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/dgraph-io/badger/v4"
 
@@ -65,17 +64,14 @@ func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state
 	s.announcing.RLock()
 	defer s.announcing.RUnlock()
 	err := s.scan(spaceQueue, key, max, func(seq uint64, v []byte) error {
-		if len(v) < 8 {
-			return fmt.Errorf("queue item #%d too short", seq)
-		}
 		if slices.Contains(removed, seq) {
 			return errSkip
 		}
-		out = append(out, state.Queued{
-			Thread: key, Seq: seq,
-			Enqueued: time.Unix(0, int64(binary.BigEndian.Uint64(v))),
-			Record:   append([]byte(nil), v[8:]...),
-		})
+		q, err := decodeQueued(key, seq, v)
+		if err != nil {
+			return err
+		}
+		out = append(out, q)
 		return nil
 	})
 	if err != nil {

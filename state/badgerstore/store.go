@@ -435,8 +435,14 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, events []state.NewEv
 // Complete commits a worker's result for one queue item. A lazy one
 // (see state.Completion) returns as soon as the committer has it.
 func (s *Store) Complete(ctx context.Context, c state.Completion) error {
+	switch {
+	case len(c.Outbox) > 0 && c.Seq == 0:
+		return errors.New("badgerstore: a completion with an outbox needs its queue item")
+	case c.DeadLetter != "" && (c.Keep || len(c.Outbox) > 0):
+		return errors.New("badgerstore: a completion cannot both keep its item and set it aside")
+	}
 	j := &job{completion: &c}
-	j.lazy = c.Lazy && len(c.Arm) == 0 && len(c.Cancel) == 0 && c.DeadLetter == ""
+	j.lazy = c.Lazy && len(c.Arm) == 0 && len(c.Cancel) == 0 && c.DeadLetter == "" && len(c.Outbox) == 0
 	if !j.lazy {
 		return s.submit(ctx, j, false)
 	}

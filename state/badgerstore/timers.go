@@ -97,8 +97,7 @@ func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64, b *batchState) err
 		}
 		*seq++
 		rec := f.makeRecord(t)
-		val := append(append(make([]byte, 0, 8+len(rec)), stamp[:]...), rec...)
-		if err := w.set(seqKey(spaceQueue, d.thread, *seq), val, 0); err != nil {
+		if err := w.set(seqKey(spaceQueue, d.thread, *seq), queueValue(stamp, rec), 0); err != nil {
 			return err
 		}
 		f.threads = append(f.threads, d.thread)
