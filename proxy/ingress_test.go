@@ -100,7 +100,7 @@ func TestIngressAcceptsOnceAndNotifiesDuplicates(t *testing.T) {
 	if len(f.notified) != 1 || f.notified[0] != (state.ThreadKey{Page: "1", User: "2"}) {
 		t.Errorf("notified %v; want the thread once, for the re-delivery", f.notified)
 	}
-	if head, _ := f.store.Head(context.Background(), state.ThreadKey{Page: "1", User: "2"}, 0); len(head) != 1 {
+	if head, _ := f.store.Head(context.Background(), state.ThreadKey{Page: "1", User: "2"}, 0, 0); len(head) != 1 {
 		t.Errorf("%d events queued; want 1", len(head))
 	}
 }

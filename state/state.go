@@ -317,7 +317,7 @@ type Timers interface {
 // durable).
 type Queue interface {
 	Enqueue(ctx context.Context, now time.Time, events []NewEvent) ([]EnqueueResult, error)
-	Head(ctx context.Context, thread ThreadKey, max int) ([]Queued, error)
+	Head(ctx context.Context, thread ThreadKey, after uint64, max int) ([]Queued, error)
 	PendingThreads(ctx context.Context) ([]ThreadKey, error)
 }
 

@@ -31,7 +31,7 @@ func TestOutboxReplacesTheRecordOfAKeptItem(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0.Add(time.Second), []state.NewEvent{ev("p", "u", "b", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, err := s.Head(ctx, key, 0)
+	head, err := s.Head(ctx, key, 0, 0)
 	if err != nil || len(head) != 2 {
 		t.Fatalf("head = %v, %v", head, err)
 	}
@@ -48,7 +48,7 @@ func TestOutboxReplacesTheRecordOfAKeptItem(t *testing.T) {
 	}
 	check := func(s *Store, when string) {
 		t.Helper()
-		got, err := s.Head(ctx, key, 0)
+		got, err := s.Head(ctx, key, 0, 0)
 		if err != nil || len(got) != 2 {
 			t.Fatalf("%s: head = %+v, %v; want both items", when, got, err)
 		}
@@ -70,7 +70,7 @@ func TestOutboxReplacesTheRecordOfAKeptItem(t *testing.T) {
 	if err := s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Head(ctx, key, 0); len(got) != 1 || got[0].Seq != head[1].Seq {
+	if got, _ := s.Head(ctx, key, 0, 0); len(got) != 1 || got[0].Seq != head[1].Seq {
 		t.Fatalf("head after delivery = %+v; want only b", got)
 	}
 }
@@ -89,13 +89,13 @@ func TestKeepLeavesTheItemQueued(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", ""), ev("p", "u", "b", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, _ := s.Head(ctx, key, 0)
+	head, _ := s.Head(ctx, key, 0, 0)
 	bot := state.Owner{Kind: state.OwnerBot}
 	th := state.Thread{Owner: bot, Decided: head[0].Seq}
 	if err := s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq, State: &th, Keep: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Head(ctx, key, 0); len(got) != 2 || string(got[0].Record) != "a" || got[0].Decided {
+	if got, _ := s.Head(ctx, key, 0, 0); len(got) != 2 || string(got[0].Record) != "a" || got[0].Decided {
 		t.Fatalf("head after Keep = %+v; want a (as enqueued), b", got)
 	}
 
@@ -108,7 +108,7 @@ func TestKeepLeavesTheItemQueued(t *testing.T) {
 	if err := s.Complete(ctx, state.Completion{Thread: key, Seq: head[0].Seq, State: &th, Lazy: true}); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := s.Head(ctx, key, 0); len(got) != 1 || string(got[0].Record) != "b" {
+	if got, _ := s.Head(ctx, key, 0, 0); len(got) != 1 || string(got[0].Record) != "b" {
 		t.Fatalf("head with the lazy keep and removal unwritten = %+v; want b", got)
 	}
 	close(h.release)
@@ -116,7 +116,7 @@ func TestKeepLeavesTheItemQueued(t *testing.T) {
 		t.Fatal(err)
 	}
 	settled(t, s, key)
-	if got, _ := s.Head(ctx, key, 0); len(got) != 1 || string(got[0].Record) != "b" {
+	if got, _ := s.Head(ctx, key, 0, 0); len(got) != 1 || string(got[0].Record) != "b" {
 		t.Fatalf("head once written = %+v; want b", got)
 	}
 	if got, _ := s.Thread(ctx, key); got.Decided != head[1].Seq {

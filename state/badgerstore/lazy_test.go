@@ -60,7 +60,7 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", ""), ev("p", "u", "b", ""), ev("p", "u", "c", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, err := s.Head(ctx, key, 10)
+	head, err := s.Head(ctx, key, 0, 10)
 	if err != nil || len(head) != 3 {
 		t.Fatalf("head = %v, %v; want 3 items", head, err)
 	}
@@ -78,7 +78,7 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 	}
 	// Head counts only items still to do: with max 1 it must not come
 	// back empty because the two removed ones came first.
-	rest, err := s.Head(ctx, key, 1)
+	rest, err := s.Head(ctx, key, 0, 1)
 	if err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
 		t.Fatalf("head before the commit = %v, %v; want only c", rest, err)
 	}
@@ -96,7 +96,7 @@ func TestLazyCompletionVisibleBeforeItIsWritten(t *testing.T) {
 	if err != nil || !got.LastUser.Equal(t0.Add(2*time.Minute)) {
 		t.Fatalf("thread after reopening = %+v, %v; want the last lazy state", got, err)
 	}
-	rest, err = s.Head(ctx, key, 10)
+	rest, err = s.Head(ctx, key, 0, 10)
 	if err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
 		t.Fatalf("head after reopening = %v, %v; want only c", rest, err)
 	}
@@ -112,7 +112,7 @@ func TestLazyCompletionWithTimersIsWaitedFor(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, err := s.Head(ctx, key, 1)
+	head, err := s.Head(ctx, key, 0, 1)
 	if err != nil || len(head) != 1 {
 		t.Fatalf("head = %v, %v", head, err)
 	}
@@ -146,7 +146,7 @@ func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := state.ThreadKey{Page: "p", User: "u"}
-	head, err := s.Head(ctx, key, events)
+	head, err := s.Head(ctx, key, 0, events)
 	if err != nil || len(head) != events {
 		t.Fatalf("head = %d items, %v", len(head), err)
 	}
@@ -189,7 +189,7 @@ func TestLazyCompletionsAreBoundedAndWrittenAtClose(t *testing.T) {
 	}
 	s = open(t, dir)
 	defer s.Close()
-	if rest, err := s.Head(ctx, key, events); err != nil || len(rest) != 0 {
+	if rest, err := s.Head(ctx, key, 0, events); err != nil || len(rest) != 0 {
 		t.Fatalf("after reopening %d items are queued (%v); want none", len(rest), err)
 	}
 }
@@ -297,7 +297,7 @@ func TestLazyCompletionsAloneAreNotSynced(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", ""), ev("p", "u", "b", ""), ev("p", "u", "c", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, err := s.Head(ctx, key, 2)
+	head, err := s.Head(ctx, key, 0, 2)
 	if err != nil || len(head) != 2 {
 		t.Fatalf("head = %v, %v", head, err)
 	}
@@ -320,7 +320,7 @@ func TestLazyCompletionsAloneAreNotSynced(t *testing.T) {
 	}
 	crashed := crashCopy(t, s)
 	defer crashed.Close()
-	if rest, err := crashed.Head(ctx, key, 10); err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
+	if rest, err := crashed.Head(ctx, key, 0, 10); err != nil || len(rest) != 1 || string(rest[0].Record) != "c" {
 		t.Fatalf("head after a crash = %v, %v; want only c", rest, err)
 	}
 	if th, err := crashed.Thread(ctx, key); err != nil || !slices.Equal(th.Tags, []string{"t1"}) {

@@ -58,12 +58,12 @@ func (s *Store) History(ctx context.Context, key state.ThreadKey) ([]state.Chang
 }
 
 // Head returns up to max items from the front of the thread's queue.
-func (s *Store) Head(ctx context.Context, key state.ThreadKey, max int) ([]state.Queued, error) {
+func (s *Store) Head(ctx context.Context, key state.ThreadKey, after uint64, max int) ([]state.Queued, error) {
 	var out []state.Queued
 	removed := s.unsyncedRemoved(key)
 	s.announcing.RLock()
 	defer s.announcing.RUnlock()
-	err := s.scan(spaceQueue, key, max, func(seq uint64, v []byte) error {
+	err := s.scanAfter(spaceQueue, key, after, max, func(seq uint64, v []byte) error {
 		if slices.Contains(removed, seq) {
 			return errSkip
 		}
@@ -98,14 +98,24 @@ func (s *Store) DeadLetters(ctx context.Context, key state.ThreadKey) ([]string,
 var errSkip = errors.New("skip")
 
 func (s *Store) scan(space byte, key state.ThreadKey, max int, fn func(seq uint64, v []byte) error) error {
+	return s.scanAfter(space, key, 0, max, fn)
+}
+
+// scanAfter is scan from the first item past after: a worker whose decided
+// items wait for the bot reads only what it has not decided.
+func (s *Store) scanAfter(space byte, key state.ThreadKey, after uint64, max int, fn func(seq uint64, v []byte) error) error {
 	prefix := threadPrefix(space, key)
+	start := prefix
+	if after > 0 {
+		start = seqKey(space, key, after+1)
+	}
 	return s.db.View(func(txn *badger.Txn) error {
 		o := badger.DefaultIteratorOptions
 		o.Prefix = prefix
 		it := txn.NewIterator(o)
 		defer it.Close()
 		n := 0
-		for it.Seek(prefix); it.ValidForPrefix(prefix); it.Next() {
+		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
 			k := it.Item().Key()
 			if len(k) != len(prefix)+8 {
 				continue

@@ -66,7 +66,7 @@ func TestQueueOrderDedupAndRestart(t *testing.T) {
 	if err != nil || len(threads) != 2 {
 		t.Fatalf("pending = %v, %v; want 2 threads", threads, err)
 	}
-	head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, 10)
+	head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,9 +79,17 @@ func TestQueueOrderDedupAndRestart(t *testing.T) {
 		t.Fatalf("after window: %v %v; want accepted", res, err)
 	}
 	// Sequence numbers keep growing across restarts.
-	head, _ = s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, 10)
+	head, _ = s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, 0, 10)
 	if len(head) != 3 || head[2].Seq <= head[1].Seq {
 		t.Fatalf("head after restart = %+v", head)
+	}
+	// A worker reads only past its cursor.
+	rest, err := s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, head[0].Seq, 10)
+	if err != nil || len(rest) != 2 || rest[0].Seq != head[1].Seq || rest[1].Seq != head[2].Seq {
+		t.Fatalf("head after #%d = %+v, %v; want the last two", head[0].Seq, rest, err)
+	}
+	if rest, _ := s.Head(ctx, state.ThreadKey{Page: "p", User: "u1"}, head[2].Seq, 10); len(rest) != 0 {
+		t.Fatalf("head after the last item = %+v; want none", rest)
 	}
 }
 
@@ -93,7 +101,7 @@ func TestCompleteWritesStateHistoryAndDequeues(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "x", ""), ev("p", "u", "y", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, _ := s.Head(ctx, key, 1)
+	head, _ := s.Head(ctx, key, 0, 1)
 	th := state.Thread{Owner: state.Owner{Kind: state.OwnerApp, AppID: "42"}, Since: t0, Reason: state.Reason{Rule: "human"}}
 	err := s.Complete(ctx, state.Completion{
 		Thread: key, Seq: head[0].Seq, State: &th,
@@ -115,7 +123,7 @@ func TestCompleteWritesStateHistoryAndDequeues(t *testing.T) {
 	if len(hist) != 1 || hist[0].To != th.Owner {
 		t.Fatalf("history = %+v", hist)
 	}
-	head, _ = s.Head(ctx, key, 10)
+	head, _ = s.Head(ctx, key, 0, 10)
 	if len(head) != 1 || string(head[0].Record) != "y" {
 		t.Fatalf("queue after complete = %+v", head)
 	}
@@ -152,7 +160,7 @@ func TestConcurrentEnqueuesShareCommits(t *testing.T) {
 	}
 	wg.Wait()
 	for w := 0; w < writers; w++ {
-		head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: fmt.Sprintf("u%d", w)}, 0)
+		head, err := s.Head(ctx, state.ThreadKey{Page: "p", User: fmt.Sprintf("u%d", w)}, 0, 0)
 		if err != nil || len(head) != per {
 			t.Fatalf("writer %d: %d items, %v", w, len(head), err)
 		}
@@ -176,7 +184,7 @@ func TestKeysOfOddThreadsStaySeparate(t *testing.T) {
 		}
 	}
 	for i, k := range keys {
-		head, _ := s.Head(ctx, k, 0)
+		head, _ := s.Head(ctx, k, 0, 0)
 		if len(head) != 1 || head[0].Record[0] != byte(i) {
 			t.Fatalf("thread %q: %+v", k, head)
 		}
@@ -205,7 +213,7 @@ func TestPendingThreadsWithShortAndLongQueues(t *testing.T) {
 	// Emptied queues are not pending: drop all of "e"'s and "b"'s items.
 	for _, user := range []string{"b", "e"} {
 		key := state.ThreadKey{Page: "p", User: user}
-		head, err := s.Head(ctx, key, 0)
+		head, err := s.Head(ctx, key, 0, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,7 +253,7 @@ func TestFailingJobDoesNotFailItsBatch(t *testing.T) {
 	if err := <-b.done; err == nil {
 		t.Error("the bad job succeeded")
 	}
-	if q, _ := s.Head(context.Background(), key, 0); len(q) != 6 {
+	if q, _ := s.Head(context.Background(), key, 0, 0); len(q) != 6 {
 		t.Errorf("%d of 6 events queued", len(q))
 	}
 }
@@ -384,7 +392,7 @@ func TestFailedSyncStopsTheStore(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "a", "m0")}); err != nil {
 		t.Fatal(err)
 	}
-	head, err := s.Head(ctx, key, 1)
+	head, err := s.Head(ctx, key, 0, 1)
 	if err != nil || len(head) != 1 {
 		t.Fatalf("head = %v, %v", head, err)
 	}
@@ -571,7 +579,7 @@ func TestEnqueueGivesUpWhenTheDiskStalls(t *testing.T) {
 	if res := <-again; len(res) != 1 || res[0] != state.Duplicate {
 		t.Fatalf("re-delivery after the sync: %v; want duplicate", res)
 	}
-	if head, err := s.Head(context.Background(), state.ThreadKey{Page: "p", User: "u"}, 0); err != nil || len(head) != 1 {
+	if head, err := s.Head(context.Background(), state.ThreadKey{Page: "p", User: "u"}, 0, 0); err != nil || len(head) != 1 {
 		t.Fatalf("queue = %v, %v; want the event once", head, err)
 	}
 }

@@ -58,7 +58,7 @@ func TestTimersArmReplaceCancelFire(t *testing.T) {
 	if again, _ := s.FireDue(ctx, t0.Add(25*time.Minute), 0, timerRecord); len(again) != 0 {
 		t.Fatalf("fired twice: %v", again)
 	}
-	head, _ := s.Head(ctx, a, 0)
+	head, _ := s.Head(ctx, a, 0, 0)
 	if len(head) != 1 || string(head[0].Record) != "timer:agent_idle:y" {
 		t.Fatalf("queue of a = %+v", head)
 	}
@@ -82,7 +82,7 @@ func TestTimerEventsAreOrderedWithRealEvents(t *testing.T) {
 	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "after", "")}); err != nil {
 		t.Fatal(err)
 	}
-	head, _ := s.Head(ctx, k, 0)
+	head, _ := s.Head(ctx, k, 0, 0)
 	var got []string
 	for _, q := range head {
 		got = append(got, string(q.Record))
@@ -168,7 +168,7 @@ func TestFiredTimersAreAnnouncedInQueueOrder(t *testing.T) {
 	if !slices.Equal(got, []string{"message", "timer:bot_silence:"}) {
 		t.Fatalf("announced %q; want the message, then the timer event", got)
 	}
-	head, _ := s.Head(ctx, k, 0)
+	head, _ := s.Head(ctx, k, 0, 0)
 	if len(head) != 2 || head[1].Seq != last || !head[1].Enqueued.Equal(announced[len(announced)-1].Enqueued) {
 		t.Errorf("queue %+v does not match the announcement %+v", head, announced)
 	}
