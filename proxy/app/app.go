@@ -74,6 +74,7 @@ type App struct {
 	ln       net.Listener
 	cancel   context.CancelFunc
 	served   chan error
+	fatal    chan error     // the store failed: Baton must stop and be restarted
 	onStop   []func() error // teardown in reverse order of creation
 	closed   atomic.Bool
 	reloadMu sync.Mutex // one reload at a time, so the last file read wins
@@ -86,18 +87,23 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	cfg := opts.Config
-	a := &App{opts: opts, log: opts.Logger, served: make(chan error, 1)}
+	a := &App{opts: opts, log: opts.Logger, served: make(chan error, 1), fatal: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			a.teardown()
 		}
 	}()
 
-	a.metrics = metrics.New(func() float64 {
+	a.metrics = metrics.NewWith(func() float64 {
 		if a.disp == nil {
 			return 0
 		}
 		return float64(a.disp.Active())
+	}, func() float64 {
+		if a.disp == nil {
+			return 0
+		}
+		return float64(a.disp.WaitingForBot())
 	})
 	set, err := policies.LoadFiles(cfg.Policies, cfg.Apps)
 	if err != nil {
@@ -113,6 +119,15 @@ func New(opts Options) (_ *App, err error) {
 	a.store, err = badgerstore.Open(badgerstore.Options{
 		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
 		OnSync: func(d time.Duration) { a.metrics.StoreSync.Observe(d.Seconds()) },
+		// Fail-stop: after a storage error nothing is acknowledged any
+		// more, and the process ends so its supervisor restarts it on
+		// what the disk really holds.
+		OnFatal: func(err error) {
+			select {
+			case a.fatal <- err:
+			default:
+			}
+		},
 		Announce: func(items []state.Queued) {
 			if d := disp.Load(); d != nil {
 				d.Announce(items)
@@ -152,14 +167,16 @@ func New(opts Options) (_ *App, err error) {
 	a.disp, err = dispatch.New(ctx, dispatch.Options{
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
-		Metrics: a.metrics,
+		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
 	})
 	if err != nil {
 		return nil, err
 	}
 	disp.Store(a.disp)
-	// Workers stop before the store closes (teardown runs in reverse).
-	a.onStop = append(a.onStop, func() error { cancel(); a.disp.Wait(); return nil })
+	// Workers stop before the store closes (teardown runs in reverse):
+	// calls in flight get shutdown_timeout, then are abandoned; what
+	// completed commits.
+	a.onStop = append(a.onStop, func() error { cancel(); a.disp.Stop(cfg.ShutdownTimeout); return nil })
 
 	var rec proxy.Recorder
 	if cfg.Record.Path != "" {
@@ -201,7 +218,7 @@ func (a *App) Start() error {
 	}
 	tctx, stopTimers := context.WithCancel(context.Background())
 	sched, err := timers.Start(tctx, timers.Options{
-		Store: a.store, Record: dispatch.TimerRecord, Notify: a.disp.Notify, Clock: a.opts.Clock, Logger: a.log,
+		Store: a.store, Record: dispatch.TimerRecord, Clock: a.opts.Clock, Logger: a.log,
 	})
 	if err != nil {
 		stopTimers()
@@ -304,6 +321,10 @@ loop:
 		case <-opts.Reload:
 			a.Reload()
 		case serveErr = <-a.served:
+			break loop
+		case err := <-a.fatal:
+			serveErr = fmt.Errorf("storage failed, stopping so a restart recovers from the disk: %w", err)
+			a.log.Error("storage failed: no more acknowledgements; stopping", zap.Error(err))
 			break loop
 		}
 	}

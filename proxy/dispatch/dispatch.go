@@ -1,8 +1,13 @@
-// Package dispatch runs one ordered worker per thread: it takes the head of
-// the thread's durable queue, updates who owns the thread, asks the policy
-// what to do, carries out the actions (Graph API calls), forwards the event
-// to the bot when the bot should see it, and commits the result together
-// with the dequeue.
+// Package dispatch runs Baton's per-thread pipeline. For each queue item,
+// in order, a decision runner decides (a pure function of the event, the
+// thread's state, one policy snapshot and the time: see decide.go),
+// journals the plan in the thread's state before any effect runs, acts
+// (Graph API calls, notifications; act.go) with a done-mark per effect,
+// and commits the settled outcome with the item marked decided
+// (settle.go). What the bot should see then goes to the thread's delivery
+// cursor (deliver.go), apart from decisions: a thread waiting for a down
+// bot is parked with its backoff and holds no runner, so handovers and
+// timeouts go on, on that thread and every other.
 //
 // A worker exists only while its thread has work, so idle conversations
 // cost nothing. Threads never wait for each other: a failing bot or a slow
@@ -44,11 +49,12 @@ type Notifier interface {
 	Send(ctx context.Context, url string, s notify.Summary) error
 }
 
-// Bot delivers one enveloped event to the bot, retrying until it is
-// accepted, rejected for good, or ctx ends. body is reused once Deliver
-// returns: keep a copy, not body itself.
+// Bot makes one attempt to deliver one enveloped event to the bot, with
+// its delivery id. nil: accepted; a *forward.RejectedError: the bot
+// refused it (retrying may not help); any other error: try again later.
+// body is reused once Try returns: keep a copy, not body itself.
 type Bot interface {
-	Deliver(ctx context.Context, body []byte) error
+	Try(ctx context.Context, id string, body []byte) error
 }
 
 // Options configure a Dispatcher.
@@ -63,10 +69,16 @@ type Options struct {
 	// default so an unchanged bot never talks over a human.
 	ForwardStandby bool
 	Retry          backoff.Policy // store errors; default 100ms..10s
-	// Runners bounds the goroutines draining threads (default 256), so a
-	// bot outage with a hundred thousand waiting threads costs a few
-	// hundred goroutines, not one per thread.
-	Runners int
+	// BotRetry is the backoff of a thread whose delivery failed (default
+	// 100ms..30s); MaxRejects how many refusals (4xx) set an event aside
+	// (default 5).
+	BotRetry   backoff.Policy
+	MaxRejects int
+	// Runners bounds the goroutines deciding threads, and Deliverers the
+	// ones delivering to the bot (default 256 each), so a hundred thousand
+	// busy threads cost a few hundred goroutines, not one per thread.
+	Runners    int
+	Deliverers int
 	// PendingBytes bounds the announced events kept in memory (default
 	// 16 MiB); beyond it, threads read their events back from the store.
 	PendingBytes int
@@ -79,20 +91,34 @@ type Options struct {
 type Dispatcher struct {
 	opts Options
 	log  *zap.Logger
-	ctx  context.Context
+	// ctx ends when Baton stops taking work; io, which calls outside
+	// Baton use, ends when Stop's time is up.
+	ctx      context.Context
+	io       context.Context
+	cancelIO context.CancelFunc
 
 	mu      sync.Mutex
 	running map[state.ThreadKey]*worker // threads with work; guarded by mu
-	ready   []*worker                   // threads waiting for a runner; guarded by mu
-	runners int                         // goroutines draining threads; guarded by mu
-	idle    int                         // runners waiting and not yet signalled; guarded by mu
-	wake    *sync.Cond                  // signals idle runners; uses mu
+	decide  pool                        // threads waiting for a decision runner; guarded by mu
+	deliver pool                        // threads waiting for a delivery runner; guarded by mu
+	parked  parking                     // threads waiting out a delivery backoff; guarded by mu
+	waiting int                         // threads with a non-empty outbox; guarded by mu
 	// pendingBytes is the size of the records held in workers' pending
 	// lists, kept under Options.PendingBytes; guarded by mu.
 	pendingBytes int
 	wg           sync.WaitGroup
 
 	onArm atomic.Pointer[func()]
+}
+
+// pool is a ready list and the goroutines that take from it.
+type pool struct {
+	ready   []*worker
+	runners int        // goroutines serving the list
+	idle    int        // runners waiting and not yet signalled
+	wake    *sync.Cond // signals idle runners; uses Dispatcher.mu
+	max     int
+	run     func(*worker)
 }
 
 // OnArm sets what to call after a commit armed a timer (the scheduler's
@@ -110,15 +136,24 @@ func (d *Dispatcher) wakeTimers() {
 type worker struct {
 	key state.ThreadKey
 	// All fields below are guarded by Dispatcher.mu.
-	pending  []state.Queued // announced, not yet handled, in queue order
-	complete bool           // pending holds every queued event of the thread
+	pending  []state.Queued // announced, not yet decided, in queue order
+	complete bool           // pending holds every undecided event of the thread
 	dirty    bool           // told to look at the store since the last look
-	// lastSeq is the last event handled. Only the runner draining the
-	// thread touches it (runners hand threads over under mu).
+	deciding bool           // in the decision ready list or being decided
+	// lastSeq is the decision cursor: the last item decided. Only the
+	// runner deciding the thread writes it.
 	lastSeq uint64
+	// outbox holds the decided items whose delivery is pending, in queue
+	// order; delivering says the thread is in the delivery ready list,
+	// being delivered, or parked.
+	outbox     []*parcel
+	delivering bool
+	attempt    int // failed delivery attempts in a row
+	rejects    int // refusals of the head parcel
 }
 
-// New builds a Dispatcher. Workers run until ctx ends.
+// New builds a Dispatcher. Runners stop taking work when ctx ends; Stop
+// bounds how long the work in flight may take after that.
 func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.Store == nil || opts.Graph == nil || opts.Bot == nil {
 		return nil, errors.New("dispatch: Store, Graph and Bot are required")
@@ -132,11 +167,23 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.Retry.Min <= 0 {
 		opts.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	}
+	if opts.BotRetry.Min <= 0 {
+		opts.BotRetry.Min = 100 * time.Millisecond
+	}
+	if opts.BotRetry.Max <= 0 {
+		opts.BotRetry.Max = 30 * time.Second
+	}
+	if opts.MaxRejects <= 0 {
+		opts.MaxRejects = 5
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
 	if opts.Runners <= 0 {
 		opts.Runners = 256
+	}
+	if opts.Deliverers <= 0 {
+		opts.Deliverers = 256
 	}
 	if opts.PendingBytes <= 0 {
 		opts.PendingBytes = 16 << 20
@@ -151,12 +198,18 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 		opts.Notifier = notify.New(notify.Options{Clock: opts.Clock, Logger: opts.Logger})
 	}
 	d := &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{}}
-	d.wake = sync.NewCond(&d.mu)
+	d.io, d.cancelIO = context.WithCancel(context.WithoutCancel(ctx))
+	d.decide = pool{wake: sync.NewCond(&d.mu), max: opts.Runners, run: d.drain}
+	d.deliver = pool{wake: sync.NewCond(&d.mu), max: opts.Deliverers, run: d.deliverThread}
+	d.parked.wake = make(chan struct{}, 1)
 	context.AfterFunc(ctx, func() {
 		d.mu.Lock()
-		d.wake.Broadcast()
+		d.decide.wake.Broadcast()
+		d.deliver.wake.Broadcast()
 		d.mu.Unlock()
 	})
+	d.wg.Add(1)
+	go d.unpark()
 	return d, nil
 }
 
@@ -174,8 +227,8 @@ func (d *Dispatcher) Resume(ctx context.Context) error {
 	return nil
 }
 
-// Notify tells the dispatcher that these threads have new queued events,
-// to be read from the store (after a restart, timer events, re-deliveries).
+// Notify tells the dispatcher to look at these threads' queues in the
+// store (after a restart, or for re-delivered events).
 func (d *Dispatcher) Notify(keys ...state.ThreadKey) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -183,12 +236,14 @@ func (d *Dispatcher) Notify(keys ...state.ThreadKey) {
 		w := d.workerLocked(k)
 		w.complete, w.dirty = false, true
 		d.dropPendingLocked(w)
+		d.wantDecisionLocked(w)
 	}
 }
 
 // Announce hands over events just committed to their threads' queues, in
-// queue order (the store's Announce hook). A thread whose every queued
-// event is in memory never reads its queue back from the store.
+// queue order (the store's Announce hook): webhook events and fired
+// timers alike. A thread whose every queued event is in memory never reads
+// its queue back from the store.
 func (d *Dispatcher) Announce(items []state.Queued) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -198,6 +253,7 @@ func (d *Dispatcher) Announce(items []state.Queued) {
 			w = d.workerLocked(q.Thread)
 			w.complete = true // a thread without work had nothing queued
 		}
+		d.wantDecisionLocked(w)
 		if d.pendingBytes+len(q.Record) > d.opts.PendingBytes {
 			w.complete, w.dirty = false, true
 			d.dropPendingLocked(w)
@@ -208,17 +264,31 @@ func (d *Dispatcher) Announce(items []state.Queued) {
 	}
 }
 
-// workerLocked returns the thread's worker, creating and scheduling one
-// if the thread had no work. A worker in running is always either in the
-// ready list or being drained, until next forgets it.
+// workerLocked returns the thread's worker, creating one if the thread
+// had no work.
 func (d *Dispatcher) workerLocked(k state.ThreadKey) *worker {
 	if w, ok := d.running[k]; ok {
 		return w
 	}
 	w := &worker{key: k}
 	d.running[k] = w
-	d.scheduleLocked(w)
 	return w
+}
+
+// wantDecisionLocked makes sure a decision runner will look at w.
+func (d *Dispatcher) wantDecisionLocked(w *worker) {
+	if !w.deciding {
+		w.deciding = true
+		d.scheduleLocked(&d.decide, w)
+	}
+}
+
+// forgetLocked drops a worker that has no work of either kind left, so
+// that new work starts it afresh.
+func (d *Dispatcher) forgetLocked(w *worker) {
+	if !w.deciding && !w.delivering && len(w.outbox) == 0 && len(w.pending) == 0 {
+		delete(d.running, w.key)
+	}
 }
 
 func (d *Dispatcher) dropPendingLocked(w *worker) {
@@ -228,25 +298,46 @@ func (d *Dispatcher) dropPendingLocked(w *worker) {
 	w.pending = nil
 }
 
-// scheduleLocked puts w in the ready list and starts a runner if fewer
-// than Runners are busy.
-func (d *Dispatcher) scheduleLocked(w *worker) {
-	d.ready = append(d.ready, w)
+// scheduleLocked puts w in p's ready list and starts a runner if fewer
+// than the pool's maximum are busy.
+func (d *Dispatcher) scheduleLocked(p *pool, w *worker) {
+	p.ready = append(p.ready, w)
 	// An idle runner counts as busy from the moment it is signalled: two
 	// threads scheduled before it wakes must not share one wake-up, or the
 	// second would wait behind the first however long that one takes.
-	if d.idle > 0 {
-		d.idle--
-		d.wake.Signal()
-	} else if d.runners < d.opts.Runners {
-		d.runners++
+	if p.idle > 0 {
+		p.idle--
+		p.wake.Signal()
+	} else if p.runners < p.max {
+		p.runners++
 		d.wg.Add(1)
-		go d.runner()
+		go d.runner(p)
 	}
 }
 
-// Wait blocks until every runner has stopped (after ctx ended).
-func (d *Dispatcher) Wait() { d.wg.Wait() }
+// Wait abandons the calls in flight and blocks until every runner has
+// stopped (after ctx ended); Stop gives them time first.
+func (d *Dispatcher) Wait() {
+	d.cancelIO()
+	d.wg.Wait()
+}
+
+// Stop waits for the runners to finish the work in flight after ctx
+// ended, for at most timeout; then it abandons the calls still running
+// (their items stay queued, decided items waiting for the bot stay
+// decided) and waits for the runners to see that.
+func (d *Dispatcher) Stop(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() { d.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		d.log.Warn("stopping: calls still in flight abandoned", zap.Duration("after", timeout))
+		d.cancelIO()
+		<-done
+	}
+	d.cancelIO()
+}
 
 // Active reports how many threads have work.
 func (d *Dispatcher) Active() int {
@@ -255,33 +346,46 @@ func (d *Dispatcher) Active() int {
 	return len(d.running)
 }
 
-// runner drains ready threads one after the other. Runners stay until
-// ctx ends: starting goroutines afresh would grow their stacks again.
-func (d *Dispatcher) runner() {
+// WaitingForBot reports how many threads have decided events waiting for
+// the bot.
+func (d *Dispatcher) WaitingForBot() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.waiting
+}
+
+// runner serves a pool's ready threads one after the other. Runners stay
+// until ctx ends: starting goroutines afresh would grow their stacks again.
+func (d *Dispatcher) runner(p *pool) {
 	defer d.wg.Done()
 	for {
 		d.mu.Lock()
-		for len(d.ready) == 0 && d.ctx.Err() == nil {
-			d.idle++ // scheduleLocked takes it back when it signals
-			d.wake.Wait()
+		for len(p.ready) == 0 && d.ctx.Err() == nil {
+			p.idle++ // scheduleLocked takes it back when it signals
+			p.wake.Wait()
 		}
 		if d.ctx.Err() != nil {
-			d.runners--
+			p.runners--
 			d.mu.Unlock()
 			return
 		}
-		w := d.ready[0]
-		d.ready[0] = nil
-		d.ready = d.ready[1:]
+		w := p.ready[0]
+		p.ready[0] = nil
+		p.ready = p.ready[1:]
 		d.mu.Unlock()
-		d.drain(w)
+		p.run(w)
 	}
 }
 
-// next returns the thread's next events: from memory when complete, else
-// from the store. It reports false when the thread has no work left, and
-// then forgets the thread, atomically with the check, so that an event
-// announced afterwards starts it again.
+// headMax is how many items a worker reads from its queue at a time.
+const headMax = 32
+
+// next returns the thread's next undecided events: from memory when
+// complete, else from the store. It reports false when the thread has no
+// decision work left, and then marks it so, atomically with the check, so
+// that an event announced afterwards starts it again. An item at or below
+// the cursor in memory is an invariant breach (every append is announced
+// once): it is counted and dropped, never handed out again.
 func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
 	for {
 		d.mu.Lock()
@@ -289,53 +393,70 @@ func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
 			i := 0
 			for i < len(w.pending) && w.pending[i].Seq <= w.lastSeq {
 				d.pendingBytes -= len(w.pending[i].Record)
+				d.opts.Metrics.StaleItems.Inc()
+				d.log.Error("queue item announced at or below its thread's cursor, dropped",
+					zap.Stringer("thread", w.key), zap.Uint64("seq", w.pending[i].Seq), zap.Uint64("cursor", w.lastSeq))
 				i++
 			}
 			w.pending = w.pending[i:]
 			if len(w.pending) == 0 {
 				w.pending = nil
-				delete(d.running, w.key)
+				w.deciding = false
+				d.forgetLocked(w)
 				d.mu.Unlock()
 				return nil, false, nil
 			}
-			items := slices.Clone(w.pending[:min(len(w.pending), 32)])
+			items := slices.Clone(w.pending[:min(len(w.pending), headMax)])
 			d.mu.Unlock()
 			return items, true, nil
 		}
 		w.dirty = false
+		after := w.lastSeq
 		d.mu.Unlock()
 
-		items, err := d.opts.Store.Head(d.ctx, w.key, 32)
+		items, err := d.opts.Store.Head(d.ctx, w.key, after, headMax)
 		if err != nil || len(items) > 0 {
 			return items, true, err
 		}
-		// The queue was empty when read: everything committed after that
-		// read is announced, so memory is complete from here on unless
-		// someone asked for another look meanwhile.
+		// The queue was empty past the cursor when read: everything
+		// committed after that read is announced, so memory is complete
+		// from here on unless someone asked for another look meanwhile.
 		d.mu.Lock()
 		if !w.dirty {
 			w.complete = true
+			// Events announced while the thread read its queue may have
+			// been decided from that read already.
+			i := 0
+			for i < len(w.pending) && w.pending[i].Seq <= w.lastSeq {
+				d.pendingBytes -= len(w.pending[i].Record)
+				i++
+			}
+			w.pending = w.pending[i:]
 		}
 		d.mu.Unlock()
 	}
 }
 
-// drain handles the thread's events until it has none or ctx ends.
+// drain decides the thread's events until it has none or ctx ends.
 func (d *Dispatcher) drain(w *worker) {
-	for attempt := 1; d.ctx.Err() == nil; {
+	for attempt := 1; ; {
+		if d.ctx.Err() != nil {
+			d.mu.Lock()
+			w.deciding = false
+			d.mu.Unlock()
+			return
+		}
 		items, more, err := d.next(w)
 		if !more {
 			return
 		}
 		for _, q := range items {
-			if err != nil {
+			if err != nil || d.ctx.Err() != nil {
 				break
 			}
-			if q.Seq <= w.lastSeq {
-				continue // read from the store and announced too
-			}
-			if err = d.handle(d.ctx, q); err == nil {
-				w.lastSeq = q.Seq
+			var pc *parcel
+			if pc, err = d.handle(d.io, q); err == nil {
+				d.decided(w, q, pc)
 			}
 		}
 		if err == nil {
@@ -343,12 +464,36 @@ func (d *Dispatcher) drain(w *worker) {
 			continue
 		}
 		if d.ctx.Err() != nil {
-			return
+			continue
 		}
 		d.log.Error("thread worker failed, will retry", zap.Stringer("thread", w.key), zap.Int("attempt", attempt), zap.Error(err))
 		if clock.Sleep(d.ctx, d.opts.Clock, d.opts.Retry.Delay(attempt)) != nil {
-			return
+			continue
 		}
 		attempt++
+	}
+}
+
+// decided moves the cursor past q and gives its parcel, if any, to the
+// thread's delivery cursor.
+func (d *Dispatcher) decided(w *worker, q state.Queued, pc *parcel) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w.lastSeq = q.Seq
+	if len(w.pending) > 0 && w.pending[0].Seq == q.Seq {
+		d.pendingBytes -= len(w.pending[0].Record)
+		w.pending[0] = state.Queued{}
+		w.pending = w.pending[1:]
+	}
+	if pc == nil {
+		return
+	}
+	if len(w.outbox) == 0 {
+		d.waiting++
+	}
+	w.outbox = append(w.outbox, pc)
+	if !w.delivering {
+		w.delivering = true
+		d.scheduleLocked(&d.deliver, w)
 	}
 }

@@ -24,7 +24,7 @@ type stuckBot struct {
 	changed   chan struct{}
 }
 
-func (b *stuckBot) Deliver(ctx context.Context, body []byte) error {
+func (b *stuckBot) Try(ctx context.Context, id string, body []byte) error {
 	evs, err := messenger.Parse(body)
 	if err != nil || len(evs) != 1 {
 		return fmt.Errorf("bot got a bad envelope: %v", err)
@@ -134,9 +134,9 @@ type headCounter struct {
 	heads atomic.Int64
 }
 
-func (h *headCounter) Head(ctx context.Context, key state.ThreadKey, max int) ([]state.Queued, error) {
+func (h *headCounter) Head(ctx context.Context, key state.ThreadKey, after uint64, max int) ([]state.Queued, error) {
 	h.heads.Add(1)
-	return h.Store.Head(ctx, key, max)
+	return h.Store.Head(ctx, key, after, max)
 }
 
 // TestAnnouncedEventsArriveInOrder drives many threads through fewer
@@ -253,7 +253,7 @@ func TestThreadsScheduledTogetherDoNotShareARunner(t *testing.T) {
 	}
 	bot := &stuckBot{stuckUser: "stuck", release: make(chan struct{}), got: map[string][]string{}, changed: make(chan struct{})}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := New(ctx, Options{Store: store, Graph: g, Bot: bot, AppID: "1", Runners: 4})
+	d, err := New(ctx, Options{Store: store, Graph: g, Bot: bot, AppID: "1", Runners: 4, Deliverers: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -268,14 +268,14 @@ func TestThreadsScheduledTogetherDoNotShareARunner(t *testing.T) {
 		}
 		return state.NewEvent{Thread: state.ThreadKey{Page: "p", User: user}, DedupKey: ev.DedupKey(), Record: messenger.EncodeRecord(&ev)}
 	}
-	// One runner starts, delivers, and waits idle.
+	// One delivery runner starts, delivers, and waits idle.
 	if _, err := store.Enqueue(context.Background(), time.Now(), []state.NewEvent{event("first", 0)}); err != nil {
 		t.Fatal(err)
 	}
 	bot.waitFor(t, func(got map[string][]string) bool { return len(got["first"]) == 1 })
 	for {
 		d.mu.Lock()
-		idle := d.idle
+		idle := d.deliver.idle
 		d.mu.Unlock()
 		if idle == 1 {
 			break

@@ -60,7 +60,7 @@ type recordingBot struct {
 	got []string
 }
 
-func (b *recordingBot) Deliver(ctx context.Context, body []byte) error {
+func (b *recordingBot) Try(ctx context.Context, id string, body []byte) error {
 	evs, _ := messenger.Parse(body)
 	b.mu.Lock()
 	b.got = append(b.got, evs[0].Text)
@@ -142,7 +142,7 @@ func runEvents(t *testing.T, policy string, evs []messenger.Event) (*recordingGr
 	}
 	d.Notify(key)
 	for i := 0; i < 300; i++ {
-		q, _ := store.Head(ctx, key, 1)
+		q, _ := store.Head(ctx, key, 0, 1)
 		if len(q) == 0 {
 			break
 		}
@@ -210,7 +210,7 @@ rules:
 
 type blockBot struct{ entered chan struct{} }
 
-func (b *blockBot) Deliver(ctx context.Context, body []byte) error {
+func (b *blockBot) Try(ctx context.Context, id string, body []byte) error {
 	select {
 	case b.entered <- struct{}{}:
 	default:
@@ -261,7 +261,7 @@ rules:
 	d2, _ := New(ctx2, Options{Store: store2, Graph: g, Bot: &recordingBot{}, AppID: "1", Policies: func() *policies.Set { return set }})
 	d2.Resume(ctx2)
 	for i := 0; i < 200; i++ {
-		if q, _ := store2.Head(ctx2, key, 1); len(q) == 0 {
+		if q, _ := store2.Head(ctx2, key, 0, 1); len(q) == 0 {
 			break
 		}
 		time.Sleep(10 * time.Millisecond)

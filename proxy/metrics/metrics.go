@@ -28,6 +28,12 @@ type Metrics struct {
 	ReloadTimestamp prometheus.Gauge
 	ActiveThreads   prometheus.GaugeFunc
 	StoreSync       prometheus.Histogram // seconds per group-commit sync
+	// BotWaiting is how many threads have decided events waiting for the
+	// bot (delivering or parked with a backoff); StaleItems counts queue
+	// items announced at or below a thread's decision cursor, which the
+	// dispatcher drops (an invariant breach: every append is announced once).
+	BotWaiting prometheus.GaugeFunc
+	StaleItems prometheus.Counter
 
 	// The children counted once or more per event, looked up once here:
 	// WithLabelValues hashes its labels on every call.
@@ -60,6 +66,11 @@ var SyncBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 
 // New registers Baton's collectors (and the Go runtime's) on a new
 // registry. activeThreads reports how many threads have a running worker.
 func New(activeThreads func() float64) *Metrics {
+	return NewWith(activeThreads, func() float64 { return 0 })
+}
+
+// NewWith is New with a report of the threads waiting for the bot.
+func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 	reg := prometheus.NewRegistry()
 	m := &Metrics{
 		Registry: reg,
@@ -100,6 +111,12 @@ func New(activeThreads func() float64) *Metrics {
 		ActiveThreads: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "baton_active_threads", Help: "Threads with queued work and a running worker.",
 		}, activeThreads),
+		BotWaiting: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "baton_bot_waiting_threads", Help: "Threads whose decided events wait for the bot (being delivered, or parked after a failed attempt).",
+		}, botWaiting),
+		StaleItems: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_dispatch_stale_items_total", Help: "Queue items announced at or below their thread's decision cursor and dropped (never expected).",
+		}),
 	}
 	m.EventsAccepted = m.WebhookEvents.WithLabelValues("accepted")
 	m.EventsDuplicate = m.WebhookEvents.WithLabelValues("duplicate")
@@ -107,6 +124,7 @@ func New(activeThreads func() float64) *Metrics {
 	m.BotRejected = m.BotDeliveries.WithLabelValues("rejected")
 	reg.MustRegister(m.WebhookEvents, m.WebhookRefused, m.Decisions, m.Handovers, m.ActionFailures,
 		m.BotDeliveries, m.SendsSkipped, m.Feedback, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads, m.StoreSync,
+		m.BotWaiting, m.StaleItems,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,204 @@
+package dispatch
+
+import (
+	"container/heap"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/batonproxy/baton/proxy/forward"
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/state"
+)
+
+// parcel is a decided queue item's delivery to the bot: its records (the
+// event as it came, or what the decision made of it: the event on standby,
+// postbacks for the bot), sent in order.
+type parcel struct {
+	seq     uint64
+	records [][]byte
+	// events are the records decoded, when the decision had them at hand
+	// (nil after a restart: try decodes each record).
+	events   []messenger.Event
+	sent     int    // records the bot accepted (or refused for good)
+	rejected string // why the bot refused one for good
+}
+
+// DeliveryID is the id of a parcel's i-th record, sent to the bot in
+// forward.DeliveryHeader: the queue item's sequence number, which stays
+// the same across retries and restarts, and the record's place in the
+// item after the first.
+func DeliveryID(seq uint64, i int) string {
+	id := strconv.FormatUint(seq, 10)
+	if i > 0 {
+		id += "." + strconv.Itoa(i)
+	}
+	return id
+}
+
+// deliverThread delivers the thread's decided items in order until its
+// outbox is empty, or parks the thread with its backoff when the bot
+// fails: a delivery runner never waits for a down bot.
+func (d *Dispatcher) deliverThread(w *worker) {
+	for {
+		d.mu.Lock()
+		if len(w.outbox) == 0 || d.ctx.Err() != nil {
+			w.delivering = false
+			d.forgetLocked(w)
+			d.mu.Unlock()
+			return
+		}
+		pc := w.outbox[0]
+		d.mu.Unlock()
+
+		for pc.sent < len(pc.records) {
+			err := d.try(w, pc)
+			if err == nil {
+				continue
+			}
+			if d.io.Err() != nil {
+				d.mu.Lock()
+				w.delivering = false
+				d.mu.Unlock()
+				return
+			}
+			w.attempt++
+			if ce := d.log.Check(zap.WarnLevel, "bot delivery failed, thread parked"); ce != nil {
+				ce.Write(zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Int("attempt", w.attempt), zap.Error(err))
+			}
+			d.park(w, d.opts.BotRetry.Delay(w.attempt))
+			return
+		}
+		c := state.Completion{Thread: w.key, Seq: pc.seq, Lazy: true}
+		if pc.rejected != "" {
+			c.DeadLetter = pc.rejected
+			c.Changes = []state.Change{{At: d.opts.Clock.Now(), Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: DeliveryID(pc.seq, 0)}}}
+		}
+		if err := d.commitNow(d.io, c); err != nil {
+			d.log.Error("delivery not committed; the item will be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
+		}
+		d.mu.Lock()
+		w.outbox[0] = nil
+		w.outbox = w.outbox[1:]
+		if len(w.outbox) == 0 {
+			d.waiting--
+		}
+		d.mu.Unlock()
+	}
+}
+
+// try sends the parcel's next record once. A refusal counts towards
+// MaxRejects and is then set aside, so one bad event never holds the
+// thread forever.
+func (d *Dispatcher) try(w *worker, pc *parcel) error {
+	var ev messenger.Event
+	if pc.sent < len(pc.events) {
+		ev = pc.events[pc.sent]
+	} else {
+		var err error
+		if ev, err = messenger.DecodeRecord(pc.records[pc.sent]); err != nil {
+			pc.rejected = "unreadable: " + err.Error()
+			pc.sent++
+			return nil
+		}
+	}
+	buf := envelopes.Get().(*[]byte)
+	body := messenger.AppendEnvelope((*buf)[:0], &ev)
+	err := d.opts.Bot.Try(d.io, DeliveryID(pc.seq, pc.sent), body)
+	if cap(body) <= maxPooledEnvelope {
+		*buf = body
+		envelopes.Put(buf)
+	}
+	var rej *forward.RejectedError
+	switch {
+	case err == nil:
+		d.opts.Metrics.BotDelivered.Inc()
+	case errors.As(err, &rej):
+		if w.rejects++; w.rejects < d.opts.MaxRejects {
+			return err
+		}
+		d.opts.Metrics.BotRejected.Inc()
+		d.log.Error("bot rejected event, set aside", zap.Stringer("thread", w.key), zap.String("delivery", DeliveryID(pc.seq, pc.sent)), zap.Error(err))
+		pc.rejected = err.Error()
+	default:
+		return err
+	}
+	pc.sent++
+	w.attempt, w.rejects = 0, 0
+	return nil
+}
+
+// envelopes are the buffers events are wrapped in for the bot; Bot.Try
+// is done with the body when it returns.
+var envelopes = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledEnvelope keeps an unusually large event's buffer out of the pool.
+const maxPooledEnvelope = 64 << 10
+
+// parking holds the threads waiting out a delivery backoff, soonest
+// first; one goroutine (unpark) wakes them, so a parked thread holds no
+// goroutine however long the bot is down.
+type parking struct {
+	heap parkHeap
+	wake chan struct{} // capacity 1: a sooner thread was parked
+}
+
+type parked struct {
+	w   *worker
+	due time.Time
+}
+
+type parkHeap []parked
+
+func (h parkHeap) Len() int           { return len(h) }
+func (h parkHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
+func (h parkHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *parkHeap) Push(x any)        { *h = append(*h, x.(parked)) }
+func (h *parkHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+func (d *Dispatcher) park(w *worker, delay time.Duration) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	due := d.opts.Clock.Now().Add(delay)
+	sooner := d.parked.heap.Len() == 0 || due.Before(d.parked.heap[0].due)
+	heap.Push(&d.parked.heap, parked{w: w, due: due})
+	if sooner {
+		select {
+		case d.parked.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// unpark hands parked threads back to the delivery runners when their
+// backoff is over.
+func (d *Dispatcher) unpark() {
+	defer d.wg.Done()
+	for {
+		d.mu.Lock()
+		now := d.opts.Clock.Now()
+		for d.parked.heap.Len() > 0 && !d.parked.heap[0].due.After(now) {
+			p := heap.Pop(&d.parked.heap).(parked)
+			d.scheduleLocked(&d.deliver, p.w)
+		}
+		var after <-chan time.Time
+		if d.parked.heap.Len() > 0 {
+			after = d.opts.Clock.After(d.parked.heap[0].due.Sub(now))
+		}
+		d.mu.Unlock()
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-d.parked.wake:
+		case <-after:
+		}
+	}
+}
