@@ -27,6 +27,15 @@ type parcel struct {
 	rejected string // why the bot refused one for good
 }
 
+// size is roughly what the parcel holds in memory.
+func (pc *parcel) size() int {
+	n := 64
+	for _, r := range pc.records {
+		n += len(r)
+	}
+	return n
+}
+
 // DeliveryID is the id of a parcel's i-th record, sent to the bot in
 // forward.DeliveryHeader: the queue item's sequence number, which stays
 // the same across retries and restarts, and the record's place in the
@@ -44,6 +53,16 @@ func DeliveryID(seq uint64, i int) string {
 // fails: a delivery runner never waits for a down bot.
 func (d *Dispatcher) deliverThread(w *worker) {
 	for {
+		d.mu.Lock()
+		spilled := len(w.outbox) == 0 && w.spilled && d.ctx.Err() == nil
+		d.mu.Unlock()
+		if spilled {
+			if err := d.readBack(w); err != nil {
+				d.log.Error("reading decided items back failed, will retry", zap.Stringer("thread", w.key), zap.Error(err))
+				d.park(w, d.opts.Retry.Delay(1))
+				return
+			}
+		}
 		d.mu.Lock()
 		if len(w.outbox) == 0 || d.ctx.Err() != nil {
 			w.delivering = false
@@ -83,11 +102,54 @@ func (d *Dispatcher) deliverThread(w *worker) {
 		d.mu.Lock()
 		w.outbox[0] = nil
 		w.outbox = w.outbox[1:]
-		if len(w.outbox) == 0 {
+		w.delivered = pc.seq
+		d.outboxBytes -= pc.size()
+		if len(w.outbox) == 0 && !w.spilled {
 			d.waiting--
 		}
 		d.mu.Unlock()
 	}
+}
+
+// readBack fills an empty outbox with the thread's next decided items
+// from the store, after its parcels outgrew the memory budget.
+func (d *Dispatcher) readBack(w *worker) error {
+	d.mu.Lock()
+	after, decided := w.delivered, w.lastSeq
+	d.mu.Unlock()
+	items, err := d.opts.Store.Head(d.io, w.key, after, headMax)
+	if err != nil {
+		return err
+	}
+	var back []*parcel
+	for _, q := range items {
+		if q.Seq > decided {
+			break
+		}
+		pc := &parcel{seq: q.Seq, records: [][]byte{q.Record}}
+		if q.Decided {
+			pc.records = q.Outbox
+		}
+		back = append(back, pc)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, pc := range back {
+		w.outbox = append(w.outbox, pc)
+		d.outboxBytes += pc.size()
+	}
+	// The read covered every item decided when it began if it ended
+	// before headMax items or at an undecided one; if no decision came
+	// since, everything decided is in memory again, and parcels decided
+	// from now on may stay there.
+	covered := len(items) < headMax || len(back) < len(items)
+	if covered && w.lastSeq == decided {
+		w.spilled = false
+	}
+	if len(w.outbox) == 0 && !w.spilled {
+		d.waiting--
+	}
+	return nil
 }
 
 // try sends the parcel's next record once. A refusal counts towards

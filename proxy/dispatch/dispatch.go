@@ -79,8 +79,10 @@ type Options struct {
 	// busy threads cost a few hundred goroutines, not one per thread.
 	Runners    int
 	Deliverers int
-	// PendingBytes bounds the announced events kept in memory (default
-	// 16 MiB); beyond it, threads read their events back from the store.
+	// PendingBytes bounds the announced events kept in memory, and the
+	// decided ones waiting for the bot (default 16 MiB each); beyond it,
+	// threads read their events back from the store, a few at a time
+	// (headMax), so a long bot outage costs disk, not memory.
 	PendingBytes int
 	Clock        clock.Clock
 	Logger       *zap.Logger
@@ -104,8 +106,10 @@ type Dispatcher struct {
 	parked  parking                     // threads waiting out a delivery backoff; guarded by mu
 	waiting int                         // threads with a non-empty outbox; guarded by mu
 	// pendingBytes is the size of the records held in workers' pending
-	// lists, kept under Options.PendingBytes; guarded by mu.
+	// lists, and outboxBytes in their outboxes, each kept under
+	// Options.PendingBytes; guarded by mu.
 	pendingBytes int
+	outboxBytes  int
 	wg           sync.WaitGroup
 
 	onArm atomic.Pointer[func()]
@@ -150,6 +154,11 @@ type worker struct {
 	delivering bool
 	attempt    int // failed delivery attempts in a row
 	rejects    int // refusals of the head parcel
+	// spilled says decided items past the outbox are only in the store
+	// (the outboxes outgrew their memory budget during a long outage);
+	// delivered is the last item delivered, where reading them back starts.
+	spilled   bool
+	delivered uint64
 }
 
 // New builds a Dispatcher. Runners stop taking work when ctx ends; Stop
@@ -286,7 +295,7 @@ func (d *Dispatcher) wantDecisionLocked(w *worker) {
 // forgetLocked drops a worker that has no work of either kind left, so
 // that new work starts it afresh.
 func (d *Dispatcher) forgetLocked(w *worker) {
-	if !w.deciding && !w.delivering && len(w.outbox) == 0 && len(w.pending) == 0 {
+	if !w.deciding && !w.delivering && len(w.outbox) == 0 && !w.spilled && len(w.pending) == 0 {
 		delete(d.running, w.key)
 	}
 }
@@ -351,8 +360,11 @@ func (d *Dispatcher) Active() int {
 func (d *Dispatcher) WaitingForBot() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.waiting
+	return d.waitingLocked()
 }
+
+// waitingLocked is WaitingForBot with mu held.
+func (d *Dispatcher) waitingLocked() int { return d.waiting }
 
 // runner serves a pool's ready threads one after the other. Runners stay
 // until ctx ends: starting goroutines afresh would grow their stacks again.
@@ -488,10 +500,18 @@ func (d *Dispatcher) decided(w *worker, q state.Queued, pc *parcel) {
 	if pc == nil {
 		return
 	}
-	if len(w.outbox) == 0 {
+	if len(w.outbox) == 0 && !w.spilled {
 		d.waiting++
 	}
-	w.outbox = append(w.outbox, pc)
+	// Past the budget the parcel stays in the store only: the delivery
+	// cursor reads it back in its turn. Later parcels of the thread follow
+	// it there, so the order holds.
+	if size := pc.size(); w.spilled || d.outboxBytes+size > d.opts.PendingBytes {
+		w.spilled = true
+	} else {
+		w.outbox = append(w.outbox, pc)
+		d.outboxBytes += size
+	}
 	if !w.delivering {
 		w.delivering = true
 		d.scheduleLocked(&d.deliver, w)

@@ -293,3 +293,55 @@ func TestCleanStopIsBoundedAndRepeatsNothing(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// During a long outage the parcels waiting for the bot outgrow their
+// memory budget: the rest stay in the store, and the delivery cursor reads
+// them back in order when the bot returns.
+func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
+	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) { o.PendingBytes = 4000 })
+	r.bot.setDown(true)
+	now := r.clock.Now()
+	var evs []messenger.Event
+	for i := range 60 {
+		u := "u" + itoa(i%3)
+		evs = append(evs, text(t, messenger.Messaging, u, "m"+itoa(i), "n"+itoa(i), now))
+	}
+	r.enqueue(evs...)
+	r.until("everything decided", func() bool {
+		r.d.mu.Lock()
+		defer r.d.mu.Unlock()
+		spilled := 0
+		for _, w := range r.d.running {
+			if w.spilled {
+				spilled++
+			}
+		}
+		return r.d.waitingLocked() == 3 && spilled > 0
+	})
+	r.bot.setDown(false)
+	r.until("all sixty at the bot", func() bool {
+		r.clock.Advance(time.Second)
+		return len(r.bot.events()) >= 60
+	})
+	r.until("every thread idle", func() bool { return r.d.Active() == 0 })
+	got := map[string][]string{}
+	for _, e := range r.bot.events() {
+		got[e.user] = append(got[e.user], e.text)
+	}
+	for u, texts := range got {
+		if len(texts) != 20 {
+			t.Errorf("user %s got %d events; want 20", u, len(texts))
+		}
+		for i := 1; i < len(texts); i++ {
+			a, _ := strconv.Atoi(texts[i-1][1:])
+			b, _ := strconv.Atoi(texts[i][1:])
+			if a >= b {
+				t.Errorf("user %s got %v out of order", u, texts)
+				break
+			}
+		}
+	}
+	if n := r.d.WaitingForBot(); n != 0 {
+		t.Errorf("%d threads still counted as waiting for the bot", n)
+	}
+}
