@@ -10,6 +10,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -59,7 +60,12 @@ type Ingress struct {
 	opts         IngressOptions
 	log          *zap.Logger
 	serveMetrics fasthttp.RequestHandler
+	draining     atomic.Bool
 }
+
+// Drain makes every later webhook POST get 503 (Baton is stopping): Meta
+// delivers it again later, to the restarted Baton.
+func (in *Ingress) Drain() { in.draining.Store(true) }
 
 // NewIngress checks the options and builds the handler.
 func NewIngress(opts IngressOptions) (*Ingress, error) {
@@ -99,6 +105,9 @@ func (in *Ingress) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.Error("not found", fasthttp.StatusNotFound)
 	case ctx.IsGet():
 		in.verify(ctx)
+	case ctx.IsPost() && in.draining.Load():
+		in.opts.Metrics.WebhookRefused.WithLabelValues("stopping").Inc()
+		ctx.Error("stopping", fasthttp.StatusServiceUnavailable)
 	case ctx.IsPost():
 		in.receive(ctx)
 	default:

@@ -22,6 +22,7 @@ import (
 )
 
 type ingressFixture struct {
+	in       *Ingress
 	store    *badgerstore.Store
 	client   *fasthttp.Client
 	signer   *signature.Signer
@@ -56,6 +57,7 @@ func serveIngress(t *testing.T, opts IngressOptions) *ingressFixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.in = in
 	ln := fasthttputil.NewInmemoryListener()
 	srv := &fasthttp.Server{Handler: in.Handle, MaxRequestBodySize: 1 << 20, ErrorHandler: in.RequestError}
 	go srv.Serve(ln)
@@ -136,6 +138,22 @@ func TestIngressStoreFailureIsNotAcked(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.notified) != 0 {
 		t.Errorf("notified %v for events that were not stored", f.notified)
+	}
+}
+
+// A stopping Baton refuses webhooks with 503, so Meta delivers them again
+// to the restarted one, and stores nothing more.
+func TestIngressDrainingRefusesWebhooks(t *testing.T) {
+	f := newIngress(t)
+	f.in.Drain()
+	if s, _ := f.do(t, "POST", "/webhook", oneEvent, true); s != 503 {
+		t.Errorf("POST while draining: %d; want 503", s)
+	}
+	if s, _ := f.do(t, "GET", "/healthz", "", false); s != 200 {
+		t.Errorf("health check while draining: %d; want 200", s)
+	}
+	if head, _ := f.store.Head(context.Background(), state.ThreadKey{Page: "1", User: "2"}, 0, 0); len(head) != 0 {
+		t.Errorf("%d events queued while draining; want none", len(head))
 	}
 }
 

@@ -70,6 +70,7 @@ type App struct {
 	metrics  *metrics.Metrics
 	graph    *graph.Client
 	disp     *dispatch.Dispatcher
+	ingress  *proxy.Ingress
 	server   *fasthttp.Server
 	ln       net.Listener
 	cancel   context.CancelFunc
@@ -189,19 +190,19 @@ func New(opts Options) (_ *App, err error) {
 		rec = r
 	}
 
-	in, err := proxy.NewIngress(proxy.IngressOptions{
+	a.ingress, err = proxy.NewIngress(proxy.IngressOptions{
 		Path: cfg.Webhook.Path, VerifyToken: cfg.App.VerifyToken.Reveal(), Signer: signer,
-		Queue: a.store, Notify: a.disp.Notify, Clock: opts.Clock, Logger: a.log, Metrics: a.metrics,
+		Queue: a.store, Notify: a.disp.Notify, Timeout: cfg.Webhook.AckTimeout, Clock: opts.Clock, Logger: a.log, Metrics: a.metrics,
 		Recorder: rec,
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.server = &fasthttp.Server{
-		Handler:            in.Handle,
+		Handler:            a.ingress.Handle,
 		Name:               "baton",
 		MaxRequestBodySize: cfg.Webhook.MaxBodyBytes,
-		ErrorHandler:       in.RequestError,
+		ErrorHandler:       a.ingress.RequestError,
 		ReadTimeout:        30 * time.Second,
 		WriteTimeout:       30 * time.Second,
 		IdleTimeout:        2 * time.Minute,
@@ -234,9 +235,11 @@ func (a *App) Start() error {
 		}
 	}
 	a.ln = ln
-	// The listener stops first: no new events once teardown begins.
+	// The listener stops first: no new events once teardown begins. A
+	// webhook that comes meanwhile gets 503, and Meta delivers it again.
 	a.onStop = append(a.onStop, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		a.ingress.Drain()
+		ctx, cancel := context.WithTimeout(context.Background(), a.opts.Config.ShutdownTimeout)
 		defer cancel()
 		return a.server.ShutdownWithContext(ctx)
 	})

@@ -49,6 +49,7 @@ const (
 	MaxBotBatch         = 1000
 	DefaultWebhookPath  = "/webhook"
 	DefaultMaxBodyBytes = 1 << 20
+	DefaultAckTimeout   = 5 * time.Second
 	DefaultDedupWindow  = 48 * time.Hour
 	// DefaultShutdownTimeout is how long a clean stop lets calls in
 	// flight (POSTs to the bot, Graph calls) finish before abandoning them.
@@ -143,6 +144,9 @@ type Bot struct {
 type Webhook struct {
 	Path         string // default /webhook
 	MaxBodyBytes int    // default 1 MiB
+	// AckTimeout is how long a webhook may wait for the disk before it
+	// is answered 503 (default 5s, within Meta's own timeout).
+	AckTimeout time.Duration
 }
 
 // Log configures logging.
@@ -236,6 +240,7 @@ type botYAML struct {
 type webhookYAML struct {
 	Path         string `yaml:"path"`
 	MaxBodyBytes *int   `yaml:"max_body_bytes"`
+	AckTimeout   string `yaml:"ack_timeout"`
 }
 
 type logYAML struct {
@@ -443,6 +448,7 @@ func (v *validator) build(raw *fileYAML) *Config {
 		v.problem([]any{"webhook", "path"}, "must be a URL path starting with \"/\", like %q", DefaultWebhookPath)
 	}
 	c.Webhook.MaxBodyBytes = v.positive([]any{"webhook", "max_body_bytes"}, raw.Webhook.MaxBodyBytes, DefaultMaxBodyBytes)
+	c.Webhook.AckTimeout = v.duration([]any{"webhook", "ack_timeout"}, raw.Webhook.AckTimeout, DefaultAckTimeout)
 
 	c.Log.Level = v.level(raw.Log.Level)
 

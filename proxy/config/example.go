@@ -75,6 +75,7 @@ bot:
 webhook:
   path: /webhook
   max_body_bytes: 1048576  # 1 MiB
+  ack_timeout: 5s          # a webhook waits this long for the disk, then gets 503
 
 # Meta may deliver an event more than once; ids are remembered this long.
 dedup_window: 48h
