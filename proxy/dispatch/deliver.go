@@ -29,7 +29,7 @@ type parcel struct {
 
 // size is roughly what the parcel holds in memory.
 func (pc *parcel) size() int {
-	n := 64
+	n := 64 + 256*len(pc.events) // the slices, and each decoded event's fields
 	for _, r := range pc.records {
 		n += len(r)
 	}

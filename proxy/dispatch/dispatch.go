@@ -79,8 +79,8 @@ type Options struct {
 	// busy threads cost a few hundred goroutines, not one per thread.
 	Runners    int
 	Deliverers int
-	// PendingBytes bounds the announced events kept in memory, and the
-	// decided ones waiting for the bot (default 16 MiB each); beyond it,
+	// PendingBytes bounds the announced events kept in memory and the
+	// decided ones waiting for the bot, together (default 16 MiB); beyond it,
 	// threads read their events back from the store, a few at a time
 	// (headMax), so a long bot outage costs disk, not memory.
 	PendingBytes int
@@ -106,8 +106,10 @@ type Dispatcher struct {
 	parked  parking                     // threads waiting out a delivery backoff; guarded by mu
 	waiting int                         // threads with a non-empty outbox; guarded by mu
 	// pendingBytes is the size of the records held in workers' pending
-	// lists, and outboxBytes in their outboxes, each kept under
-	// Options.PendingBytes; guarded by mu.
+	// lists, and outboxBytes of the parcels in their outboxes; parcels are
+	// kept only while the two stay under Options.PendingBytes (memory for
+	// announced events comes first: they are about to be decided). Guarded
+	// by mu.
 	pendingBytes int
 	outboxBytes  int
 	wg           sync.WaitGroup
@@ -506,7 +508,7 @@ func (d *Dispatcher) decided(w *worker, q state.Queued, pc *parcel) {
 	// Past the budget the parcel stays in the store only: the delivery
 	// cursor reads it back in its turn. Later parcels of the thread follow
 	// it there, so the order holds.
-	if size := pc.size(); w.spilled || d.outboxBytes+size > d.opts.PendingBytes {
+	if size := pc.size(); w.spilled || d.pendingBytes+d.outboxBytes+size > d.opts.PendingBytes {
 		w.spilled = true
 	} else {
 		w.outbox = append(w.outbox, pc)
