@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -131,4 +132,45 @@ func (h *harness) count(u, kind string) int {
 func (h *harness) metrics() string {
 	_, body := getURL(h.t, strings.TrimSuffix(h.baton.WebhookURL(), h.cfg.Webhook.Path)+"/metrics")
 	return body
+}
+
+// A clean stop with a slow bot (300 ms an event) and ten events queued
+// for one user: the POST in flight finishes, no new one starts, the stop
+// takes about one POST, and the restarted Baton delivers the rest, none
+// twice.
+func TestCleanStopWithASlowBotIsBoundedAndRepeatsNothing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	const u = "6001"
+	slow := make(chan struct{})
+	h.bot.OnEvent(func(sandbox.Received) {
+		select {
+		case <-slow:
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+	var evs []string
+	for i := range 10 {
+		evs = append(evs, textEvent(u, fmt.Sprintf("m_stop_%d", i), fmt.Sprintf("n%d", i)))
+	}
+	if status := h.postSigned(envelope(evs...)); status != 200 {
+		t.Fatalf("webhook: %d", status)
+	}
+	h.waitText(h.bot, u, "n0")
+	start := time.Now()
+	h.baton.Close()
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the stop took %v with a bot taking 300ms an event", took)
+	}
+	stoppedWith := len(texts(h.bot, u))
+	if stoppedWith > 3 {
+		t.Errorf("the bot got %d events by the end of the stop; new POSTs started after it began", stoppedWith)
+	}
+	close(slow)
+	h.start()
+	h.until(func() bool { return len(texts(h.bot, u)) >= 10 }, func() string { return fmt.Sprintf("bot got %q", texts(h.bot, u)) })
+	want := []string{"n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"}
+	if got := texts(h.bot, u); !slices.Equal(got, want) {
+		t.Errorf("bot got %q; want each once, in order", got)
+	}
 }
