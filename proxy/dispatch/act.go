@@ -26,7 +26,7 @@ func (d *Dispatcher) journal(ctx context.Context, th state.Thread, p *Plan, done
 }
 
 // act runs the plan's steps from start. After a restart (resumed) the
-// first of them is in doubt: it may have run just before the crash. A
+// first call among them is in doubt: it may have run just before the crash. A
 // handover in doubt is settled with thread_owner first; a message or a
 // notification in doubt is sent again (at most one repeat). It returns
 // how many steps are done and, if one failed, the failure; an error means
@@ -41,6 +41,15 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 			last = i
 		}
 	}
+	// The step in doubt is the first call at or after start: Done counts
+	// steps, and the ones before a call (a tag, a postback) make none.
+	doubt := -1
+	for i := start; resumed && i < len(p.Steps) && p.Steps[i].Invalid == ""; i++ {
+		if p.Steps[i].effect() {
+			doubt = i
+			break
+		}
+	}
 	for i := start; i < len(p.Steps); i++ {
 		st := &p.Steps[i]
 		if st.Invalid != "" {
@@ -50,7 +59,7 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 		if !st.effect() {
 			continue
 		}
-		if resumed && i == start && d.alreadyDone(ctx, ev, st) {
+		if i == doubt && d.alreadyDone(ctx, ev, st) {
 			p.Results[i].At = d.opts.Clock.Now()
 		} else if res, err := d.effect(ctx, p, ev, st); err != nil {
 			if ctx.Err() != nil {

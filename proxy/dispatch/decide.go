@@ -20,6 +20,10 @@ type decider struct {
 	appID          string
 	forwardStandby bool
 	set            *policies.Set // one snapshot for the whole decision
+	// current reports whether a fired timer (kind, due in unix ms) is
+	// still armed as it fired, not cancelled or re-armed by a decision
+	// queued before its event; nil: always.
+	current func(kind string, due int64) bool
 }
 
 // work is a thread's state as a decision, and later its settlement,
@@ -28,6 +32,7 @@ type work struct {
 	seq       uint64
 	ev        *messenger.Event
 	now       time.Time
+	enqueued  time.Time // when Baton accepted the event
 	thread    state.Thread
 	changes   []state.Change
 	timers    []state.Timer
@@ -61,13 +66,17 @@ func (w *work) record(kind string, r state.Reason) {
 // otherwise, Baton honours that.
 const pageInboxAppID = "263902037430900"
 
-// at is when the event happened by the platform's clock, or now when it
-// carries no timestamp.
-func at(ev *messenger.Event, now time.Time) time.Time {
-	if ev.Timestamp > 0 {
-		return time.UnixMilli(ev.Timestamp)
+// at is when the event happened by the platform's clock or, when it
+// carries no timestamp, when Baton accepted it (what stale compares such
+// an event with), else now.
+func (w *work) at() time.Time {
+	switch {
+	case w.ev.Timestamp > 0:
+		return time.UnixMilli(w.ev.Timestamp)
+	case !w.enqueued.IsZero():
+		return w.enqueued
 	}
-	return now
+	return w.now
 }
 
 // stale reports an event that happened before the thread's last change of
@@ -88,7 +97,7 @@ func stale(ev *messenger.Event, enqueued time.Time, th *state.Thread) bool {
 // decide makes the plan for one queue item.
 func (dc *decider) decide(q state.Queued, ev *messenger.Event, th state.Thread, now time.Time) *Plan {
 	p := &Plan{Seq: q.Seq, Now: now, Before: th.Owner, AtEvent: th.Owner}
-	w := &work{seq: q.Seq, ev: ev, now: now, thread: th}
+	w := &work{seq: q.Seq, ev: ev, now: now, enqueued: q.Enqueued, thread: th}
 	if ev.Kind == messenger.KindTimer {
 		dc.decideTimer(p, w)
 		p.Thread, p.Changes = w.thread, w.changes
@@ -237,7 +246,7 @@ func (dc *decider) ownerAtEvent(w *work, before state.Owner, isStale bool) state
 // later event that happened before it is known to be stale.
 func (dc *decider) observe(w *work, isStale bool) {
 	ev := w.ev
-	when := at(ev, w.now)
+	when := w.at()
 	switch ev.Kind {
 	case messenger.KindText, messenger.KindQuickReply, messenger.KindPostback, messenger.KindReferral, messenger.KindOptin:
 		w.thread.LastUser = when
@@ -290,6 +299,12 @@ func (dc *decider) observe(w *work, isStale bool) {
 // keep-alive. Timer events never go to the bot.
 func (dc *decider) decideTimer(p *Plan, w *work) {
 	ev := w.ev
+	if dc.current != nil && !dc.current(ev.Text, ev.Timestamp) {
+		// Voided: an event queued before this one cancelled the timer or
+		// armed it again (the bot answered, the agent wrote, ...).
+		p.TimerVoided = true
+		return
+	}
 	p.Timer = ev.Text
 	switch ev.Text {
 	case timerPassAfter:

@@ -62,6 +62,9 @@ func (d *Dispatcher) deliverThread(w *worker) {
 				d.park(w, d.opts.Retry.Delay(1))
 				return
 			}
+			// Read again if a decision landed during the read (its parcel
+			// went to the store, and nobody else will deliver it).
+			continue
 		}
 		d.mu.Lock()
 		if len(w.outbox) == 0 || d.ctx.Err() != nil {
