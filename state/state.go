@@ -305,6 +305,9 @@ type Timers interface {
 	// threads' queues, as the records makeRecord builds, in one atomic
 	// commit, and returns the threads that received an event. A store
 	// that announces its queue appends (badgerstore) announces these too.
+	// A fired timer never fires again but stays listed by ThreadTimers
+	// until a completion cancels or re-arms it: whoever decides its event
+	// can tell whether an earlier decision voided it meanwhile.
 	FireDue(ctx context.Context, now time.Time, max int, makeRecord func(Timer) []byte) ([]ThreadKey, error)
 	// ThreadTimers lists a thread's armed timers.
 	ThreadTimers(ctx context.Context, thread ThreadKey) ([]Timer, error)

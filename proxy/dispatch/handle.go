@@ -53,6 +53,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		return nil, d.opts.Store.Complete(ctx, state.Completion{Thread: q.Thread, Seq: q.Seq, DeadLetter: "unreadable: " + err.Error()})
 	}
 	set := d.opts.Policies()
+	timers := &threadTimers{d: d, ctx: ctx, key: q.Thread}
 	var p *Plan
 	start, resumed := 0, false
 	if j := th.Journal; j != nil && j.Seq == q.Seq {
@@ -66,7 +67,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		}
 	}
 	if p == nil {
-		dc := decider{appID: d.opts.AppID, forwardStandby: d.opts.ForwardStandby, set: set}
+		dc := decider{appID: d.opts.AppID, forwardStandby: d.opts.ForwardStandby, set: set, current: timers.current}
 		p = dc.decide(q, &ev, th, d.opts.Clock.Now())
 		d.report(p, &ev)
 		if p.Thread.Owner != th.Owner {
@@ -83,7 +84,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	if err != nil {
 		return nil, err
 	}
-	sl := settler{appID: d.opts.AppID, set: set, armed: d.armedLookup(ctx, q.Thread)}
+	sl := settler{appID: d.opts.AppID, set: set, armed: timers.firstArmed}
 	out := sl.settle(p, &ev, done, fail)
 	for _, h := range out.handovers {
 		d.logHandover(&ev, p.Seq, h.from, h.to, h.rule)
@@ -121,26 +122,46 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	return pc, nil
 }
 
-// armedLookup reads the thread's timers once, when a decision first needs
-// one's first-armed time.
-func (d *Dispatcher) armedLookup(ctx context.Context, key state.ThreadKey) func(string) time.Time {
-	var armed map[string]time.Time
-	return func(kind string) time.Time {
-		if armed == nil {
-			armed = map[string]time.Time{}
-			timers, err := d.opts.Store.ThreadTimers(ctx, key)
-			if err != nil {
-				d.log.Warn("reading thread timers", zap.Stringer("thread", key), zap.Error(err))
-			}
-			for _, t := range timers {
-				var td timerData
-				if json.Unmarshal(t.Data, &td) == nil && td.Armed > 0 {
-					armed[t.Kind] = time.UnixMilli(td.Armed)
-				}
-			}
-		}
-		return armed[kind]
+// threadTimers reads the thread's timers once, when a decision first
+// needs them: when each was first armed (for timers that slide up to a
+// cap) and when each is due (to tell a fired timer from one voided since).
+type threadTimers struct {
+	d     *Dispatcher
+	ctx   context.Context
+	key   state.ThreadKey
+	armed map[string]time.Time
+	due   map[string]time.Time
+}
+
+func (tt *threadTimers) load() {
+	if tt.armed != nil {
+		return
 	}
+	tt.armed, tt.due = map[string]time.Time{}, map[string]time.Time{}
+	timers, err := tt.d.opts.Store.ThreadTimers(tt.ctx, tt.key)
+	if err != nil {
+		tt.d.log.Warn("reading thread timers", zap.Stringer("thread", tt.key), zap.Error(err))
+	}
+	for _, t := range timers {
+		tt.due[t.Kind] = t.Due
+		var td timerData
+		if json.Unmarshal(t.Data, &td) == nil && td.Armed > 0 {
+			tt.armed[t.Kind] = time.UnixMilli(td.Armed)
+		}
+	}
+}
+
+func (tt *threadTimers) firstArmed(kind string) time.Time {
+	tt.load()
+	return tt.armed[kind]
+}
+
+// current reports whether the timer of kind that fired due at (unix ms)
+// is still the thread's: not cancelled or re-armed since.
+func (tt *threadTimers) current(kind string, at int64) bool {
+	tt.load()
+	due, ok := tt.due[kind]
+	return ok && due.UnixMilli() == at
 }
 
 // report logs and counts what a decision matched.

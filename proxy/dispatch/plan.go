@@ -37,6 +37,9 @@ type Plan struct {
 	// TimerKind the timeout it belongs to, for the cancel after it fired.
 	Timer     string `json:"timer,omitempty"`
 	TimerKind string `json:"timer_kind,omitempty"`
+	// TimerVoided says the timer was cancelled or re-armed after it fired:
+	// its event does nothing, and what is armed now stays.
+	TimerVoided bool `json:"timer_voided,omitempty"`
 	// For logs and metrics only: not journaled.
 	Rules   []policies.Match  `json:"-"`
 	Rule    string            `json:"-"`

@@ -80,6 +80,10 @@ func (sl *settler) settle(p *Plan, ev *messenger.Event, done int, fail *failure)
 	switch {
 	case ev.Kind == messenger.KindTimer:
 		forward = false
+		if !p.TimerVoided {
+			// The fired timer stays stored until its event is settled.
+			w.cancelled = append(w.cancelled, ev.Text)
+		}
 		switch {
 		case p.Timer == timerPassAfter && ok && len(p.Steps) > 0:
 			w.record("request_honoured", state.Reason{Rule: p.Steps[0].Rule, Actor: "baton", Note: "passed to " + p.Steps[0].Target + " after the delay"})

@@ -25,7 +25,9 @@ type fireJob struct {
 }
 
 // FireDue moves up to max timers due at or before now into their threads'
-// queues, atomically with removing them. The timer events are announced
+// queues, atomically with taking them out of the due index: a fired timer
+// stays listed by ThreadTimers until a completion cancels it (see
+// state.Timers). The timer events are announced
 // (Options.Announce) with the rest of their group commit, in queue order,
 // like enqueued events; the threads returned are for callers that do not
 // listen to the announcements.
@@ -89,9 +91,10 @@ func (s *Store) applyFire(w *writer, f *fireJob, seq *uint64, b *batchState) err
 		case !errors.Is(err, badger.ErrKeyNotFound):
 			return fmt.Errorf("read timer: %w", err)
 		}
-		if err := w.delete(tk); err != nil {
-			return err
-		}
+		// Only the index entry goes: the timer stays, fired, until the
+		// decision on its event removes it. A decision queued before that
+		// event can still cancel or re-arm it, and the event then finds
+		// it gone or due later, and knows it was voided.
 		if err := w.delete(d.key); err != nil {
 			return err
 		}
