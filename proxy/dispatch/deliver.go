@@ -3,6 +3,7 @@ package dispatch
 import (
 	"container/heap"
 	"errors"
+	"hash/fnv"
 	"strconv"
 	"sync"
 	"time"
@@ -37,15 +38,24 @@ func (pc *parcel) size() int {
 }
 
 // DeliveryID is the id of a parcel's i-th record, sent to the bot in
-// forward.DeliveryHeader: the queue item's sequence number, which stays
-// the same across retries and restarts, and the record's place in the
-// item after the first.
-func DeliveryID(seq uint64, i int) string {
-	id := strconv.FormatUint(seq, 10)
+// forward.DeliveryHeader: the queue item's sequence number, the record's
+// place in the item after the first, and a hash of the record. It stays
+// the same across retries and restarts. The hash keeps two events apart
+// if a power loss took back sequence numbers that were never synced
+// (events reach the bot before their sync): the event then acknowledged
+// under a reused number is another one, and a bot that drops ids it has
+// seen must not drop it.
+func DeliveryID(seq uint64, i int, record []byte) string {
+	b := strconv.AppendUint(make([]byte, 0, 32), seq, 10)
 	if i > 0 {
-		id += "." + strconv.Itoa(i)
+		b = append(b, '.')
+		b = strconv.AppendInt(b, int64(i), 10)
 	}
-	return id
+	h := fnv.New32a()
+	h.Write(record)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, uint64(h.Sum32()), 36)
+	return string(b)
 }
 
 // deliverThread delivers the thread's decided items in order until its
@@ -97,7 +107,7 @@ func (d *Dispatcher) deliverThread(w *worker) {
 		c := state.Completion{Thread: w.key, Seq: pc.seq, Lazy: true}
 		if pc.rejected != "" {
 			c.DeadLetter = pc.rejected
-			c.Changes = []state.Change{{At: d.opts.Clock.Now(), Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: DeliveryID(pc.seq, 0)}}}
+			c.Changes = []state.Change{{At: d.opts.Clock.Now(), Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: strconv.FormatUint(pc.seq, 10)}}}
 		}
 		if err := d.commitNow(d.io, c); err != nil {
 			d.log.Error("delivery not committed; the item will be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
@@ -172,7 +182,8 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	}
 	buf := envelopes.Get().(*[]byte)
 	body := messenger.AppendEnvelope((*buf)[:0], &ev)
-	err := d.opts.Bot.Try(d.io, DeliveryID(pc.seq, pc.sent), body)
+	id := DeliveryID(pc.seq, pc.sent, pc.records[pc.sent])
+	err := d.opts.Bot.Try(d.io, id, body)
 	if cap(body) <= maxPooledEnvelope {
 		*buf = body
 		envelopes.Put(buf)
@@ -186,7 +197,7 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 			return err
 		}
 		d.opts.Metrics.BotRejected.Inc()
-		d.log.Error("bot rejected event, set aside", zap.Stringer("thread", w.key), zap.String("delivery", DeliveryID(pc.seq, pc.sent)), zap.Error(err))
+		d.log.Error("bot rejected event, set aside", zap.Stringer("thread", w.key), zap.String("delivery", id), zap.Error(err))
 		pc.rejected = err.Error()
 	default:
 		return err

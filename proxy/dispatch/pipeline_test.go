@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -246,7 +247,7 @@ func TestDeliveryIDIsStableAcrossARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, it := range q {
-		if got := DeliveryID(it.Seq, 0); got != first {
+		if got := DeliveryID(it.Seq, 0, it.Record); got != first {
 			t.Errorf("queued item #%d would be delivered as %q; the first delivery was %q", it.Seq, got, first)
 		}
 	}
@@ -343,5 +344,20 @@ func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
 	}
 	if n := r.d.WaitingForBot(); n != 0 {
 		t.Errorf("%d threads still counted as waiting for the bot", n)
+	}
+}
+
+// Delivery ids stay the same for the same record and differ for another
+// record under the same sequence number (one a power loss gave out again).
+func TestDeliveryIDsTellEventsApart(t *testing.T) {
+	a, b := []byte("one event"), []byte("another event")
+	if DeliveryID(7, 0, a) != DeliveryID(7, 0, bytes.Clone(a)) {
+		t.Error("the same record got two ids")
+	}
+	if DeliveryID(7, 0, a) == DeliveryID(7, 0, b) {
+		t.Error("two records under one sequence number got the same id")
+	}
+	if DeliveryID(7, 0, a) == DeliveryID(7, 1, a) || strings.Contains(DeliveryID(7, 1, a), ",") {
+		t.Errorf("ids %q and %q", DeliveryID(7, 0, a), DeliveryID(7, 1, a))
 	}
 }
