@@ -326,9 +326,9 @@ loop:
 		case serveErr = <-a.served:
 			break loop
 		case err := <-a.fatal:
-			serveErr = fmt.Errorf("storage failed, stopping so a restart recovers from the disk: %w", err)
 			a.log.Error("storage failed: no more acknowledgements; stopping", zap.Error(err))
-			break loop
+			a.Close()
+			return fmt.Errorf("storage failed, stopping so that a restart recovers from the disk: %w", err)
 		}
 	}
 	a.log.Info("baton stopping")
