@@ -128,6 +128,8 @@ func (d *Dispatcher) effect(ctx context.Context, p *Plan, ev *messenger.Event, s
 		return Result{At: d.opts.Clock.Now()}, nil
 	}
 	switch {
+	case st.Lookup:
+		return Result{Owner: d.lookupOwner(ctx, ev)}, nil
 	case st.KeepAlive:
 		now := d.opts.Clock.Now()
 		if o, err := d.opts.Graph.ThreadOwner(ctx, page, user); err == nil && o.Expiration.After(now.Add(keepAliveMargin)) {

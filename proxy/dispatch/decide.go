@@ -38,6 +38,8 @@ type work struct {
 	timers    []state.Timer
 	cancelled []string
 	toBot     []messenger.Event
+	// lookup asks for a thread_owner lookup before the plan's steps.
+	lookup bool
 }
 
 func (w *work) eventID() string { return eventID(w.ev, w.seq) }
@@ -126,6 +128,9 @@ func (dc *decider) decide(q state.Queued, ev *messenger.Event, th state.Thread, 
 		p.Enforced, p.InboxDefault = true, true
 		p.Steps = dc.steps(w, "default:honour-inbox-request",
 			[]policies.Action{{Kind: policies.ActionPass, App: policies.Requester, Reason: "the Page Inbox asked for the thread"}})
+	}
+	if w.lookup {
+		p.Steps = append([]Step{{Rule: "thread_owner", Lookup: true}}, p.Steps...)
 	}
 	p.Thread, p.Changes = w.thread, w.changes
 	return p
@@ -257,10 +262,10 @@ func (dc *decider) observe(w *work, isStale bool) {
 		case isStale:
 		case ev.Channel == messenger.Messaging:
 			if w.thread.Owner.Kind != state.OwnerBot {
-				w.setOwner(state.Owner{Kind: state.OwnerBot}, state.Reason{Actor: "platform", Note: "user event delivered on messaging[]"}, when)
+				w.fromChannel(state.Owner{Kind: state.OwnerBot}, state.Reason{Actor: "platform", Note: "user event delivered on messaging[]"}, when)
 			}
 		case w.thread.Owner.Kind != state.OwnerApp:
-			w.setOwner(state.Owner{Kind: state.OwnerApp}, state.Reason{Actor: "platform", Note: "user event delivered on standby[]"}, when)
+			w.fromChannel(state.Owner{Kind: state.OwnerApp}, state.Reason{Actor: "platform", Note: "user event delivered on standby[]"}, when)
 		}
 	case messenger.KindEcho:
 		if ev.AppID == dc.appID {
@@ -269,7 +274,7 @@ func (dc *decider) observe(w *work, isStale bool) {
 		}
 		w.thread.LastOther = when
 		if ev.AppID != "" && !isStale {
-			w.setOwner(state.Owner{Kind: state.OwnerApp, AppID: ev.AppID}, state.Reason{Actor: ev.AppID, Note: "another app or a person replied"}, when)
+			w.fromChannel(state.Owner{Kind: state.OwnerApp, AppID: ev.AppID}, state.Reason{Actor: ev.AppID, Note: "another app or a person replied"}, when)
 		}
 	case messenger.KindPassThreadControl:
 		to := state.Owner{Kind: state.OwnerBot}
@@ -292,6 +297,25 @@ func (dc *decider) observe(w *work, isStale bool) {
 	case messenger.KindRequestThreadControl:
 		w.record("request", state.Reason{Actor: ev.AppID, Note: "request_thread_control: " + ev.Metadata})
 	}
+}
+
+// skew is how far Baton's clock, which stamps its own handovers, and
+// Meta's, which stamps events, may be apart.
+const skew = 2 * time.Second
+
+// fromChannel moves the owner as a fresh event shows it, unless the event
+// came so soon after a handover Baton stamped itself that the two clocks
+// cannot order them: that contradiction is settled with thread_owner
+// (the plan's first step) rather than by trusting either.
+func (w *work) fromChannel(to state.Owner, r state.Reason, when time.Time) {
+	if w.thread.Owner == to {
+		return
+	}
+	if since := w.thread.Since; !since.IsZero() && w.thread.Reason.Actor == "baton" && when.Sub(since) < skew {
+		w.lookup = true
+		return
+	}
+	w.setOwner(to, r, when)
 }
 
 // decideTimer plans a timer event: the warning or the timeout's actions if

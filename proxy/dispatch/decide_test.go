@@ -54,6 +54,12 @@ func TestDecide(t *testing.T) {
 			steps:  "", forward: true, observed: bot,
 		},
 		{
+			name:   "a message on messaging just after Baton's own pass is settled with thread_owner",
+			thread: state.Thread{Owner: agent, Since: now.Add(-500 * time.Millisecond), Reason: state.Reason{Actor: "baton"}},
+			ev:     text(t, messenger.Messaging, "u", "m1", "hi", now),
+			steps:  "thread_owner", forward: true, observed: agent,
+		},
+		{
 			name:   "a message older than the last change of owner is stale",
 			thread: state.Thread{Owner: agent, Since: now},
 			ev:     text(t, messenger.Messaging, "u", "m1", "hi", now.Add(-time.Second)),
@@ -91,7 +97,11 @@ func TestDecide(t *testing.T) {
 			p := dc.decide(state.Queued{Thread: key("u"), Seq: 7, Enqueued: now}, &tc.ev, tc.thread, now)
 			var kinds []string
 			for _, st := range p.Steps {
-				kinds = append(kinds, st.Action.Kind.String())
+				k := st.Action.Kind.String()
+				if st.Lookup {
+					k = "thread_owner"
+				}
+				kinds = append(kinds, k)
 			}
 			if got := strings.Join(kinds, " "); got != tc.steps {
 				t.Errorf("steps %q; want %q", got, tc.steps)

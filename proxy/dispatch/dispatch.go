@@ -79,11 +79,14 @@ type Options struct {
 	// busy threads cost a few hundred goroutines, not one per thread.
 	Runners    int
 	Deliverers int
-	// PendingBytes bounds the announced events kept in memory and the
-	// decided ones waiting for the bot, together (default 16 MiB); beyond it,
-	// threads read their events back from the store, a few at a time
-	// (headMax), so a long bot outage costs disk, not memory.
+	// PendingBytes bounds the announced events kept in memory (default
+	// 16 MiB), and OutboxBytes the decided ones waiting for the bot
+	// (default 2 MiB: enough to keep every delivery runner busy); beyond
+	// them, threads read their events back from the store, a few at a time
+	// (headMax), so a long bot outage or a restart's backlog costs disk
+	// reads, not memory.
 	PendingBytes int
+	OutboxBytes  int
 	Clock        clock.Clock
 	Logger       *zap.Logger
 	Metrics      *metrics.Metrics // default: a private registry
@@ -106,10 +109,8 @@ type Dispatcher struct {
 	parked  parking                     // threads waiting out a delivery backoff; guarded by mu
 	waiting int                         // threads with a non-empty outbox; guarded by mu
 	// pendingBytes is the size of the records held in workers' pending
-	// lists, and outboxBytes of the parcels in their outboxes; parcels are
-	// kept only while the two stay under Options.PendingBytes (memory for
-	// announced events comes first: they are about to be decided). Guarded
-	// by mu.
+	// lists, kept under Options.PendingBytes, and outboxBytes of the
+	// parcels in their outboxes, under Options.OutboxBytes. Guarded by mu.
 	pendingBytes int
 	outboxBytes  int
 	wg           sync.WaitGroup
@@ -198,6 +199,9 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	}
 	if opts.PendingBytes <= 0 {
 		opts.PendingBytes = 16 << 20
+	}
+	if opts.OutboxBytes <= 0 {
+		opts.OutboxBytes = 2 << 20
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -508,7 +512,7 @@ func (d *Dispatcher) decided(w *worker, q state.Queued, pc *parcel) {
 	// Past the budget the parcel stays in the store only: the delivery
 	// cursor reads it back in its turn. Later parcels of the thread follow
 	// it there, so the order holds.
-	if size := pc.size(); w.spilled || d.pendingBytes+d.outboxBytes+size > d.opts.PendingBytes {
+	if size := pc.size(); w.spilled || d.outboxBytes+size > d.opts.OutboxBytes {
 		w.spilled = true
 	} else {
 		w.outbox = append(w.outbox, pc)

@@ -299,7 +299,7 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // memory budget: the rest stay in the store, and the delivery cursor reads
 // them back in order when the bot returns.
 func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
-	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) { o.PendingBytes = 4000 })
+	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) { o.PendingBytes, o.OutboxBytes = 4000, 4000 })
 	r.bot.setDown(true)
 	now := r.clock.Now()
 	var evs []messenger.Event
@@ -359,5 +359,31 @@ func TestDeliveryIDsTellEventsApart(t *testing.T) {
 	}
 	if DeliveryID(7, 0, a) == DeliveryID(7, 1, a) || strings.Contains(DeliveryID(7, 1, a), ",") {
 		t.Errorf("ids %q and %q", DeliveryID(7, 0, a), DeliveryID(7, 1, a))
+	}
+}
+
+// A message on messaging[] a moment after Baton's own pass, too close for
+// the two clocks to order (Baton stamps its pass, Meta the message): the
+// platform is asked who owns the thread, and its answer stands.
+func TestContradictionIsSettledWithThreadOwner(t *testing.T) {
+	r := newRig(t, handoffPolicy, nil)
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "agent", r.clock.Now()))
+	r.until("the pass", func() bool { return r.thread("u").Owner.Kind == state.OwnerApp })
+	r.clock.Advance(500 * time.Millisecond)
+	r.enqueue(text(t, messenger.Messaging, "u", "m2", "hello?", r.clock.Now()))
+	r.until("the lookup", func() bool { return r.graph.count("thread_owner") == 1 })
+	r.until("both decided", func() bool { return r.d.Active() == 0 })
+	if o := r.thread("u").Owner; o.Kind != state.OwnerApp || o.AppID != agentApp {
+		t.Errorf("owner %v; the platform says the agent owns the thread", o)
+	}
+	// Well after the change the channel is trusted again, without a call.
+	r.clock.Advance(3 * time.Second)
+	r.enqueue(text(t, messenger.Messaging, "u", "m3", "still there?", r.clock.Now()))
+	r.until("decided", func() bool { return r.bot.has("u", "still there?") })
+	if o := r.thread("u").Owner; o.Kind != state.OwnerBot {
+		t.Errorf("owner %v after a message on messaging[]; want the bot", o)
+	}
+	if n := r.graph.count("thread_owner"); n != 1 {
+		t.Errorf("thread_owner called %d times; want once", n)
 	}
 }

@@ -70,6 +70,9 @@ type Step struct {
 	// again after extending, for the next lapse.
 	Activity []byte `json:"activity,omitempty"`
 	Rearm    bool   `json:"rearm,omitempty"`
+	// Lookup asks the platform who owns the thread (thread_owner), when
+	// the event contradicts the last change of owner too closely to tell.
+	Lookup bool `json:"lookup,omitempty"`
 }
 
 // Result is what a finished step's effect reported.
@@ -83,6 +86,8 @@ type Result struct {
 	Extended time.Duration `json:"extended,omitempty"`
 	// Err is a failure that does not stop the plan (a notification).
 	Err string `json:"err,omitempty"`
+	// Owner is who thread_owner said owns the thread (nil: it could not say).
+	Owner *state.Owner `json:"owner,omitempty"`
 }
 
 // effect reports whether the step calls something outside Baton.
@@ -90,7 +95,7 @@ func (st *Step) effect() bool {
 	if st.Skip != "" || st.Invalid != "" {
 		return false
 	}
-	if st.KeepAlive {
+	if st.KeepAlive || st.Lookup {
 		return true
 	}
 	switch st.Action.Kind {

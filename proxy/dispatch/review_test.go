@@ -116,7 +116,7 @@ func (r *rig) maxQueued(user string) uint64 {
 func TestReviewDecisionDuringAnEmptyReadBackIsNeverDelivered(t *testing.T) {
 	var hh *headHook
 	r := newRig(t, handoffPolicy, func(r *rig, o *Options) {
-		o.PendingBytes = 1 // every parcel is read back from the store
+		o.PendingBytes, o.OutboxBytes = 1, 1 // every parcel is read back from the store
 		hh = &headHook{Store: o.Store, r: r}
 		o.Store = hh
 	})

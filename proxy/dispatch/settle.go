@@ -148,6 +148,10 @@ func apply(w *work, st *Step, r Result) {
 	}
 	request := w.ev.Kind == messenger.KindRequestThreadControl
 	switch {
+	case st.Lookup:
+		if r.Owner != nil {
+			w.setOwner(*r.Owner, state.Reason{Actor: "platform", Note: "thread_owner lookup: the event's channel contradicted the last change of owner"}, confirmed)
+		}
 	case st.KeepAlive:
 		if r.Extended > 0 {
 			w.record("extended", state.Reason{Rule: "keep_alive", Actor: "baton", Note: r.Extended.String()})
