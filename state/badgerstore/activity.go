@@ -149,9 +149,9 @@ func sameFeedback(a, b state.Feedback) bool {
 	return a.At.Equal(b.At) && a.Question == b.Question && a.Type == b.Type && a.Score == b.Score && a.Text == b.Text
 }
 
-// flushActivity writes the cached threads whose activity times, recent
-// messages or Decided on disk trail, so a clean shutdown loses none of
-// them. Called after the committer stopped.
+// flushActivity writes the cached (and evicted, not yet written) threads
+// whose activity times, recent messages or Decided on disk trail, so a
+// clean shutdown loses none of them. Called after the committer stopped.
 func (s *Store) flushActivity() error {
 	var behind []state.Thread
 	for _, key := range s.cache.Keys() {
@@ -159,6 +159,13 @@ func (s *Store) flushActivity() error {
 			behind = append(behind, ct.thread(key))
 		}
 	}
+	s.evictedMu.Lock()
+	for key, ct := range s.evicted {
+		if _, cached := s.cache.Peek(key); !cached {
+			behind = append(behind, ct.thread(key))
+		}
+	}
+	s.evictedMu.Unlock()
 	if len(behind) == 0 {
 		return nil
 	}

@@ -177,10 +177,12 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq, bigValues: &s.bigValues, threshold: s.valueThreshold}
 	s.stats.commits.Add(1)
 	b := &batchState{seen: map[string]struct{}{}, threads: map[state.ThreadKey]cachedThread{}}
+	evicted, err := s.writeEvicted(w)
 	for _, j := range batch {
-		if err = s.apply(w, j, &seq, b); err != nil {
+		if err != nil {
 			break
 		}
+		err = s.apply(w, j, &seq, b)
 	}
 	if err == nil {
 		err = w.commit()
@@ -199,13 +201,14 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 		// Thread states may have been partly written; forget cached copies
 		// so the next read sees what is really in Badger.
 		for key := range b.threads {
-			s.cache.Remove(key)
+			s.forget(key)
 		}
 		return wait, err
 	}
 	for key, t := range b.threads {
 		s.cache.Add(key, t)
 	}
+	s.settleEvicted(evicted, b)
 	if s.opts.Announce != nil && len(b.appended) > 0 {
 		s.opts.Announce(b.appended)
 	}

@@ -101,6 +101,11 @@ func (s *Store) settle(c *state.Completion) {
 	if i := slices.Index(u.removed, c.Seq); i >= 0 && removes(c) {
 		u.removed = slices.Delete(u.removed, i, i+1)
 	}
+	if c.State != nil && u.state == c.State {
+		// Written: the cache holds this state or a newer one, maybe from a
+		// completion that was not lazy and so never passed through here.
+		u.state = nil
+	}
 	if u.jobs--; u.jobs <= 0 {
 		delete(s.unsynced, c.Thread)
 	}

@@ -21,6 +21,9 @@ func (s *Store) Thread(ctx context.Context, key state.ThreadKey) (state.Thread, 
 	if ct, ok := s.cache.Get(key); ok {
 		return ct.thread(key), nil
 	}
+	if ct, ok := s.evictedThread(key); ok {
+		return ct.thread(key), nil
+	}
 	t := state.Thread{Key: key}
 	err := s.db.View(func(txn *badger.Txn) error {
 		item, err := txn.Get(threadPrefix(spaceThread, key))

@@ -126,6 +126,11 @@ type Store struct {
 	bigValues      atomic.Bool
 	valueThreshold int64 // Badger's, fixed at Open
 
+	// evicted are threads that left the cache with their stored copy
+	// trailing, until the next group commit writes them (evicted.go).
+	evictedMu sync.Mutex
+	evicted   map[state.ThreadKey]cachedThread
+
 	// unsynced holds what lazy completions have promised but the
 	// committer has not yet written: readers see it before the cache.
 	unsyncedMu sync.Mutex
@@ -231,13 +236,14 @@ func Open(opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open badger in %s: %w", opts.Dir, err)
 	}
-	cache, err := lru.New[state.ThreadKey, cachedThread](opts.CacheSize)
+	var s *Store
+	cache, err := lru.NewWithEvict[state.ThreadKey, cachedThread](opts.CacheSize, func(k state.ThreadKey, ct cachedThread) { s.onEvict(k, ct) })
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("thread cache: %w", err)
 	}
-	s := &Store{
-		db: db, cache: cache, opts: opts, log: log,
+	s = &Store{
+		db: db, cache: cache, opts: opts, log: log, evicted: map[state.ThreadKey]cachedThread{},
 		jobs: make(chan *job, 4*opts.MaxBatch), quit: make(chan struct{}),
 		done: make(chan struct{}), gcDone: make(chan struct{}),
 		unsynced: map[state.ThreadKey]*unsyncedThread{}, lazyReady: make(chan struct{}, 1),
@@ -492,7 +498,7 @@ func (s *Store) ImportThreads(ctx context.Context, threads []state.Thread) error
 		return err
 	}
 	for _, t := range threads {
-		s.cache.Remove(t.Key)
+		s.forget(t.Key)
 	}
 	if err := s.writeThreads(threads); err != nil {
 		return fmt.Errorf("import threads: %w", err)
