@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -132,7 +133,10 @@ func (d *Dispatcher) effect(ctx context.Context, p *Plan, ev *messenger.Event, s
 		return Result{Owner: d.lookupOwner(ctx, ev)}, nil
 	case st.KeepAlive:
 		now := d.opts.Clock.Now()
-		if o, err := d.opts.Graph.ThreadOwner(ctx, page, user); err == nil && o.Expiration.After(now.Add(keepAliveMargin)) {
+		// Re-armed only if that is well after now: the timer fired up to
+		// the scheduler's lead early, and a re-arm at its own due time
+		// would fire again at once.
+		if o, err := d.opts.Graph.ThreadOwner(ctx, page, user); err == nil && o.Expiration.After(now.Add(keepAliveMargin+time.Minute)) {
 			return Result{Rearm: o.Expiration.Add(-keepAliveMargin)}, nil
 		}
 		if err := d.opts.Graph.ExtendThreadControl(ctx, page, user, a.Duration); err != nil {

@@ -37,22 +37,19 @@ func (pc *parcel) size() int {
 	return n
 }
 
-// DeliveryID is the id of a parcel's i-th record, sent to the bot in
-// forward.DeliveryHeader: the queue item's sequence number, the record's
-// place in the item after the first, and a hash of the record. It stays
-// the same across retries and restarts. The hash keeps two events apart
-// if a power loss took back sequence numbers that were never synced
-// (events reach the bot before their sync): the event then acknowledged
-// under a reused number is another one, and a bot that drops ids it has
-// seen must not drop it.
-func DeliveryID(seq uint64, i int, record []byte) string {
-	b := strconv.AppendUint(make([]byte, 0, 32), seq, 10)
-	if i > 0 {
-		b = append(b, '.')
-		b = strconv.AppendInt(b, int64(i), 10)
-	}
+// DeliveryID is the id of a queue item's record, sent to the bot in
+// forward.DeliveryHeader: the item's sequence number and a hash of the
+// record (an item may carry several: the event, postbacks for the bot).
+// It stays the same across retries and restarts, and whatever is left of
+// the item to deliver. The hash also keeps two events apart if a power
+// loss took back sequence numbers that were never synced (events reach
+// the bot before their sync): the event then acknowledged under a reused
+// number is another one, and a bot that drops ids it has seen must not
+// drop it.
+func DeliveryID(seq uint64, record []byte) string {
 	h := fnv.New32a()
 	h.Write(record)
+	b := strconv.AppendUint(make([]byte, 0, 32), seq, 10)
 	b = append(b, '-')
 	b = strconv.AppendUint(b, uint64(h.Sum32()), 36)
 	return string(b)
@@ -91,6 +88,7 @@ func (d *Dispatcher) deliverThread(w *worker) {
 			if err == nil {
 				continue
 			}
+			d.keepProgress(w, pc)
 			if d.io.Err() != nil {
 				d.mu.Lock()
 				w.delivering = false
@@ -122,6 +120,30 @@ func (d *Dispatcher) deliverThread(w *worker) {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// keepProgress commits what is left of a parcel the bot took part of
+// (the event but not yet a postback after it) before the thread parks or
+// stops: a restart then does not deliver the first part again.
+func (d *Dispatcher) keepProgress(w *worker, pc *parcel) {
+	if pc.sent == 0 || pc.sent >= len(pc.records) {
+		return
+	}
+	rest := pc.records[pc.sent:]
+	if err := d.commitNow(d.io, state.Completion{Thread: w.key, Seq: pc.seq, Outbox: rest}); err != nil {
+		d.log.Error("delivery progress not committed; the delivered part may be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.outboxBytes -= pc.size()
+	if len(pc.events) > pc.sent {
+		pc.events = pc.events[pc.sent:]
+	} else {
+		pc.events = nil
+	}
+	pc.records, pc.sent = rest, 0
+	d.outboxBytes += pc.size()
 }
 
 // readBack fills an empty outbox with the thread's next decided items
@@ -182,7 +204,7 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	}
 	buf := envelopes.Get().(*[]byte)
 	body := messenger.AppendEnvelope((*buf)[:0], &ev)
-	id := DeliveryID(pc.seq, pc.sent, pc.records[pc.sent])
+	id := DeliveryID(pc.seq, pc.records[pc.sent])
 	err := d.opts.Bot.Try(d.io, id, body)
 	if cap(body) <= maxPooledEnvelope {
 		*buf = body

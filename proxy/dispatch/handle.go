@@ -66,6 +66,11 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 			d.log.Info("resuming a journaled plan", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Int("done", j.Done), zap.Int("steps", len(p.Steps)))
 		}
 	}
+	if p == nil && ev.Kind == messenger.KindTimer {
+		if timers.load(); timers.err != nil {
+			return nil, timers.err
+		}
+	}
 	if p == nil {
 		dc := decider{appID: d.opts.AppID, forwardStandby: d.opts.ForwardStandby, set: set, current: timers.current}
 		p = dc.decide(q, &ev, th, d.opts.Clock.Now())
@@ -86,6 +91,9 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	}
 	sl := settler{appID: d.opts.AppID, set: set, armed: timers.firstArmed}
 	out := sl.settle(p, &ev, done, fail)
+	if timers.err != nil {
+		return nil, timers.err // before the commit: the item is settled again
+	}
 	for _, h := range out.handovers {
 		d.logHandover(&ev, p.Seq, h.from, h.to, h.rule)
 	}
@@ -131,6 +139,9 @@ type threadTimers struct {
 	key   state.ThreadKey
 	armed map[string]time.Time
 	due   map[string]time.Time
+	// err is a failed read: the item is handled again, rather than
+	// decided on timers that only seem missing.
+	err error
 }
 
 func (tt *threadTimers) load() {
@@ -140,7 +151,8 @@ func (tt *threadTimers) load() {
 	tt.armed, tt.due = map[string]time.Time{}, map[string]time.Time{}
 	timers, err := tt.d.opts.Store.ThreadTimers(tt.ctx, tt.key)
 	if err != nil {
-		tt.d.log.Warn("reading thread timers", zap.Stringer("thread", tt.key), zap.Error(err))
+		tt.err = fmt.Errorf("read the timers of %s: %w", tt.key, err)
+		return
 	}
 	for _, t := range timers {
 		tt.due[t.Kind] = t.Due
