@@ -2,8 +2,8 @@ package dispatch
 
 import (
 	"container/heap"
+	"context"
 	"errors"
-	"hash/fnv"
 	"strconv"
 	"sync"
 	"time"
@@ -26,6 +26,15 @@ type parcel struct {
 	events   []messenger.Event
 	sent     int    // records the bot accepted (or refused for good)
 	rejected string // why the bot refused one for good
+	// one holds the record of a parcel that has just one (nearly all),
+	// so that records needs no allocation of its own.
+	one [1][]byte
+}
+
+// setRecord makes rec the parcel's only record.
+func (pc *parcel) setRecord(rec []byte) {
+	pc.one[0] = rec
+	pc.records = pc.one[:]
 }
 
 // size is roughly what the parcel holds in memory.
@@ -47,11 +56,15 @@ func (pc *parcel) size() int {
 // number is another one, and a bot that drops ids it has seen must not
 // drop it.
 func DeliveryID(seq uint64, record []byte) string {
-	h := fnv.New32a()
-	h.Write(record)
-	b := strconv.AppendUint(make([]byte, 0, 32), seq, 10)
+	// FNV-1a, 32 bits (hash/fnv's, without allocating a hasher per event).
+	h := uint32(2166136261)
+	for _, c := range record {
+		h = (h ^ uint32(c)) * 16777619
+	}
+	var buf [40]byte
+	b := strconv.AppendUint(buf[:0], seq, 10)
 	b = append(b, '-')
-	b = strconv.AppendUint(b, uint64(h.Sum32()), 36)
+	b = strconv.AppendUint(b, uint64(h), 36)
 	return string(b)
 }
 
@@ -102,12 +115,16 @@ func (d *Dispatcher) deliverThread(w *worker) {
 			d.park(w, d.opts.BotRetry.Delay(w.attempt))
 			return
 		}
-		c := state.Completion{Thread: w.key, Seq: pc.seq, Lazy: true}
-		if pc.rejected != "" {
-			c.DeadLetter = pc.rejected
-			c.Changes = []state.Change{{At: d.opts.Clock.Now(), Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: strconv.FormatUint(pc.seq, 10)}}}
+		var err error
+		if pc.rejected == "" {
+			// Lazy: a crash before the next sync delivers the item again
+			// (same id). The store takes it without waiting, whatever ctx.
+			err = d.opts.Store.Complete(context.Background(), state.Completion{Thread: w.key, Seq: pc.seq, Lazy: true})
+		} else {
+			err = d.commitNow(d.io, state.Completion{Thread: w.key, Seq: pc.seq, DeadLetter: pc.rejected,
+				Changes: []state.Change{{At: d.opts.Clock.Now(), Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: strconv.FormatUint(pc.seq, 10)}}}})
 		}
-		if err := d.commitNow(d.io, c); err != nil {
+		if err != nil {
 			d.log.Error("delivery not committed; the item will be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
 		}
 		d.mu.Lock()
@@ -161,9 +178,9 @@ func (d *Dispatcher) readBack(w *worker) error {
 		if q.Seq > decided {
 			break
 		}
-		pc := &parcel{seq: q.Seq, records: [][]byte{q.Record}}
-		if q.Decided {
-			pc.records = q.Outbox
+		pc := &parcel{seq: q.Seq, records: q.Outbox}
+		if !q.Decided {
+			pc.setRecord(q.Record)
 		}
 		back = append(back, pc)
 	}

@@ -45,7 +45,9 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		if q.Decided {
 			return &parcel{seq: q.Seq, records: q.Outbox}, nil
 		}
-		return &parcel{seq: q.Seq, records: [][]byte{q.Record}}, nil
+		pc := &parcel{seq: q.Seq}
+		pc.setRecord(q.Record)
+		return pc, nil
 	}
 	ev, err := decode(q)
 	if err != nil {
@@ -72,7 +74,10 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		}
 	}
 	if p == nil {
-		dc := decider{appID: d.opts.AppID, forwardStandby: d.opts.ForwardStandby, set: set, current: timers.current}
+		dc := decider{appID: d.opts.AppID, forwardStandby: d.opts.ForwardStandby, set: set}
+		if ev.Kind == messenger.KindTimer {
+			dc.current = timers.current
+		}
 		p = dc.decide(q, &ev, th, d.opts.Clock.Now())
 		d.report(p, &ev)
 		if p.Thread.Owner != th.Owner {
@@ -107,7 +112,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		pc = nil // the item leaves the queue
 	case len(out.deliver) == 1 && out.asIs:
 		c.Keep = true // delivered as it came
-		pc.records = [][]byte{q.Record}
+		pc.setRecord(q.Record)
 	default:
 		for i := range out.deliver {
 			c.Outbox = append(c.Outbox, messenger.EncodeRecord(&out.deliver[i]))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"hash/fnv"
 	"slices"
 	"strconv"
 	"strings"
@@ -360,5 +361,10 @@ func TestDeliveryIDsTellEventsApart(t *testing.T) {
 	}
 	if strings.ContainsAny(DeliveryID(7, a), ", ") {
 		t.Errorf("id %q would not survive the header's list", DeliveryID(7, a))
+	}
+	h := fnv.New32a()
+	h.Write(a)
+	if want := "7-" + strconv.FormatUint(uint64(h.Sum32()), 36); DeliveryID(7, a) != want {
+		t.Errorf("id %q; want %q (the sequence number and the record's FNV-1a)", DeliveryID(7, a), want)
 	}
 }
