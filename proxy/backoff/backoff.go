@@ -13,6 +13,17 @@ type Policy struct {
 	Min, Max time.Duration
 }
 
+// Or fills p's unset bounds from def.
+func (p Policy) Or(def Policy) Policy {
+	if p.Min <= 0 {
+		p.Min = def.Min
+	}
+	if p.Max <= 0 {
+		p.Max = def.Max
+	}
+	return p
+}
+
 // Delay returns the wait after failed attempt number attempt (1-based): a
 // ceiling that starts at Min and doubles per attempt up to Max, and a wait
 // drawn uniformly between half the ceiling (never below Min) and the

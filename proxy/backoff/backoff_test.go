@@ -26,3 +26,16 @@ func TestDelayGrowsWithinBounds(t *testing.T) {
 		t.Errorf("min == max gives %v", d)
 	}
 }
+
+func TestOrFillsOnlyUnsetBounds(t *testing.T) {
+	def := Policy{Min: time.Second, Max: time.Minute}
+	for _, c := range []struct{ in, want Policy }{
+		{Policy{}, def},
+		{Policy{Min: 5 * time.Millisecond}, Policy{Min: 5 * time.Millisecond, Max: time.Minute}},
+		{Policy{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}, Policy{Min: 5 * time.Millisecond, Max: 50 * time.Millisecond}},
+	} {
+		if got := c.in.Or(def); got != c.want {
+			t.Errorf("%+v.Or(%+v) = %+v; want %+v", c.in, def, got, c.want)
+		}
+	}
+}

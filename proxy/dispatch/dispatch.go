@@ -27,6 +27,7 @@ import (
 	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/graph"
 	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/proxy/notify"
@@ -69,9 +70,10 @@ type Options struct {
 	// default so an unchanged bot never talks over a human.
 	ForwardStandby bool
 	Retry          backoff.Policy // store errors; default 100ms..10s
-	// BotRetry is the backoff of a thread whose delivery failed (default
-	// 100ms..30s); MaxRejects how many refusals (4xx) set an event aside
-	// (default 5).
+	// BotRetry is the backoff of a thread whose delivery failed, and
+	// MaxRejects how many refusals (4xx) set an event aside; defaults
+	// forward.DefaultRetry and forward.DefaultMaxRejects, as for a
+	// forwarder that retries on its own.
 	BotRetry   backoff.Policy
 	MaxRejects int
 	// Runners bounds the goroutines deciding threads, and Deliverers the
@@ -179,14 +181,9 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.Retry.Min <= 0 {
 		opts.Retry = backoff.Policy{Min: 100 * time.Millisecond, Max: 10 * time.Second}
 	}
-	if opts.BotRetry.Min <= 0 {
-		opts.BotRetry.Min = 100 * time.Millisecond
-	}
-	if opts.BotRetry.Max <= 0 {
-		opts.BotRetry.Max = 30 * time.Second
-	}
+	opts.BotRetry = opts.BotRetry.Or(forward.DefaultRetry)
 	if opts.MaxRejects <= 0 {
-		opts.MaxRejects = 5
+		opts.MaxRejects = forward.DefaultMaxRejects
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}

@@ -26,9 +26,9 @@ func decode(q state.Queued) (messenger.Event, error) {
 	return messenger.DecodeRecord(q.Record)
 }
 
-// decided reports an item whose decision is already taken (before a
+// alreadyDecided reports an item whose decision is already taken (before a
 // restart): only its delivery is left.
-func decided(q state.Queued, th *state.Thread) bool {
+func alreadyDecided(q state.Queued, th *state.Thread) bool {
 	return q.Decided || (q.Seq != 0 && (q.Seq <= th.Decided || q.Seq == th.Handled))
 }
 
@@ -41,7 +41,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	if err != nil {
 		return nil, err
 	}
-	if decided(q, &th) {
+	if alreadyDecided(q, &th) {
 		if q.Decided {
 			return &parcel{seq: q.Seq, records: q.Outbox}, nil
 		}

@@ -203,7 +203,7 @@ func TestBotOutageDoesNotStopHandovers(t *testing.T) {
 	now := r.clock.Now()
 	var waiting []messenger.Event
 	for i := range 300 {
-		waiting = append(waiting, text(t, messenger.Messaging, "w"+itoa(i), "w"+itoa(i), "hello", now))
+		waiting = append(waiting, text(t, messenger.Messaging, "w"+strconv.Itoa(i), "w"+strconv.Itoa(i), "hello", now))
 	}
 	r.enqueue(waiting...)
 	r.until("300 threads waiting for the bot", func() bool { return r.d.WaitingForBot() == 300 })
@@ -263,7 +263,7 @@ func TestCleanStopIsBoundedAndRepeatsNothing(t *testing.T) {
 	now := r.clock.Now()
 	var evs []messenger.Event
 	for i := range 10 {
-		evs = append(evs, text(t, messenger.Messaging, "u", "m"+itoa(i), "n"+itoa(i), now))
+		evs = append(evs, text(t, messenger.Messaging, "u", "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), now))
 	}
 	r.enqueue(evs...)
 	r.until("the first attempt", func() bool { r.bot.mu.Lock(); defer r.bot.mu.Unlock(); return r.bot.attempts > 0 })
@@ -294,8 +294,6 @@ func TestCleanStopIsBoundedAndRepeatsNothing(t *testing.T) {
 	}
 }
 
-func itoa(i int) string { return strconv.Itoa(i) }
-
 // During a long outage the parcels waiting for the bot outgrow their
 // memory budget: the rest stay in the store, and the delivery cursor reads
 // them back in order when the bot returns.
@@ -305,8 +303,8 @@ func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
 	now := r.clock.Now()
 	var evs []messenger.Event
 	for i := range 60 {
-		u := "u" + itoa(i%3)
-		evs = append(evs, text(t, messenger.Messaging, u, "m"+itoa(i), "n"+itoa(i), now))
+		u := "u" + strconv.Itoa(i%3)
+		evs = append(evs, text(t, messenger.Messaging, u, "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), now))
 	}
 	r.enqueue(evs...)
 	r.until("everything decided", func() bool {

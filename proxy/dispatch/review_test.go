@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -129,7 +130,7 @@ func TestReviewDecisionDuringAnEmptyReadBackIsNeverDelivered(t *testing.T) {
 	// full page, and the next read finds nothing.
 	var evs []messenger.Event
 	for i := 1; i <= headMax; i++ {
-		evs = append(evs, text(t, messenger.Messaging, "u", "m"+itoa(i), "n"+itoa(i), now))
+		evs = append(evs, text(t, messenger.Messaging, "u", "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), now))
 	}
 	r.enqueue(evs...)
 	r.until("all decided", func() bool { s := r.maxQueued("u"); return s != 0 && r.lastSeq("u") == s })

@@ -73,8 +73,8 @@ type Options struct {
 	URL        string            // the bot's webhook URL; required
 	Signer     *signature.Signer // signs with the app secret; required
 	Timeout    time.Duration     // per attempt; default 10s
-	Retry      backoff.Policy    // default 100ms..30s
-	MaxRejects int               // refusals before DeliverID gives up; default 5
+	Retry      backoff.Policy    // default DefaultRetry
+	MaxRejects int               // refusals before DeliverID gives up; default DefaultMaxRejects
 	MaxConns   int               // connections to the bot; default 512
 	// IdleTimeout is how long a connection to the bot may stay idle and
 	// still be reused; default 4s, under the 5s after which Node.js
@@ -102,6 +102,14 @@ type Forwarder struct {
 	inFlight int     // batching POSTs under way; guarded by mu
 }
 
+// DefaultRetry and DefaultMaxRejects are the backoff between attempts at
+// one event and the refusals that set it aside, for DeliverID and for
+// callers that drive Try themselves (the dispatcher parks a thread
+// between attempts rather than a goroutine).
+var DefaultRetry = backoff.Policy{Min: 100 * time.Millisecond, Max: 30 * time.Second}
+
+const DefaultMaxRejects = 5
+
 // RejectedError reports that the bot refused an event: once from Try,
 // MaxRejects times from DeliverID.
 type RejectedError struct {
@@ -126,14 +134,9 @@ func New(opts Options) (*Forwarder, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Second
 	}
-	if opts.Retry.Min <= 0 {
-		opts.Retry.Min = 100 * time.Millisecond
-	}
-	if opts.Retry.Max <= 0 {
-		opts.Retry.Max = 30 * time.Second
-	}
+	opts.Retry = opts.Retry.Or(DefaultRetry)
 	if opts.MaxRejects <= 0 {
-		opts.MaxRejects = 5
+		opts.MaxRejects = DefaultMaxRejects
 	}
 	if opts.MaxConns <= 0 {
 		opts.MaxConns = 512
