@@ -100,6 +100,9 @@ type Forwarder struct {
 	mu       sync.Mutex
 	waiting  []*call // events waiting for a POST; guarded by mu
 	inFlight int     // batching POSTs under way; guarded by mu
+
+	// posts hands a POST to an idle poster (see runPost).
+	posts chan func()
 }
 
 // DefaultRetry and DefaultMaxRejects are the backoff between attempts at
@@ -153,7 +156,7 @@ func New(opts Options) (*Forwarder, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
 	}
-	f := &Forwarder{opts: opts, log: opts.Logger.Named("forward")}
+	f := &Forwarder{opts: opts, log: opts.Logger.Named("forward"), posts: make(chan func())}
 	f.client = &fasthttp.Client{
 		Name:                "baton",
 		ReadTimeout:         opts.Timeout,
@@ -468,12 +471,42 @@ func (f *Forwarder) send(ctx context.Context, ids string, req *fasthttp.Request,
 		return run() // ctx never ends
 	}
 	result := make(chan outcome, 1)
-	go func() { result <- run() }()
+	f.runPost(func() { result <- run() })
 	select {
 	case o := <-result:
 		return o
 	case <-ctx.Done():
 		return outcome{err: fmt.Errorf("post to bot: %w", ctx.Err())}
+	}
+}
+
+// posterIdle is how long a poster waits for another POST before it ends.
+const posterIdle = 30 * time.Second
+
+// runPost runs post on an idle poster goroutine, or on a new one that
+// then stays for posterIdle to take the next. Posters are kept because a
+// new goroutine's stack grows afresh through fasthttp's request writing,
+// which cost more than the POST's own bookkeeping when each POST had a
+// goroutine of its own.
+func (f *Forwarder) runPost(post func()) {
+	select {
+	case f.posts <- post:
+	default:
+		go f.poster(post)
+	}
+}
+
+func (f *Forwarder) poster(post func()) {
+	idle := time.NewTimer(posterIdle)
+	defer idle.Stop()
+	for {
+		post()
+		idle.Reset(posterIdle)
+		select {
+		case post = <-f.posts:
+		case <-idle.C:
+			return
+		}
 	}
 }
 
