@@ -429,6 +429,12 @@ func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
 		after := w.lastSeq
 		d.mu.Unlock()
 
+		if after == 0 {
+			var err error
+			if after, err = d.catchUp(w); err != nil {
+				return nil, true, err
+			}
+		}
 		items, err := d.opts.Store.Head(d.ctx, w.key, after, headMax)
 		if err != nil || len(items) > 0 {
 			return items, true, err
@@ -450,6 +456,33 @@ func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
 		}
 		d.mu.Unlock()
 	}
+}
+
+// catchUp moves a new worker's decision cursor past the items its thread
+// decided before a restart, without reading them: they only wait for the
+// bot, and the delivery cursor reads them from the store in its turn. A
+// restart's backlog is so read once, rather than once by the decision
+// side (which would find nothing to decide) and again, past the outbox's
+// memory budget, by the delivery side.
+func (d *Dispatcher) catchUp(w *worker) (uint64, error) {
+	th, err := d.opts.Store.Thread(d.ctx, w.key)
+	if err != nil || th.Decided == 0 {
+		return 0, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	w.lastSeq = th.Decided
+	if !w.spilled {
+		if len(w.outbox) == 0 {
+			d.waiting++
+		}
+		w.spilled = true
+	}
+	if !w.delivering {
+		w.delivering = true
+		d.scheduleLocked(&d.deliver, w)
+	}
+	return th.Decided, nil
 }
 
 // drain decides the thread's events until it has none or ctx ends.

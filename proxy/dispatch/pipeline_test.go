@@ -346,6 +346,62 @@ func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
 	}
 }
 
+// After a restart the items decided before it are read from the store
+// once, by the delivery cursor: the decision cursor starts past them.
+// Reading them on the decision side too, past the outbox's memory budget,
+// read a restart's backlog twice.
+func TestARestartReadsItsDecidedBacklogOnce(t *testing.T) {
+	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) { o.OutboxBytes = 4000 })
+	r.bot.setDown(true)
+	now := r.clock.Now()
+	var evs []messenger.Event
+	for i := range 60 {
+		u := "u" + strconv.Itoa(i%3)
+		evs = append(evs, text(t, messenger.Messaging, u, "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), now))
+	}
+	r.enqueue(evs...)
+	r.until("everything decided", func() bool {
+		for _, u := range []string{"u0", "u1", "u2"} {
+			if th := r.thread(u); th.Decided == 0 || r.queued(u) != 20 {
+				return false
+			}
+		}
+		r.d.mu.Lock()
+		defer r.d.mu.Unlock()
+		for _, w := range r.d.running {
+			if w.deciding {
+				return false
+			}
+		}
+		return true
+	})
+	r.close()
+	r.read.Store(0)
+	r.open()
+	r.until("the restart's queues looked at", func() bool {
+		r.d.mu.Lock()
+		defer r.d.mu.Unlock()
+		for _, w := range r.d.running {
+			if w.deciding {
+				return false
+			}
+		}
+		return len(r.d.running) == 3
+	})
+	r.bot.setDown(false)
+	r.until("all sixty at the bot", func() bool {
+		r.clock.Advance(time.Second)
+		return len(r.bot.events()) >= 60
+	})
+	r.until("every thread idle", func() bool { return r.d.Active() == 0 })
+	if n := r.read.Load(); n != 60 {
+		t.Errorf("the restart read %d queue items; want each of the 60 decided ones once", n)
+	}
+	if n := len(r.bot.events()); n != 60 {
+		t.Errorf("the bot got %d events; want 60", n)
+	}
+}
+
 // Delivery ids stay the same for the same record and differ for another
 // record under the same sequence number (one a power loss gave out again,
 // or the postback a rule adds after the event).

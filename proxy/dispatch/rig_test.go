@@ -40,6 +40,7 @@ type rig struct {
 	d      *Dispatcher
 	cancel context.CancelFunc
 	heads  atomic.Int64
+	read   atomic.Int64 // queue items Head returned
 	opts   func(*rig, *Options)
 }
 
@@ -66,15 +67,17 @@ func (c ticking) Now() time.Time {
 	return c.Fake.Now()
 }
 
-// countingStore counts queue reads.
+// countingStore counts queue reads and the items they returned.
 type countingStore struct {
 	state.Store
-	heads *atomic.Int64
+	heads, read *atomic.Int64
 }
 
 func (c countingStore) Head(ctx context.Context, key state.ThreadKey, after uint64, max int) ([]state.Queued, error) {
 	c.heads.Add(1)
-	return c.Store.Head(ctx, key, after, max)
+	items, err := c.Store.Head(ctx, key, after, max)
+	c.read.Add(int64(len(items)))
+	return items, err
 }
 
 func (r *rig) open() {
@@ -90,7 +93,7 @@ func (r *rig) open() {
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	o := Options{Store: countingStore{store, &r.heads}, Graph: r.graph, Bot: r.bot, AppID: ourApp, Clock: r.clock,
+	o := Options{Store: countingStore{store, &r.heads, &r.read}, Graph: r.graph, Bot: r.bot, AppID: ourApp, Clock: r.clock,
 		Policies: func() *policies.Set { return r.set }, Notifier: downNotifier{}}
 	if r.opts != nil {
 		r.opts(r, &o)
