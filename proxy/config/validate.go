@@ -1,0 +1,216 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/batonproxy/baton/policies/yamlfile"
+)
+
+// The validator's checks of single values and of the lists (pages, apps,
+// policies), each reporting its problems at the value's position.
+
+func (v *validator) listen(addr string) string {
+	if addr == "" {
+		return DefaultListen
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		v.problem([]any{"listen"}, "invalid address %q: want host:port, like %q or \"127.0.0.1:8080\"", addr, DefaultListen)
+	}
+	return addr
+}
+
+// path resolves a file system path against the config file's directory.
+func (v *validator) path(at []any, p string, required bool) string {
+	if p == "" {
+		if required {
+			v.problem(at, "required")
+		}
+		return ""
+	}
+	if !filepath.IsAbs(p) && v.baseDir != "" {
+		p = filepath.Join(v.baseDir, p)
+	}
+	return filepath.Clean(p)
+}
+
+func (v *validator) duration(at []any, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		v.problem(at, "invalid duration %q: use a number with a unit, like \"500ms\", \"10s\" or \"48h\"", s)
+		return 0
+	case d <= 0:
+		v.problem(at, "must be greater than zero, got %s", s)
+		return 0
+	}
+	return d
+}
+
+func (v *validator) positive(at []any, n *int, def int) int {
+	if n == nil {
+		return def
+	}
+	if *n <= 0 {
+		v.problem(at, "must be greater than zero, got %d", *n)
+	}
+	return *n
+}
+
+func (v *validator) id(at []any, s, what string) string {
+	switch {
+	case s == "":
+		v.problem(at, "required")
+	case !digitsRE.MatchString(s):
+		v.problem(at, "must be %s (digits only), got %q", what, s)
+	}
+	return s
+}
+
+func (v *validator) secret(at []any, s string) Secret {
+	if s == "" {
+		v.problem(at, "required")
+	}
+	return NewSecret(s)
+}
+
+// url checks an absolute http(s) URL and drops a trailing slash, so
+// callers can append paths.
+func (v *validator) url(at []any, s, def string) string {
+	if s == "" {
+		if def == "" {
+			v.problem(at, "required")
+		}
+		return def
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.problem(at, "must be an absolute http or https URL, got %q", s)
+		return s
+	}
+	return strings.TrimSuffix(s, "/")
+}
+
+func (v *validator) pages() []Page {
+	n := yamlfile.Len(v.root, "pages")
+	if n == 0 {
+		if !v.rep.Reported("pages") {
+			v.problem([]any{"pages"}, "required: at least one page, with id and token")
+		}
+		return nil
+	}
+	pages := make([]Page, 0, n)
+	first := make(map[string]int) // page id -> line
+	for i := range n {
+		at := []any{"pages", i}
+		node := yamlfile.Lookup(v.root, at...)
+		var raw pageYAML
+		if node == nil || node.Kind != yaml.MappingNode {
+			if !yamlfile.Present(v.root, at...) {
+				v.problem(at, "empty page: want id and token")
+			}
+			continue // otherwise a wrong shape, reported by yamlfile
+		}
+		_ = node.Decode(&raw) // type errors were reported by yamlfile.Decode
+		p := Page{
+			ID:    v.id(append(at, "id"), raw.ID, "the page's numeric id"),
+			Token: v.secret(append(at, "token"), raw.Token),
+		}
+		if p.ID != "" {
+			line, _ := yamlfile.Pos(v.root, "pages", i, "id")
+			if l, dup := first[p.ID]; dup {
+				v.problem(append(at, "id"), "duplicate page id %q (first at line %d)", p.ID, l)
+			} else {
+				first[p.ID] = line
+			}
+		}
+		pages = append(pages, p)
+	}
+	return pages
+}
+
+func (v *validator) apps(raw map[string]string, ownID string) map[string]string {
+	apps := make(map[string]string, len(raw))
+	for name, id := range raw {
+		at := []any{"apps", name}
+		switch {
+		case name == defaultAppForPolicies:
+			v.problem(at, "the name %q is reserved: policies use it for the page's default app", name)
+		case !appNameRE.MatchString(name):
+			v.problem(at, "invalid app name %q: use lowercase letters, digits, '-' and '_'", name)
+		}
+		v.id(at, id, "the app's numeric id")
+		if id != "" && id == ownID {
+			v.problem(at, "is Baton's own app id (app.id): passing a thread to it would hand it back to the bot")
+		}
+		apps[name] = id
+	}
+	return apps
+}
+
+func (v *validator) policies() []string {
+	var out []string
+	seen := make(map[string]int)
+	for i := range yamlfile.Len(v.root, "policies") {
+		at := []any{"policies", i}
+		node := yamlfile.Lookup(v.root, at...)
+		if node == nil || node.Kind != yaml.ScalarNode {
+			continue // a wrong shape, reported by yamlfile
+		}
+		var p string
+		if yamlfile.Present(v.root, at...) {
+			p = node.Value
+		}
+		if p == "" {
+			v.problem(at, "empty path")
+			continue
+		}
+		written := p
+		p = v.path(at, p, true)
+		if first, dup := seen[p]; dup {
+			v.problem(at, "%q is the same file as policies[%d]", written, first)
+			continue
+		}
+		seen[p] = i
+		if v.checkFiles {
+			if _, err := os.Stat(p); err != nil {
+				v.problem(at, "cannot read policy file: %v", err)
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+var levels = map[string]zapcore.Level{
+	"debug": zapcore.DebugLevel,
+	"info":  zapcore.InfoLevel,
+	"warn":  zapcore.WarnLevel,
+	"error": zapcore.ErrorLevel,
+}
+
+func (v *validator) level(s string) zapcore.Level {
+	if s == "" {
+		return DefaultLogLevel
+	}
+	l, ok := levels[s]
+	if !ok {
+		v.problem([]any{"log", "level"}, "unknown level %q (expected debug, info, warn or error)", s)
+	}
+	return l
+}
