@@ -481,4 +481,3 @@ func (v *validator) record(raw *recordYAML) Record {
 	}
 	return r
 }
-
