@@ -56,7 +56,22 @@ const (
 	DefaultRecordMaxBytes  = 100 << 20 // 100 MiB: a few days of a busy Page, small next to the database
 	DefaultReloadWatch     = true
 	DefaultReloadInterval  = 2 * time.Second
-	defaultAppForPolicies  = "default" // reserved: policies use it for the page's default app
+	// DefaultBotRetryBudget is how long an event may keep failing at the
+	// bot before it is set aside as a dead letter: about as long as Meta
+	// itself keeps retrying a webhook.
+	DefaultBotRetryBudget = 24 * time.Hour
+	// DefaultGraphRetryBudget is how long a handover effect is tried again
+	// while the Graph API rate-limits it or rejects its page's token.
+	DefaultGraphRetryBudget = time.Hour
+	DefaultReadTimeout      = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultIdleTimeout      = 60 * time.Second
+	DefaultMaxConns         = 1024
+	DefaultQueuedPerThread  = 10000
+	DefaultQueuedTotal      = 1000000
+	DefaultMinFreeDiskBytes = 256 << 20
+	DefaultHistoryKeep      = 90 * 24 * time.Hour
+	defaultAppForPolicies   = "default" // reserved: policies use it for the page's default app
 )
 
 // Config is a validated configuration with defaults applied.
@@ -98,6 +113,26 @@ type Config struct {
 	Record Record
 	// Reload says how policy file changes are picked up besides SIGHUP.
 	Reload Reload
+	// Limits bound what Baton accepts; past them a webhook is answered
+	// 503 with Retry-After rather than accepted and then lost.
+	Limits Limits
+	// History configures the thread histories kept.
+	History History
+}
+
+// Limits bound the queued events and the disk Baton may use.
+type Limits struct {
+	QueuedPerThread int // events waiting in one thread's queue (default 10000)
+	QueuedTotal     int // events waiting in all queues (default 1000000)
+	// MinFreeDiskBytes is the free space the data directory's file system
+	// must keep (default 256 MiB): below it webhooks are refused, so a
+	// full disk never fails a write that was acknowledged.
+	MinFreeDiskBytes int64
+}
+
+// History configures thread histories.
+type History struct {
+	Keep time.Duration // entries older than this are deleted (default 90 days)
 }
 
 // App is the Messenger app Baton (and the bot behind it) runs as: the
@@ -114,6 +149,10 @@ type Graph struct {
 	Version     string        // default v25.0
 	Timeout     time.Duration // per request, default 10s
 	MaxAttempts int           // per call including the first, default 5
+	// RetryBudget is how long a handover effect is tried again while the
+	// API rate-limits it or rejects its page's token (default 1h); past
+	// it the effect is recorded as failed.
+	RetryBudget time.Duration
 }
 
 // Page is one Facebook Page and its access token.
@@ -135,6 +174,10 @@ type Bot struct {
 	// only for a bot that reads every entry of a webhook.
 	Batch    int
 	Parallel int // POSTs in flight at once while batching, default 8
+	// RetryBudget is how long an event may keep failing at the bot (down,
+	// 5xx, timeouts) before it is set aside as a dead letter and the
+	// thread goes on (default 24h).
+	RetryBudget time.Duration
 }
 
 // Webhook configures Baton's own webhook endpoint.
@@ -144,6 +187,15 @@ type Webhook struct {
 	// AckTimeout is how long a webhook may wait for the disk before it
 	// is answered 503 (default 5s, within Meta's own timeout).
 	AckTimeout time.Duration
+	// ReadTimeout bounds reading one request, WriteTimeout writing its
+	// answer (default 10s each); IdleTimeout is how long a kept-alive
+	// connection may wait for its next request (default 60s). A connection
+	// past any of them is closed without an answer.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	IdleTimeout  time.Duration
+	// MaxConns caps the listener's concurrent connections (default 1024).
+	MaxConns int
 }
 
 // Log configures logging.
@@ -204,6 +256,18 @@ type fileYAML struct {
 	Log         logYAML           `yaml:"log"`
 	Record      *recordYAML       `yaml:"record"` // nil: recording off
 	Reload      reloadYAML        `yaml:"reload"`
+	Limits      limitsYAML        `yaml:"limits"`
+	History     historyYAML       `yaml:"history"`
+}
+
+type limitsYAML struct {
+	QueuedPerThread  *int   `yaml:"queued_per_thread"`
+	QueuedTotal      *int   `yaml:"queued_total"`
+	MinFreeDiskBytes *int64 `yaml:"min_free_disk_bytes"`
+}
+
+type historyYAML struct {
+	Keep string `yaml:"keep"`
 }
 
 type appYAML struct {
@@ -217,6 +281,7 @@ type graphYAML struct {
 	Version     string `yaml:"version"`
 	Timeout     string `yaml:"timeout"`
 	MaxAttempts *int   `yaml:"max_attempts"`
+	RetryBudget string `yaml:"retry_budget"`
 }
 
 type pageYAML struct {
@@ -232,12 +297,17 @@ type botYAML struct {
 	RetryMax       string `yaml:"retry_max"`
 	Batch          *int   `yaml:"batch"`
 	Parallel       *int   `yaml:"parallel"`
+	RetryBudget    string `yaml:"retry_budget"`
 }
 
 type webhookYAML struct {
 	Path         string `yaml:"path"`
 	MaxBodyBytes *int   `yaml:"max_body_bytes"`
 	AckTimeout   string `yaml:"ack_timeout"`
+	ReadTimeout  string `yaml:"read_timeout"`
+	WriteTimeout string `yaml:"write_timeout"`
+	IdleTimeout  string `yaml:"idle_timeout"`
+	MaxConns     *int   `yaml:"max_conns"`
 }
 
 type logYAML struct {
@@ -418,6 +488,7 @@ func (v *validator) build(raw *fileYAML) *Config {
 	}
 	c.Graph.Timeout = v.duration([]any{"graph", "timeout"}, raw.Graph.Timeout, DefaultGraphTimeout)
 	c.Graph.MaxAttempts = v.positive([]any{"graph", "max_attempts"}, raw.Graph.MaxAttempts, DefaultMaxAttempts)
+	c.Graph.RetryBudget = v.duration([]any{"graph", "retry_budget"}, raw.Graph.RetryBudget, DefaultGraphRetryBudget)
 
 	c.Pages = v.pages()
 	c.Apps = v.apps(raw.Apps, c.App.ID)
@@ -433,6 +504,7 @@ func (v *validator) build(raw *fileYAML) *Config {
 		v.problem([]any{"bot", "batch"}, "%d is more than the %d events Meta sends in one webhook", c.Bot.Batch, MaxBotBatch)
 	}
 	c.Bot.Parallel = v.positive([]any{"bot", "parallel"}, raw.Bot.Parallel, DefaultBotParallel)
+	c.Bot.RetryBudget = v.duration([]any{"bot", "retry_budget"}, raw.Bot.RetryBudget, DefaultBotRetryBudget)
 	if c.Bot.RetryMin > 0 && c.Bot.RetryMax > 0 && c.Bot.RetryMin > c.Bot.RetryMax {
 		v.problem([]any{"bot", "retry_min"}, "%v is longer than bot.retry_max (%v)", c.Bot.RetryMin, c.Bot.RetryMax)
 	}
@@ -446,6 +518,10 @@ func (v *validator) build(raw *fileYAML) *Config {
 	}
 	c.Webhook.MaxBodyBytes = v.positive([]any{"webhook", "max_body_bytes"}, raw.Webhook.MaxBodyBytes, DefaultMaxBodyBytes)
 	c.Webhook.AckTimeout = v.duration([]any{"webhook", "ack_timeout"}, raw.Webhook.AckTimeout, DefaultAckTimeout)
+	c.Webhook.ReadTimeout = v.duration([]any{"webhook", "read_timeout"}, raw.Webhook.ReadTimeout, DefaultReadTimeout)
+	c.Webhook.WriteTimeout = v.duration([]any{"webhook", "write_timeout"}, raw.Webhook.WriteTimeout, DefaultWriteTimeout)
+	c.Webhook.IdleTimeout = v.duration([]any{"webhook", "idle_timeout"}, raw.Webhook.IdleTimeout, DefaultIdleTimeout)
+	c.Webhook.MaxConns = v.positive([]any{"webhook", "max_conns"}, raw.Webhook.MaxConns, DefaultMaxConns)
 
 	c.Log.Level = v.level(raw.Log.Level)
 
@@ -455,6 +531,20 @@ func (v *validator) build(raw *fileYAML) *Config {
 		c.Reload.Watch = *raw.Reload.Watch
 	}
 	c.Reload.Interval = v.duration([]any{"reload", "interval"}, raw.Reload.Interval, DefaultReloadInterval)
+
+	c.Limits.QueuedPerThread = v.positive([]any{"limits", "queued_per_thread"}, raw.Limits.QueuedPerThread, DefaultQueuedPerThread)
+	c.Limits.QueuedTotal = v.positive([]any{"limits", "queued_total"}, raw.Limits.QueuedTotal, DefaultQueuedTotal)
+	if c.Limits.QueuedPerThread > 0 && c.Limits.QueuedTotal > 0 && c.Limits.QueuedPerThread > c.Limits.QueuedTotal {
+		v.problem([]any{"limits", "queued_per_thread"}, "%d is more than limits.queued_total (%d)", c.Limits.QueuedPerThread, c.Limits.QueuedTotal)
+	}
+	c.Limits.MinFreeDiskBytes = DefaultMinFreeDiskBytes
+	if n := raw.Limits.MinFreeDiskBytes; n != nil {
+		// 0 is allowed: no watermark (the disk is someone else's concern).
+		if c.Limits.MinFreeDiskBytes = *n; *n < 0 {
+			v.problem([]any{"limits", "min_free_disk_bytes"}, "must be zero (no watermark) or more, got %d", *n)
+		}
+	}
+	c.History.Keep = v.duration([]any{"history", "keep"}, raw.History.Keep, DefaultHistoryKeep)
 	return c
 }
 

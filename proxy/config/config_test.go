@@ -54,19 +54,22 @@ func TestParseExample(t *testing.T) {
 		Listen:  ":8080",
 		DataDir: "/var/lib/baton",
 		App:     App{ID: "555000111222333", Secret: NewSecret(appSecret), VerifyToken: NewSecret(verifyToken)},
-		Graph:   Graph{BaseURL: "https://graph.facebook.com", Version: "v25.0", Timeout: 10 * time.Second, MaxAttempts: 5},
+		Graph:   Graph{BaseURL: "https://graph.facebook.com", Version: "v25.0", Timeout: 10 * time.Second, MaxAttempts: 5, RetryBudget: time.Hour},
 		Pages:   []Page{{ID: "104455667788990", Token: NewSecret(pageToken)}},
 		Apps:    map[string]string{"inbox": "263902037430900"},
 		Policies: []string{
 			filepath.Join("/etc/baton", "policies/handoff.yaml"),
 		},
-		Bot:             Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
-		Webhook:         Webhook{Path: "/webhook", MaxBodyBytes: 1 << 20, AckTimeout: 5 * time.Second},
+		Bot: Bot{URL: "http://127.0.0.1:3000/webhook", Timeout: 10 * time.Second, RetryMin: 100 * time.Millisecond, RetryMax: 30 * time.Second, Batch: DefaultBotBatch, Parallel: DefaultBotParallel, RetryBudget: 24 * time.Hour},
+		Webhook: Webhook{Path: "/webhook", MaxBodyBytes: 1 << 20, AckTimeout: 5 * time.Second,
+			ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, IdleTimeout: time.Minute, MaxConns: 1024},
 		DedupWindow:     48 * time.Hour,
 		ShutdownTimeout: 5 * time.Second,
 		CacheSize:       100000,
 		Log:             Log{Level: zapcore.InfoLevel},
 		Reload:          Reload{Watch: true, Interval: 2 * time.Second},
+		Limits:          Limits{QueuedPerThread: 10000, QueuedTotal: 1000000, MinFreeDiskBytes: 256 << 20},
+		History:         History{Keep: 90 * 24 * time.Hour},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %#v\nwant %#v", cfg, want)
@@ -94,20 +97,23 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Config{
-		File:            "baton.yaml",
-		Listen:          DefaultListen,
-		DataDir:         "/srv/baton/data",
-		App:             App{ID: "555000111222333", Secret: NewSecret("s"), VerifyToken: NewSecret("v")},
-		Graph:           Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts},
-		Pages:           []Page{{ID: "104455667788990", Token: NewSecret("t")}},
-		Apps:            map[string]string{},
-		Bot:             Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: DefaultBotBatch, Parallel: DefaultBotParallel},
-		Webhook:         Webhook{Path: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes, AckTimeout: DefaultAckTimeout},
+		File:    "baton.yaml",
+		Listen:  DefaultListen,
+		DataDir: "/srv/baton/data",
+		App:     App{ID: "555000111222333", Secret: NewSecret("s"), VerifyToken: NewSecret("v")},
+		Graph:   Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts, RetryBudget: DefaultGraphRetryBudget},
+		Pages:   []Page{{ID: "104455667788990", Token: NewSecret("t")}},
+		Apps:    map[string]string{},
+		Bot:     Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: DefaultBotBatch, Parallel: DefaultBotParallel, RetryBudget: DefaultBotRetryBudget},
+		Webhook: Webhook{Path: DefaultWebhookPath, MaxBodyBytes: DefaultMaxBodyBytes, AckTimeout: DefaultAckTimeout,
+			ReadTimeout: DefaultReadTimeout, WriteTimeout: DefaultWriteTimeout, IdleTimeout: DefaultIdleTimeout, MaxConns: DefaultMaxConns},
 		DedupWindow:     DefaultDedupWindow,
 		ShutdownTimeout: DefaultShutdownTimeout,
 		CacheSize:       DefaultCacheSize,
 		Log:             Log{Level: DefaultLogLevel},
 		Reload:          Reload{Watch: DefaultReloadWatch, Interval: DefaultReloadInterval},
+		Limits:          Limits{QueuedPerThread: DefaultQueuedPerThread, QueuedTotal: DefaultQueuedTotal, MinFreeDiskBytes: DefaultMinFreeDiskBytes},
+		History:         History{Keep: DefaultHistoryKeep},
 	}
 	if !reflect.DeepEqual(cfg, want) {
 		t.Errorf("got  %#v\nwant %#v", cfg, want)
@@ -202,7 +208,7 @@ baton.yaml:4:7: app.id: must be the app's numeric id (digits only), got "12ab"
 baton.yaml:6:17: app.verify_token: required
 baton.yaml:8:13: graph.base_url: must be an absolute http or https URL, got "ftp://graph.example"
 baton.yaml:9:12: graph.version: invalid Graph API version "25": want one like "v25.0"
-baton.yaml:10:12: graph.timeout: invalid duration "10": use a number with a unit, like "500ms", "10s" or "48h"
+baton.yaml:10:12: graph.timeout: invalid duration "10": use a number with a unit, like "500ms", "10s", "48h" or "90d"
 baton.yaml:11:17: graph.max_attempts: must be greater than zero, got 0
 baton.yaml:15:9: pages[1].id: duplicate page id "1" (first at line 13)
 baton.yaml:17:10: pages[2].id: must be the page's numeric id (digits only), got "x"
@@ -221,7 +227,7 @@ baton.yaml:30:10: bot.batch: 5000 is more than the 1000 events Meta sends in one
 baton.yaml:31:13: bot.parallel: must be greater than zero, got 0
 baton.yaml:33:9: webhook.path: must be a URL path starting with "/", like "/webhook"
 baton.yaml:34:19: webhook.max_body_bytes: must be greater than zero, got -5
-baton.yaml:35:15: dedup_window: invalid duration "2 days": use a number with a unit, like "500ms", "10s" or "48h"
+baton.yaml:35:15: dedup_window: invalid duration "2 days": use a number with a unit, like "500ms", "10s", "48h" or "90d"
 baton.yaml:36:13: cache_size: must be greater than zero, got 0
 baton.yaml:38:10: log.level: unknown level "verbose" (expected debug, info, warn or error)`,
 		},

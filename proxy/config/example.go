@@ -30,6 +30,8 @@ graph:
   version: v25.0
   timeout: 10s       # per request
   max_attempts: 5    # per call, including the first
+  retry_budget: 1h   # a handover effect rate-limited or refused for a bad
+                     # page token is tried again this long, then recorded failed
 
 # The Pages Baton serves, with their Page access tokens. At least one.
 pages:
@@ -71,11 +73,27 @@ bot:
   retry_max: 30s
   # batch: 32              # events per POST when the bot is busy (default 1: each
   # parallel: 8            # alone); only for a bot that reads every entry
+  retry_budget: 24h        # an event failing at the bot this long becomes a dead letter
 
 webhook:
   path: /webhook
   max_body_bytes: 1048576  # 1 MiB
   ack_timeout: 5s          # a webhook waits this long for the disk, then gets 503
+  read_timeout: 10s        # to read one request; a slow client is cut off, unanswered
+  write_timeout: 10s       # to write one answer
+  idle_timeout: 60s        # a kept-alive connection idle this long is closed
+  max_conns: 1024          # concurrent connections
+
+# Past these Baton answers 503 with Retry-After (Meta retries later)
+# rather than accept what it could not keep.
+limits:
+  queued_per_thread: 10000       # events waiting in one conversation
+  queued_total: 1000000          # events waiting in all of them
+  min_free_disk_bytes: 268435456 # free space kept on the data directory's disk (0: none)
+
+# Thread histories (handovers, why, effects) are kept this long.
+history:
+  keep: 90d
 
 # Meta may deliver an event more than once; ids are remembered this long.
 dedup_window: 48h

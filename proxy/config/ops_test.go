@@ -73,9 +73,19 @@ func TestRecordAndReloadProblems(t *testing.T) {
 		{"bad interval", "reload:\n  watch: yes\n  interval: 0s\n",
 			`baton.yaml:13:13: reload.interval: must be greater than zero, got 0s`},
 		{"interval without unit", "reload: {interval: 2}\n",
-			`baton.yaml:11:20: reload.interval: invalid duration "2": use a number with a unit, like "500ms", "10s" or "48h"`},
+			`baton.yaml:11:20: reload.interval: invalid duration "2": use a number with a unit, like "500ms", "10s", "48h" or "90d"`},
 		{"watch not a bool", "reload: {watch: sometimes}\n",
 			`baton.yaml:11:17: reload.watch: expected true or false, got "sometimes"`},
+		{"per-thread cap over the total", "limits: {queued_per_thread: 20, queued_total: 10}\n",
+			`baton.yaml:11:29: limits.queued_per_thread: 20 is more than limits.queued_total (10)`},
+		{"negative watermark", "limits: {min_free_disk_bytes: -1}\n",
+			`baton.yaml:11:31: limits.min_free_disk_bytes: must be zero (no watermark) or more, got -1`},
+		{"days not whole", "history: {keep: 1.5d}\n",
+			`baton.yaml:11:17: history.keep: invalid duration "1.5d": use a number with a unit, like "500ms", "10s", "48h" or "90d"`},
+		{"zero budget", "graph: {retry_budget: 0d}\n",
+			`baton.yaml:11:23: graph.retry_budget: must be greater than zero, got 0d`},
+		{"webhook cap", "webhook: {max_conns: 0}\n",
+			`baton.yaml:11:22: webhook.max_conns: must be greater than zero, got 0`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -84,6 +94,16 @@ func TestRecordAndReloadProblems(t *testing.T) {
 				t.Errorf("got:\n%v\nwant:\n%s", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestLimitsAndDays(t *testing.T) {
+	cfg, err := Parse("baton.yaml", []byte(minimal+"limits: {min_free_disk_bytes: 0}\nhistory: {keep: 7d}\n"), testEnv, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Limits.MinFreeDiskBytes != 0 || cfg.History.Keep != 7*24*time.Hour {
+		t.Errorf("limits %+v, history %+v; want no watermark and 7 days", cfg.Limits, cfg.History)
 	}
 }
 

@@ -50,16 +50,26 @@ func (v *validator) duration(at []any, s string, def time.Duration) time.Duratio
 	if s == "" {
 		return def
 	}
-	d, err := time.ParseDuration(s)
+	d, err := parseDuration(s)
 	switch {
 	case err != nil:
-		v.problem(at, "invalid duration %q: use a number with a unit, like \"500ms\", \"10s\" or \"48h\"", s)
+		v.problem(at, "invalid duration %q: use a number with a unit, like \"500ms\", \"10s\", \"48h\" or \"90d\"", s)
 		return 0
 	case d <= 0:
 		v.problem(at, "must be greater than zero, got %s", s)
 		return 0
 	}
 	return d
+}
+
+// parseDuration is time.ParseDuration, and whole days as "90d" for the
+// long settings (history, budgets).
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok && digitsRE.MatchString(days) && len(days) <= 5 {
+		n, err := strconv.Atoi(days)
+		return time.Duration(n) * 24 * time.Hour, err
+	}
+	return time.ParseDuration(s)
 }
 
 func (v *validator) positive(at []any, n *int, def int) int {
