@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -339,6 +340,24 @@ type Store interface {
 	Complete(ctx context.Context, c Completion) error
 	Close() error
 }
+
+// FullError is returned by Enqueue when taking the events would pass one
+// of the store's limits (queued events in a thread or in all, free disk
+// space): none of the call's events is stored, and the sender should try
+// again after RetryAfter. errors.Is(err, ErrFull) reports it.
+type FullError struct {
+	Limit      string // the limit reached, as configured: "queued_per_thread", "queued_total", "min_free_disk_bytes"
+	RetryAfter time.Duration
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("state: %s reached, try again in %v", e.Limit, e.RetryAfter)
+}
+
+func (e *FullError) Is(target error) bool { return target == ErrFull }
+
+// ErrFull matches every *FullError.
+var ErrFull = errors.New("state: full")
 
 // ErrClosed is returned by a store after Close.
 var ErrClosed = errors.New("state: store closed")
