@@ -73,6 +73,8 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 				// The conversation must not hinge on an outside ticketing
 				// hook: the failure is recorded and the rest go on.
 				p.Results[i].Err = err.Error()
+			} else if wait, ok := d.waitForGraph(ctx, th, p, ev, st, i, err); ok {
+				return i, nil, wait
 			} else {
 				f := &failure{step: i, err: err.Error()}
 				if graph.IsNotOwner(err) {
@@ -92,6 +94,48 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 		}
 	}
 	return len(p.Steps), nil, nil
+}
+
+// graphWait is the error act returns when the Graph API refused a call
+// for a reason that passes: the thread is parked for delay, its plan
+// journaled with the call not done, and the item handled again then.
+type graphWait struct {
+	delay time.Duration
+	err   error
+}
+
+func (w *graphWait) Error() string {
+	return fmt.Sprintf("graph call waits %v: %v", w.delay, w.err)
+}
+
+func (w *graphWait) Unwrap() error { return w.err }
+
+// waitForGraph decides whether step i, refused with err, waits: only for
+// errors Options.GraphRetryLater accepts, and within GraphRetryBudget of
+// the plan's first such refusal (journaled, so a restart keeps the
+// count). The wait grows with the time already waited, from a second to a
+// minute.
+func (d *Dispatcher) waitForGraph(ctx context.Context, th state.Thread, p *Plan, ev *messenger.Event, st *Step, i int, err error) (*graphWait, bool) {
+	if !d.opts.GraphRetryLater(err) {
+		return nil, false
+	}
+	now := d.opts.Clock.Now()
+	if p.Waiting.IsZero() {
+		p.Waiting = now
+		if jerr := d.journal(ctx, th, p, i); jerr != nil {
+			return &graphWait{delay: d.opts.Retry.Delay(1), err: jerr}, true
+		}
+		d.log.Warn("rule action waits: the Graph API refused it for now", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
+			zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Duration("budget", d.opts.GraphRetryBudget), zap.Error(err))
+	}
+	waited := now.Sub(p.Waiting)
+	if waited >= d.opts.GraphRetryBudget {
+		d.log.Error("rule action gave up waiting for the Graph API", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
+			zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Duration("waited", waited), zap.Error(err))
+		return nil, false
+	}
+	d.opts.Metrics.GraphWaits.Inc()
+	return &graphWait{delay: min(max(waited/2, time.Second), time.Minute, d.opts.GraphRetryBudget-waited), err: err}, true
 }
 
 // alreadyDone settles a handover in doubt with thread_owner: if the

@@ -1,12 +1,10 @@
 package dispatch
 
 import (
-	"container/heap"
 	"context"
 	"errors"
 	"strconv"
 	"sync"
-	"time"
 
 	"go.uber.org/zap"
 
@@ -252,68 +250,3 @@ var envelopes = sync.Pool{New: func() any { return new([]byte) }}
 
 // maxPooledEnvelope keeps an unusually large event's buffer out of the pool.
 const maxPooledEnvelope = 64 << 10
-
-// parking holds the threads waiting out a delivery backoff, soonest
-// first; one goroutine (unpark) wakes them, so a parked thread holds no
-// goroutine however long the bot is down.
-type parking struct {
-	heap parkHeap
-	wake chan struct{} // capacity 1: a sooner thread was parked
-}
-
-type parked struct {
-	w   *worker
-	due time.Time
-}
-
-type parkHeap []parked
-
-func (h parkHeap) Len() int           { return len(h) }
-func (h parkHeap) Less(i, j int) bool { return h[i].due.Before(h[j].due) }
-func (h parkHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *parkHeap) Push(x any)        { *h = append(*h, x.(parked)) }
-func (h *parkHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
-}
-
-func (d *Dispatcher) park(w *worker, delay time.Duration) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	due := d.opts.Clock.Now().Add(delay)
-	sooner := d.parked.heap.Len() == 0 || due.Before(d.parked.heap[0].due)
-	heap.Push(&d.parked.heap, parked{w: w, due: due})
-	if sooner {
-		select {
-		case d.parked.wake <- struct{}{}:
-		default:
-		}
-	}
-}
-
-// unpark hands parked threads back to the delivery runners when their
-// backoff is over.
-func (d *Dispatcher) unpark() {
-	defer d.wg.Done()
-	for {
-		d.mu.Lock()
-		now := d.opts.Clock.Now()
-		for d.parked.heap.Len() > 0 && !d.parked.heap[0].due.After(now) {
-			p := heap.Pop(&d.parked.heap).(parked)
-			d.scheduleLocked(&d.deliver, p.w)
-		}
-		var after <-chan time.Time
-		if d.parked.heap.Len() > 0 {
-			after = d.opts.Clock.After(d.parked.heap[0].due.Sub(now))
-		}
-		d.mu.Unlock()
-		select {
-		case <-d.ctx.Done():
-			return
-		case <-d.parked.wake:
-		case <-after:
-		}
-	}
-}

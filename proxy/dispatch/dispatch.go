@@ -76,6 +76,14 @@ type Options struct {
 	// forwarder that retries on its own.
 	BotRetry   backoff.Policy
 	MaxRejects int
+	// GraphRetryLater tells a Graph error worth waiting out (the API
+	// rate-limits the page's token, or rejects the token until someone
+	// fixes it) from a failure for good; default: none is. A plan whose
+	// call fails so waits, its thread parked, for at most GraphRetryBudget
+	// (default 1h) from the first such failure; then the call counts as
+	// failed. Other threads go on meanwhile.
+	GraphRetryLater  func(error) bool
+	GraphRetryBudget time.Duration
 	// Runners bounds the goroutines deciding threads, and Deliverers the
 	// ones delivering to the bot (default 256 each), so a hundred thousand
 	// busy threads cost a few hundred goroutines, not one per thread.
@@ -115,7 +123,10 @@ type Dispatcher struct {
 	// parcels in their outboxes, under Options.OutboxBytes. Guarded by mu.
 	pendingBytes int
 	outboxBytes  int
-	wg           sync.WaitGroup
+	// refused holds, per thread parked by a graphWait, the item whose
+	// journaled next call the Graph API refused. Guarded by mu.
+	refused map[state.ThreadKey]uint64
+	wg      sync.WaitGroup
 
 	onArm atomic.Pointer[func()]
 }
@@ -185,6 +196,12 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.MaxRejects <= 0 {
 		opts.MaxRejects = forward.DefaultMaxRejects
 	}
+	if opts.GraphRetryLater == nil {
+		opts.GraphRetryLater = func(error) bool { return false }
+	}
+	if opts.GraphRetryBudget <= 0 {
+		opts.GraphRetryBudget = time.Hour
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
@@ -209,7 +226,8 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.Notifier == nil {
 		opts.Notifier = notify.New(notify.Options{Clock: opts.Clock, Logger: opts.Logger})
 	}
-	d := &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{}}
+	d := &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{},
+		refused: map[state.ThreadKey]uint64{}}
 	d.io, d.cancelIO = context.WithCancel(context.WithoutCancel(ctx))
 	d.decide = pool{wake: sync.NewCond(&d.mu), max: opts.Runners, run: d.drain}
 	d.deliver = pool{wake: sync.NewCond(&d.mu), max: opts.Deliverers, run: d.deliverThread}
@@ -498,6 +516,7 @@ func (d *Dispatcher) drain(w *worker) {
 		if !more {
 			return
 		}
+		var failed state.Queued
 		for _, q := range items {
 			if err != nil || d.ctx.Err() != nil {
 				break
@@ -505,6 +524,8 @@ func (d *Dispatcher) drain(w *worker) {
 			var pc *parcel
 			if pc, err = d.handle(d.io, q); err == nil {
 				d.decided(w, q, pc)
+			} else {
+				failed = q
 			}
 		}
 		if err == nil {
@@ -514,12 +535,32 @@ func (d *Dispatcher) drain(w *worker) {
 		if d.ctx.Err() != nil {
 			continue
 		}
+		var wait *graphWait
+		if errors.As(err, &wait) {
+			// The thread's decision stays taken (deciding) while it is
+			// parked, so new events only queue up behind it.
+			d.mu.Lock()
+			d.refused[w.key] = failed.Seq
+			d.mu.Unlock()
+			d.parkFor(&d.decide, w, wait.delay)
+			return
+		}
 		d.log.Error("thread worker failed, will retry", zap.Stringer("thread", w.key), zap.Int("attempt", attempt), zap.Error(err))
 		if clock.Sleep(d.ctx, d.opts.Clock, d.opts.Retry.Delay(attempt)) != nil {
 			continue
 		}
 		attempt++
 	}
+}
+
+// takeRefused reports, once, whether this process parked the thread after
+// the Graph API refused the journaled next call of item seq.
+func (d *Dispatcher) takeRefused(k state.ThreadKey, seq uint64) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.refused[k]
+	delete(d.refused, k)
+	return ok && s == seq
 }
 
 // decided moves the cursor past q and gives its parcel, if any, to the

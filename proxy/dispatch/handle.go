@@ -63,8 +63,11 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		if err := json.Unmarshal(j.Plan, p); err != nil {
 			d.log.Error("unreadable journal entry: the item is decided again", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
 			p = nil
+		} else if start = j.Done; d.takeRefused(q.Thread, q.Seq) {
+			// This process parked the plan after the Graph API refused
+			// its next call: that call is not in doubt.
 		} else {
-			start, resumed = j.Done, true
+			resumed = true
 			d.log.Info("resuming a journaled plan", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Int("done", j.Done), zap.Int("steps", len(p.Steps)))
 		}
 	}

@@ -40,6 +40,10 @@ type Plan struct {
 	// TimerVoided says the timer was cancelled or re-armed after it fired:
 	// its event does nothing, and what is armed now stays.
 	TimerVoided bool `json:"timer_voided,omitempty"`
+	// Waiting is when the Graph API first refused the plan's next call for
+	// a reason that passes (a rate limit, a page token rejected): the
+	// thread waits from then for at most Options.GraphRetryBudget.
+	Waiting time.Time `json:"waiting,omitzero"`
 	// For logs and metrics only: not journaled.
 	Rules   []policies.Match  `json:"-"`
 	Rule    string            `json:"-"`

@@ -94,7 +94,8 @@ func (r *rig) open() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	o := Options{Store: countingStore{store, &r.heads, &r.read}, Graph: r.graph, Bot: r.bot, AppID: ourApp, Clock: r.clock,
-		Policies: func() *policies.Set { return r.set }, Notifier: downNotifier{}}
+		Policies: func() *policies.Set { return r.set }, Notifier: downNotifier{},
+		GraphRetryLater: func(err error) bool { return errors.Is(err, errForNow) }}
 	if r.opts != nil {
 		r.opts(r, &o)
 	}
@@ -220,6 +221,22 @@ type platform struct {
 	// takes effect (a call in flight).
 	beforePass func()
 	failSend   error
+	// refused lists the users whose passes the platform refuses with
+	// errForNow (a rate limit, a rejected token), counting the refusals.
+	refused  map[string]bool
+	refusals int
+}
+
+// errForNow is a Graph error the rigs' GraphRetryLater accepts.
+var errForNow = errors.New("refused for now")
+
+func (p *platform) refuse(user string, on bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.refused == nil {
+		p.refused = map[string]bool{}
+	}
+	p.refused[user] = on
 }
 
 func newPlatform() *platform { return &platform{owner: map[string]string{}} }
@@ -263,6 +280,15 @@ func (p *platform) Send(ctx context.Context, page string, msg graph.SendRequest)
 func (p *platform) PassThreadControl(ctx context.Context, page, user, target, md string) error {
 	if p.beforePass != nil {
 		p.beforePass()
+	}
+	p.mu.Lock()
+	refused := p.refused[user]
+	if refused {
+		p.refusals++
+	}
+	p.mu.Unlock()
+	if refused {
+		return errForNow
 	}
 	if p.ownerOf(user) != ourApp {
 		return errNotOwner

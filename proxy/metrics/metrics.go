@@ -34,6 +34,10 @@ type Metrics struct {
 	// dispatcher drops (an invariant breach: every append is announced once).
 	BotWaiting prometheus.GaugeFunc
 	StaleItems prometheus.Counter
+	// GraphWaits counts the times a thread was parked because the Graph
+	// API refused a rule's call for a reason that passes (rate limit,
+	// rejected page token).
+	GraphWaits prometheus.Counter
 
 	// The children counted once or more per event, looked up once here:
 	// WithLabelValues hashes its labels on every call.
@@ -117,6 +121,9 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 		StaleItems: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "baton_dispatch_stale_items_total", Help: "Queue items announced at or below their thread's decision cursor and dropped (never expected).",
 		}),
+		GraphWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_dispatch_graph_waits_total", Help: "Threads parked because the Graph API refused a rule's call for now (rate limit, rejected page token).",
+		}),
 	}
 	m.EventsAccepted = m.WebhookEvents.WithLabelValues("accepted")
 	m.EventsDuplicate = m.WebhookEvents.WithLabelValues("duplicate")
@@ -126,6 +133,8 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 		m.BotDeliveries, m.SendsSkipped, m.Feedback, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads, m.StoreSync,
 		m.BotWaiting, m.StaleItems,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// One registration per metric added since: a line each.
+	reg.MustRegister(m.GraphWaits)
 	return m
 }
 
