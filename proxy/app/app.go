@@ -169,6 +169,7 @@ func New(opts Options) (_ *App, err error) {
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
+		GraphRetryBudget: cfg.Graph.RetryBudget,
 	})
 	if err != nil {
 		return nil, err
