@@ -266,6 +266,17 @@ type Completion struct {
 	State      *Thread // new thread state; nil leaves it unchanged
 	Changes    []Change
 	DeadLetter string // non-empty: keep the item aside with this reason instead of dropping it
+	// DeadAt is when the item was set aside (with DeadLetter), kept with
+	// it; zero: the time of the commit. DeadRecords, when not empty, are
+	// set aside instead of the item's stored record: the records the bot
+	// did not take, when it took some of the item's.
+	DeadAt      time.Time
+	DeadRecords [][]byte
+	// ReplayDead puts the thread's dead letters with these sequence
+	// numbers back in its queue, and DiscardDead deletes them, with Seq 0
+	// (DeadLetterStore builds these; a worker leaves them nil). A number
+	// that is not a dead letter of the thread fails the whole completion.
+	ReplayDead, DiscardDead []uint64
 	// Keep leaves item Seq in the queue: it is decided and waits for its
 	// delivery (State.Decided says so).
 	Keep bool
@@ -330,6 +341,42 @@ type Queue interface {
 type Threads interface {
 	Thread(ctx context.Context, key ThreadKey) (Thread, error)
 	History(ctx context.Context, key ThreadKey) ([]Change, error)
+}
+
+// DeadLetter is a queue item set aside: the bot refused it for good, kept
+// failing past the retry budget, or it could not be read.
+type DeadLetter struct {
+	Thread ThreadKey
+	// Seq is the item's place in its thread's queue; with a record, its
+	// delivery id (dispatch.DeliveryID), which a replay keeps.
+	Seq      uint64
+	Reason   string    // why, with the bot's last answer
+	At       time.Time // when it was set aside; zero if stored before this was kept
+	Enqueued time.Time // when Baton accepted the event
+	Records  [][]byte  // what was left to deliver, as queue records
+}
+
+// DeadLetterStore lists dead letters and puts them back in their thread's
+// queue or away, for ops. A replay or discard of seq 0 takes all of the
+// thread's dead letters, of another seq that one only; it returns what it
+// did (nothing, and no error, when the thread has none), and records one
+// history change per item ("dead_letter_replayed", "dead_letter_discarded")
+// at the given time, with the moves, in one atomic commit. A thread with
+// more dead letters than one commit holds is done in several, in order:
+// a crash between two leaves the first part done and the rest where it
+// was, never an item in both places or in neither.
+type DeadLetterStore interface {
+	// ListDeadLetters returns one thread's dead letters, or every
+	// thread's when thread is nil, ordered by thread (page, then user)
+	// and then by seq.
+	ListDeadLetters(ctx context.Context, thread *ThreadKey) ([]DeadLetter, error)
+	// ReplayDeadLetters puts dead letters back in their thread's queue,
+	// under their own sequence numbers (so in their original place and
+	// with their delivery ids), as decided items: only their delivery
+	// happens again, never their decision.
+	ReplayDeadLetters(ctx context.Context, thread ThreadKey, seq uint64, at time.Time) ([]DeadLetter, error)
+	// DiscardDeadLetters deletes dead letters.
+	DiscardDeadLetters(ctx context.Context, thread ThreadKey, seq uint64, at time.Time) ([]DeadLetter, error)
 }
 
 // Store is everything the pipeline needs from storage.

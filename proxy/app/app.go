@@ -170,6 +170,7 @@ func New(opts Options) (_ *App, err error) {
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
+		RetryBudget:      cfg.Bot.RetryBudget,
 	})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -23,7 +24,13 @@ type parcel struct {
 	// (nil after a restart: try decodes each record).
 	events   []messenger.Event
 	sent     int    // records the bot accepted (or refused for good)
-	rejected string // why the bot refused one for good
+	rejected string // why records were set aside (the first reason)
+	// dead are the records set aside, for deadKind (deadletter.go);
+	// failing is the first failed attempt at the current record, zero
+	// while none failed (the retry budget runs from it).
+	dead     [][]byte
+	deadKind string
+	failing  time.Time
 	// one holds the record of a parcel that has just one (nearly all),
 	// so that records needs no allocation of its own.
 	one [1][]byte
@@ -107,10 +114,13 @@ func (d *Dispatcher) deliverThread(w *worker) {
 				return
 			}
 			w.attempt++
+			if d.spent(w, pc, err) {
+				break
+			}
 			if ce := d.log.Check(zap.WarnLevel, "bot delivery failed, thread parked"); ce != nil {
 				ce.Write(zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Int("attempt", w.attempt), zap.Error(err))
 			}
-			d.park(w, d.opts.BotRetry.Delay(w.attempt))
+			d.park(w, d.retryDelay(w, err))
 			return
 		}
 		var err error
@@ -119,8 +129,7 @@ func (d *Dispatcher) deliverThread(w *worker) {
 			// (same id). The store takes it without waiting, whatever ctx.
 			err = d.opts.Store.Complete(context.Background(), state.Completion{Thread: w.key, Seq: pc.seq, Lazy: true})
 		} else {
-			err = d.commitNow(d.io, state.Completion{Thread: w.key, Seq: pc.seq, DeadLetter: pc.rejected,
-				Changes: []state.Change{{At: d.opts.Clock.Now(), Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: strconv.FormatUint(pc.seq, 10)}}}})
+			err = d.setAside(w, pc)
 		}
 		if err != nil {
 			d.log.Error("delivery not committed; the item will be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
@@ -212,8 +221,7 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	} else {
 		var err error
 		if ev, err = messenger.DecodeRecord(pc.records[pc.sent]); err != nil {
-			pc.rejected = "unreadable: " + err.Error()
-			pc.sent++
+			pc.markDead(deadUnreadable, "unreadable: "+err.Error())
 			return nil
 		}
 	}
@@ -229,17 +237,18 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	switch {
 	case err == nil:
 		d.opts.Metrics.BotDelivered.Inc()
+		pc.sent++
 	case errors.As(err, &rej):
 		if w.rejects++; w.rejects < d.opts.MaxRejects {
 			return err
 		}
 		d.opts.Metrics.BotRejected.Inc()
 		d.log.Error("bot rejected event, set aside", zap.Stringer("thread", w.key), zap.String("delivery", id), zap.Error(err))
-		pc.rejected = err.Error()
+		pc.markDead(deadRejected, err.Error())
 	default:
 		return err
 	}
-	pc.sent++
+	pc.failing = time.Time{}
 	w.attempt, w.rejects = 0, 0
 	return nil
 }

@@ -76,6 +76,10 @@ type Options struct {
 	// forwarder that retries on its own.
 	BotRetry   backoff.Policy
 	MaxRejects int
+	// RetryBudget is how long an event may keep failing at the bot, from
+	// its first failed attempt, before it is set aside as a dead letter
+	// and its thread goes on; default DefaultRetryBudget.
+	RetryBudget time.Duration
 	// GraphRetryLater tells a Graph error worth waiting out (the API
 	// rate-limits the page's token, or rejects the token until someone
 	// fixes it) from a failure for good; default: none is. A plan whose
@@ -195,6 +199,9 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	opts.BotRetry = opts.BotRetry.Or(forward.DefaultRetry)
 	if opts.MaxRejects <= 0 {
 		opts.MaxRejects = forward.DefaultMaxRejects
+	}
+	if opts.RetryBudget <= 0 {
+		opts.RetryBudget = DefaultRetryBudget
 	}
 	if opts.GraphRetryLater == nil {
 		opts.GraphRetryLater = func(error) bool { return false }

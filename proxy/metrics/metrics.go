@@ -22,6 +22,7 @@ type Metrics struct {
 	Handovers       *prometheus.CounterVec // to: bot | app | idle
 	ActionFailures  *prometheus.CounterVec // action
 	BotDeliveries   *prometheus.CounterVec // result: ok | rejected
+	BotDeadLetters  *prometheus.CounterVec // reason: rejected | budget | unreadable
 	SendsSkipped    *prometheus.CounterVec // action: messages not sent because the window had closed
 	Feedback        *prometheus.CounterVec // type, score: customer feedback answers
 	ReloadSuccess   prometheus.Gauge
@@ -129,12 +130,16 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 	m.EventsDuplicate = m.WebhookEvents.WithLabelValues("duplicate")
 	m.BotDelivered = m.BotDeliveries.WithLabelValues("ok")
 	m.BotRejected = m.BotDeliveries.WithLabelValues("rejected")
+	m.BotDeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_bot_dead_letters_total", Help: "Events set aside as dead letters, by reason: the bot refused them (rejected), kept failing past bot.retry_budget (budget), or they could not be read (unreadable).",
+	}, []string{"reason"})
 	reg.MustRegister(m.WebhookEvents, m.WebhookRefused, m.Decisions, m.Handovers, m.ActionFailures,
 		m.BotDeliveries, m.SendsSkipped, m.Feedback, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads, m.StoreSync,
 		m.BotWaiting, m.StaleItems,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// One registration per metric added since: a line each.
 	reg.MustRegister(m.GraphWaits)
+	reg.MustRegister(m.BotDeadLetters)
 	return m
 }
 

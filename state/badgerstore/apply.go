@@ -103,19 +103,16 @@ func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, bat
 		}
 	default:
 		if c.DeadLetter != "" {
-			rec, err := w.get(qk)
-			if err != nil {
-				return fmt.Errorf("dead-letter %s #%d: %w", c.Thread, c.Seq, err)
-			}
-			val := binary.AppendUvarint(nil, uint64(len(c.DeadLetter)))
-			val = append(append(val, c.DeadLetter...), rec...)
-			if err := w.set(seqKey(spaceDead, c.Thread, c.Seq), val, 0); err != nil {
+			if err := s.setAside(w, c, qk); err != nil {
 				return err
 			}
 		}
 		if err := w.delete(qk); err != nil {
 			return err
 		}
+	}
+	if err := s.applyDeadLetterOps(w, c); err != nil {
+		return err
 	}
 	if c.State != nil {
 		t := *c.State

@@ -83,15 +83,16 @@ func (s *Store) Head(ctx context.Context, key state.ThreadKey, after uint64, max
 	return out, nil
 }
 
-// DeadLetters returns the items set aside for the thread with their reasons.
+// DeadLetters returns the reasons of the items set aside for the thread
+// (ListDeadLetters has the rest).
 func (s *Store) DeadLetters(ctx context.Context, key state.ThreadKey) ([]string, error) {
 	var out []string
-	err := s.scan(spaceDead, key, 0, func(_ uint64, v []byte) error {
-		l, n := binary.Uvarint(v)
-		if n <= 0 || uint64(len(v)-n) < l {
-			return errBadKey
+	err := s.scan(spaceDead, key, 0, func(seq uint64, v []byte) error {
+		_, reason, _, err := splitDead(v)
+		if err != nil {
+			return fmt.Errorf("%s #%d: %w", key, seq, err)
 		}
-		out = append(out, string(v[n:n+int(l)]))
+		out = append(out, reason)
 		return nil
 	})
 	return out, err

@@ -1,0 +1,259 @@
+package dispatch
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/batonproxy/baton/proxy/forward"
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/state/badgerstore"
+)
+
+// refusingBot is the rig's fake bot behind a filter: it refuses (HTTP 400)
+// every event whose text or payload is in refuse, noting when, and logs
+// the delivery id of every attempt.
+type refusingBot struct {
+	*fakeBot
+	clock interface{ Now() time.Time }
+
+	mu       sync.Mutex
+	refuse   map[string]bool
+	refusals []time.Time
+	tried    map[string][]string // text or payload -> delivery ids of the attempts
+}
+
+func newRefusingBot(refuse ...string) *refusingBot {
+	b := &refusingBot{refuse: map[string]bool{}, tried: map[string][]string{}}
+	for _, s := range refuse {
+		b.refuse[s] = true
+	}
+	return b
+}
+
+// install makes the rig's dispatcher deliver through b, at every start.
+func (b *refusingBot) install(r *rig, o *Options) {
+	b.fakeBot, b.clock = r.bot, r.clock
+	o.Bot = b
+}
+
+func (b *refusingBot) Try(ctx context.Context, id string, body []byte) error {
+	b.fakeBot.mu.Lock()
+	down := b.fakeBot.down
+	b.fakeBot.mu.Unlock()
+	evs, err := messenger.Parse(body)
+	if err == nil && len(evs) == 1 {
+		what := evs[0].Text + evs[0].Payload
+		b.mu.Lock()
+		b.tried[what] = append(b.tried[what], id)
+		refused := b.refuse[what] && !down
+		if refused {
+			b.refusals = append(b.refusals, b.clock.Now())
+		}
+		b.mu.Unlock()
+		if refused {
+			return &forward.RejectedError{Status: 400, Attempts: 1, Body: `{"error":"unknown payload"}`}
+		}
+	}
+	return b.fakeBot.Try(ctx, id, body)
+}
+
+func (b *refusingBot) ids(what string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.tried[what]...)
+}
+
+// advanceUntil moves the fake clock step by step, letting the pipeline
+// run between steps, until cond holds (parked threads wake as their
+// backoff ends on the clock).
+func (r *rig) advanceUntil(what string, step time.Duration, cond func() bool) {
+	r.t.Helper()
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); {
+		if cond() {
+			return
+		}
+		r.clock.Advance(step)
+		time.Sleep(time.Millisecond)
+	}
+	r.t.Fatalf("timed out waiting for %s (bot got %v)", what, r.bot.texts())
+}
+
+func (r *rig) deadLetters(user string) []state.DeadLetter {
+	r.t.Helper()
+	k := key(user)
+	dead, err := r.store.ListDeadLetters(context.Background(), &k)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return dead
+}
+
+func (r *rig) deadCount(reason string) float64 {
+	r.t.Helper()
+	var m dto.Metric
+	var c prometheus.Counter = r.d.opts.Metrics.BotDeadLetters.WithLabelValues(reason)
+	if err := c.Write(&m); err != nil {
+		r.t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func (r *rig) attempts() int {
+	r.bot.mu.Lock()
+	defer r.bot.mu.Unlock()
+	return r.bot.attempts
+}
+
+// replayOffline stops the rig, replays the user's dead letters on its data
+// directory as `baton dlq replay` does, and starts it again.
+func (r *rig) replayOffline(user string) []state.DeadLetter {
+	r.t.Helper()
+	r.close()
+	s, err := badgerstore.Open(badgerstore.Options{Dir: r.dir, MemTableSize: 8 << 20})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	done, err := s.ReplayDeadLetters(context.Background(), key(user), 0, r.clock.Now())
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.open()
+	return done
+}
+
+// A bot that stays down: each event is tried for the retry budget from its
+// first failed attempt, then set aside with the reason and the bot's last
+// answer, and the thread goes on with its next event. After a replay and a
+// restart the bot gets the set-aside events again, in order, under the
+// delivery ids they were tried with.
+func TestRetryBudgetSetsEventsAsideAndReplayDeliversThemInOrder(t *testing.T) {
+	bot := newRefusingBot()
+	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { bot.install(r, o); o.RetryBudget = time.Hour })
+	r.bot.setDown(true)
+	now := r.clock.Now()
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "first", now), text(t, messenger.Messaging, "u", "m2", "second", now),
+		text(t, messenger.Messaging, "u", "m3", "third", now))
+	r.until("the first attempt", func() bool { return r.attempts() > 0 })
+	firstFail := r.clock.Now()
+
+	r.advanceUntil("the first event set aside", time.Minute, func() bool { return len(r.deadLetters("u")) == 1 })
+	dead := r.deadLetters("u")[0]
+	if failed := dead.At.Sub(firstFail); failed < time.Hour || failed > time.Hour+5*time.Minute {
+		t.Errorf("set aside %v after its first failed attempt; want just past the 1h budget", failed)
+	}
+	for _, want := range []string{"retry budget 1h0m0s spent", "last answer: bot down: connection refused"} {
+		if !strings.Contains(dead.Reason, want) {
+			t.Errorf("reason %q; want it to say %q", dead.Reason, want)
+		}
+	}
+	if got := r.deadCount(deadBudget); got != 1 {
+		t.Errorf("dead letters counted for the budget: %v; want 1", got)
+	}
+	// The thread went on: the second event is tried, and meets the same fate.
+	r.advanceUntil("the second event set aside", time.Minute, func() bool { return len(r.deadLetters("u")) == 2 })
+	r.bot.setDown(false)
+	r.advanceUntil("the third event at the bot", time.Second, func() bool { return r.bot.has("u", "third") })
+	if got := r.bot.texts(); len(got) != 1 {
+		t.Fatalf("bot got %v; want only the third event", got)
+	}
+	var kinds []string
+	hist, _ := r.store.History(context.Background(), key("u"))
+	for _, c := range hist {
+		kinds = append(kinds, c.Kind)
+	}
+	if strings.Count(strings.Join(kinds, ","), "dead_letter") != 2 {
+		t.Errorf("history %v; want two dead_letter changes", kinds)
+	}
+	dead2 := r.deadLetters("u")
+	wantIDs := []string{DeliveryID(dead2[0].Seq, dead2[0].Records[0]), DeliveryID(dead2[1].Seq, dead2[1].Records[0])}
+	if ids := bot.ids("first"); len(ids) == 0 || ids[0] != wantIDs[0] {
+		t.Fatalf("the first event was tried as %v; its dead letter gives %s", ids, wantIDs[0])
+	}
+
+	if done := r.replayOffline("u"); len(done) != 2 {
+		t.Fatalf("replayed %d; want 2", len(done))
+	}
+	r.until("the replayed events at the bot", func() bool { return len(r.bot.events()) == 3 })
+	got := r.bot.events()
+	if got[1].text != "first" || got[2].text != "second" || got[1].id != wantIDs[0] || got[2].id != wantIDs[1] {
+		t.Errorf("after the replay the bot got %+v; want first then second with ids %v", got[1:], wantIDs)
+	}
+	r.until("an empty queue", func() bool { return r.queued("u") == 0 })
+	if left := r.deadLetters("u"); len(left) != 0 {
+		t.Errorf("dead letters left: %+v", left)
+	}
+	if n := len(r.bot.events()); n != 3 {
+		t.Errorf("bot got %d events; want each once", n)
+	}
+}
+
+// A poison event (refused with a 4xx) holds its thread for MaxRejects
+// attempts a short backoff apart, even when a long outage before had
+// stretched the thread's backoff to its maximum; then it is set aside and
+// the next event goes.
+func TestPoisonEventIsSetAsideAfterAFewShortAttempts(t *testing.T) {
+	bot := newRefusingBot("poison")
+	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { bot.install(r, o) })
+	r.bot.setDown(true)
+	now := r.clock.Now()
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "poison", now), text(t, messenger.Messaging, "u", "m2", "after", now))
+	r.advanceUntil("a long outage", 30*time.Second, func() bool { return r.attempts() >= 12 })
+	r.bot.setDown(false)
+	r.advanceUntil("the poison set aside", 50*time.Millisecond, func() bool { return len(r.deadLetters("u")) == 1 })
+	bot.mu.Lock()
+	refusals := append([]time.Time(nil), bot.refusals...)
+	bot.mu.Unlock()
+	if len(refusals) != forward.DefaultMaxRejects {
+		t.Fatalf("refused %d times; want %d", len(refusals), forward.DefaultMaxRejects)
+	}
+	// 0.1 + 0.2 + 0.4 + 0.8 s at most, and the clock's 50ms steps.
+	if held := refusals[len(refusals)-1].Sub(refusals[0]); held > 2*time.Second {
+		t.Errorf("the poison event held its thread %v from its first refusal; want under 2s", held)
+	}
+	if d := r.deadLetters("u")[0]; !strings.Contains(d.Reason, "HTTP 400") {
+		t.Errorf("reason %q; want the bot's answer", d.Reason)
+	}
+	if got := r.deadCount(deadRejected); got != 1 {
+		t.Errorf("dead letters counted as rejected: %v; want 1", got)
+	}
+	r.advanceUntil("the next event at the bot", 50*time.Millisecond, func() bool { return r.bot.has("u", "after") })
+}
+
+// When the bot takes an event but refuses the postback a rule added after
+// it, only the postback is set aside, and a replay gives the bot only the
+// postback, under its own delivery id.
+func TestOnlyTheRefusedPartOfAnItemIsSetAside(t *testing.T) {
+	bot := newRefusingBot("RESUME")
+	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { bot.install(r, o) })
+	r.graph.setOwner("u", agentApp)
+	r.enqueue(text(t, messenger.Standby, "u", "m1", "bot please", r.clock.Now()))
+	r.advanceUntil("the postback set aside", 50*time.Millisecond, func() bool { return len(r.deadLetters("u")) == 1 })
+	d := r.deadLetters("u")[0]
+	if len(d.Records) != 1 {
+		t.Fatalf("set aside %d records; want the postback only", len(d.Records))
+	}
+	ev, err := messenger.DecodeRecord(d.Records[0])
+	if err != nil || ev.Payload != "RESUME" {
+		t.Fatalf("set aside %+v, %v; want the postback", ev, err)
+	}
+	before := len(r.bot.events())
+	bot.mu.Lock()
+	delete(bot.refuse, "RESUME")
+	bot.mu.Unlock()
+	r.replayOffline("u")
+	r.until("the postback at the bot", func() bool { return r.bot.has("u", "RESUME") })
+	got := r.bot.events()[before:]
+	if len(got) != 1 || got[0].id != DeliveryID(d.Seq, d.Records[0]) || got[0].id != bot.ids("RESUME")[0] {
+		t.Errorf("after the replay the bot got %+v; want the postback alone, as it was tried (%v)", got, bot.ids("RESUME"))
+	}
+}
