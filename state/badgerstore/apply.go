@@ -20,6 +20,10 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, b *batchState) error {
 	if j.fire != nil {
 		return s.applyFire(w, j.fire, seq, b)
 	}
+	var err error
+	if j.full, err = s.limitCheck(w, j, b); err != nil || j.full != nil {
+		return err // refused: nothing of it is written
+	}
 	var stamp [8]byte
 	binary.BigEndian.PutUint64(stamp[:], uint64(j.now.UnixNano()))
 	enqueued := time.Unix(0, j.now.UnixNano()) // as Head reads it back
@@ -56,6 +60,7 @@ func (s *Store) apply(w *writer, j *job, seq *uint64, b *batchState) error {
 			return err
 		}
 		j.results[i] = state.Accepted
+		s.counts.appending(ev.Thread)
 		b.appended = append(b.appended, state.Queued{Thread: ev.Thread, Seq: *seq, Enqueued: enqueued, Record: ev.Record, Decoded: ev.Decoded})
 	}
 	return nil
@@ -84,6 +89,9 @@ func (s *Store) seenRecently(txn *badger.Txn, dk []byte, now time.Time) (bool, e
 func (s *Store) applyCompletion(w *writer, c *state.Completion, seq *uint64, batch *batchState) error {
 	if err := w.room(jobBytes(&job{completion: c})); err != nil {
 		return err
+	}
+	if removes(c) {
+		s.counts.removing(c.Thread) // counted once the batch commits
 	}
 	qk := seqKey(spaceQueue, c.Thread, c.Seq)
 	switch {

@@ -142,6 +142,9 @@ func (s *Store) commit(batch []*job) {
 // tell gives a job its outcome: to the waiting caller, or for a lazy
 // completion, to the log (the item stays queued and is handled again).
 func (s *Store) tell(j *job, err error) {
+	if err == nil && j.full != nil {
+		err = j.full
+	}
 	if !j.lazy {
 		j.done <- err
 		return
@@ -177,6 +180,7 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 	w := &writer{db: s.db, txn: s.db.NewTransaction(true), seq: &seq, bigValues: &s.bigValues, threshold: s.valueThreshold}
 	s.stats.commits.Add(1)
 	b := &batchState{seen: map[string]struct{}{}, threads: map[state.ThreadKey]cachedThread{}}
+	s.counts.begin()
 	evicted, err := s.writeEvicted(w)
 	for _, j := range batch {
 		if err != nil {
@@ -205,6 +209,8 @@ func (s *Store) tryCommit(batch []*job) (wait bool, err error) {
 		}
 		return wait, err
 	}
+	s.counts.committed(b.appended)
+	s.space.wrote(batchBytes(batch))
 	for key, t := range b.threads {
 		s.cache.Add(key, t)
 	}

@@ -76,12 +76,29 @@ type Options struct {
 	// the process can stop and be restarted by its supervisor.
 	OnFatal func(error)
 
+	// Limits bound what Enqueue takes (limits.go); Upkeep configures the
+	// background work: free-space readings, value-log GC, history
+	// retention (upkeep.go). Clock tells retention the time (default: the
+	// wall clock); FreeSpace reads the data directory's free space
+	// (default: statfs; tests inject a small disk).
+	Limits    Limits
+	Upkeep    Upkeep
+	Clock     Clock
+	FreeSpace FreeSpaceFunc
+	// OnFull, when set, is told the limit of each refused Enqueue;
+	// OnUsage, once per Upkeep.DiskEvery, the store's usage. Both are
+	// for metrics and must not block.
+	OnFull  func(limit string)
+	OnUsage func(Usage)
+
 	// beforeCommit, in tests, is called by the committer before each batch.
 	beforeCommit func(jobs int)
 	// syncFails, in tests, makes the syncer's syncs fail while it is true.
 	syncFails func() bool
 	// stallAfter, in tests, replaces the default of the same name.
 	stallAfter time.Duration
+	// afterRetention, in tests, is told the outcome of each retention pass.
+	afterRetention func(deleted int, err error)
 }
 
 // DefaultMemTableSize keeps Badger's memory near 64 MiB: three memtables
@@ -157,6 +174,12 @@ type Store struct {
 	// the syncer's sync (syncWatch) is slow.
 	stalls                 *stalls
 	commitWatch, syncWatch *diskWatch
+
+	// counts are the queued events the limits are checked against, space
+	// the free disk space (limits.go, diskspace.go).
+	counts   *queueCounts
+	space    *freeSpace
+	refusals refusals
 }
 
 // Stats count the store's group commits, for the metrics endpoint: jobs
@@ -183,6 +206,7 @@ type job struct {
 	completion *state.Completion
 	fire       *fireJob
 	done       chan error
+	full       *state.FullError // the limit an enqueue would pass: nothing of it was written
 }
 
 // Open opens (or creates) the store in opts.Dir and starts its committer.
@@ -211,6 +235,17 @@ func Open(opts Options) (*Store, error) {
 	log := opts.Logger.Named("store")
 	if opts.MemTableSize <= 0 {
 		opts.MemTableSize = DefaultMemTableSize
+	}
+	opts.Limits.setDefaults()
+	opts.Upkeep.setDefaults()
+	if opts.Clock == nil {
+		opts.Clock = wallClock{}
+	}
+	if opts.FreeSpace == nil {
+		opts.FreeSpace = statfsFree
+	}
+	if err := checkStart(opts.Dir, opts.MemTableSize, opts.FreeSpace, log); err != nil {
+		return nil, err
 	}
 	// Memory is bounded by these settings, not by the number of threads
 	// stored: a few memtables, a block cache and an index cache of fixed
@@ -280,13 +315,19 @@ func Open(opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
+	filtered := time.Now()
+	if err := s.openLimits(); err != nil {
+		db.Close()
+		return nil, err
+	}
 	// How long a restart takes before Baton can answer, and where.
-	log.Info("store opened", zap.Duration("badger", opened.Sub(opening)), zap.Duration("dedup_filters", time.Since(opened)))
+	log.Info("store opened", zap.Duration("badger", opened.Sub(opening)), zap.Duration("dedup_filters", filtered.Sub(opened)),
+		zap.Duration("queue_counts", time.Since(filtered)), zap.Int64("queued", s.counts.total.Load()))
 	s.maxBytes = db.MaxBatchSize() / 2
 	s.valueThreshold = db.Opts().ValueThreshold
 	go s.syncLoop()
 	go s.commitLoop()
-	go s.gcLoop()
+	s.startUpkeep()
 	return s, nil
 }
 
@@ -431,6 +472,9 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, events []state.NewEv
 	if len(events) == 0 {
 		return nil, nil
 	}
+	if s.space.low.Load() {
+		return nil, s.refusal(LimitFreeDisk)
+	}
 	j := &job{now: now, events: events, results: make([]state.EnqueueResult, len(events))}
 	if err := s.submit(ctx, j, true); err != nil {
 		return nil, err
@@ -453,22 +497,6 @@ func (s *Store) Complete(ctx context.Context, c state.Completion) error {
 		return s.submit(ctx, j, false)
 	}
 	return s.promise(j)
-}
-
-// gcLoop reclaims value-log space now and then, as Badger requires.
-func (s *Store) gcLoop() {
-	defer close(s.gcDone)
-	t := time.NewTicker(5 * time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.quit:
-			return
-		case <-t.C:
-			for s.db.RunValueLogGC(0.5) == nil {
-			}
-		}
-	}
 }
 
 // badgerLogger adapts zap to Badger's logger interface. It also counts
