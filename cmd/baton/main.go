@@ -1,8 +1,8 @@
 // Command baton runs the Baton webhook proxy (serve), a self-contained
-// demonstration (demo), and the offline ops commands on policy files
-// (check, explain, replay). It only parses flags and turns signals into
-// context cancellation and reloads; the work happens in proxy/app,
-// proxy/demo and proxy/cli.
+// demonstration (demo), the offline ops commands on policy files
+// (check, explain, replay) and on a stopped Baton's dead letters (dlq).
+// It only parses flags and turns signals into context cancellation and
+// reloads; the work happens in proxy/app, proxy/demo and proxy/cli.
 package main
 
 import (
@@ -42,11 +42,15 @@ const usage = `usage:
                                     object), on what trigger, and what it would do
   baton replay (--config baton.yaml | --policy FILE... --apps NAME=ID,...) RECORDED.jsonl
                                     run policy files over traffic recorded with record: in baton.yaml
+  baton dlq list|replay|discard [--config baton.yaml] [--thread PAGE/USER [--seq N] | --all] [--json]
+                                    list the events set aside as dead letters, put them back in their
+                                    thread's queue (delivered when Baton starts), or delete them;
+                                    Baton must be stopped (baton dlq --help)
   baton bench [--reps 3] [--measure 3s] [--cpu N] [--quick] [--out FILE]
                                     measure Baton against a bare forwarder and httputil.ReverseProxy,
                                     all pinned to one core, and print the table with the ratios
 
-The offline commands (check, explain, replay) read the config without its
+The offline commands (check, explain, replay, dlq) read the config without its
 secrets: unset ${VARS} are fine. "-" reads EVENT.json or RECORDED.jsonl from
 standard input.
 `
@@ -69,6 +73,8 @@ func run(args []string) int {
 		return explain(args[1:])
 	case "replay":
 		return replay(args[1:])
+	case "dlq":
+		return cli.DLQ(args[1:], os.Stdout, os.Stderr, os.LookupEnv)
 	case "bench":
 		return runBench(args[1:])
 	case "bench-child":

@@ -1,0 +1,357 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode/utf8"
+
+	"github.com/batonproxy/baton/proxy/config"
+	"github.com/batonproxy/baton/proxy/dispatch"
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/state"
+	"github.com/batonproxy/baton/state/badgerstore"
+)
+
+// Unlike the other commands here, dlq opens Baton's database: it is the
+// offline form of what an admin API will serve on a running Baton, and
+// works on a stopped Baton's data directory (Badger allows one process).
+
+const dlqUsage = `usage:
+  baton dlq list    [--config baton.yaml] [--thread PAGE/USER [--seq N]] [--json]
+  baton dlq replay  [--config baton.yaml] (--thread PAGE/USER [--seq N] | --all)
+  baton dlq discard [--config baton.yaml] (--thread PAGE/USER [--seq N] | --all)
+
+Dead letters are events Baton set aside so that their thread could go on:
+the bot refused them (a 4xx, five times), kept failing past
+bot.retry_budget, or they could not be read. list shows them, oldest
+first in each thread. replay puts them back in their thread's queue, in
+their original order and with their delivery ids (X-Baton-Delivery-Id);
+only the delivery happens again, never the rules, and Baton delivers them
+to the bot when it starts. discard deletes them. Both say so in the
+thread's history.
+
+dlq works on the data directory (data_dir in the config): stop Baton
+first. Nothing is asked interactively.
+`
+
+// DLQ runs `baton dlq` with its arguments (the subcommand first) and
+// returns the exit code.
+func DLQ(args []string, out, errOut io.Writer, env func(string) (string, bool)) int {
+	if len(args) == 0 {
+		fmt.Fprint(errOut, dlqUsage)
+		return ExitUsage
+	}
+	sub := args[0]
+	switch sub {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(out, dlqUsage)
+		return ExitOK
+	case "list", "replay", "discard":
+	default:
+		fmt.Fprintf(errOut, "baton dlq: unknown subcommand %q\n%s", sub, dlqUsage)
+		return ExitUsage
+	}
+	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	path := fs.String("config", "baton.yaml", "baton.yaml: its data_dir holds the dead letters")
+	thread := fs.String("thread", "", "one thread: PAGE/USER, as list prints it")
+	var seq uint64
+	var all, asJSON bool
+	fs.Uint64Var(&seq, "seq", 0, "with --thread: only the dead letter with this sequence number")
+	if sub == "list" {
+		fs.BoolVar(&asJSON, "json", false, "print JSON (every field, the events included) instead of a table")
+	} else {
+		fs.BoolVar(&all, "all", false, "every dead letter of every thread")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "%s\nflags of baton dlq %s:\n", dlqUsage, sub)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(out)
+			fs.Usage()
+			return ExitOK
+		}
+		return ExitUsage
+	}
+	sel, err := selection(sub, *thread, seq, all, fs.Args())
+	if err != nil {
+		fmt.Fprintf(errOut, "baton dlq %s: %v\n", sub, err)
+		return ExitUsage
+	}
+	store, err := openStore(*path, env)
+	if err != nil {
+		fmt.Fprintf(errOut, "baton dlq %s: %v\n", sub, err)
+		return ExitFail
+	}
+	ctx := context.Background()
+	if sub == "list" {
+		err = list(ctx, out, store, sel, asJSON)
+	} else {
+		err = change(ctx, out, store, sel, sub == "replay")
+	}
+	if cerr := store.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("closing the data directory: %w", cerr)
+	}
+	if err != nil {
+		fmt.Fprintf(errOut, "baton dlq %s: %v\n", sub, err)
+		return ExitFail
+	}
+	return ExitOK
+}
+
+// selected is what a dlq command works on: one thread (and maybe one of
+// its dead letters), or every thread when thread is nil.
+type selected struct {
+	thread *state.ThreadKey
+	seq    uint64
+}
+
+func selection(sub, thread string, seq uint64, all bool, rest []string) (selected, error) {
+	switch {
+	case len(rest) > 0:
+		return selected{}, fmt.Errorf("unexpected argument %q (flags name what to work on)", rest[0])
+	case all && thread != "":
+		return selected{}, errors.New("--all and --thread exclude each other")
+	case seq != 0 && thread == "":
+		return selected{}, errors.New("--seq needs --thread")
+	case sub != "list" && !all && thread == "":
+		return selected{}, errors.New("say which dead letters: --thread PAGE/USER (and --seq N for one), or --all")
+	case thread == "":
+		return selected{}, nil
+	}
+	k, err := ParseThread(thread)
+	if err != nil {
+		return selected{}, err
+	}
+	return selected{thread: &k, seq: seq}, nil
+}
+
+// ParseThread reads a thread as `baton dlq list` prints it: the page id, a
+// slash, and the user's id (which may be empty for page-level events, or
+// "ref:..." for a checkbox opt-in).
+func ParseThread(s string) (state.ThreadKey, error) {
+	page, user, ok := strings.Cut(s, "/")
+	if !ok || page == "" || strings.TrimSpace(s) != s || !utf8.ValidString(s) {
+		return state.ThreadKey{}, fmt.Errorf("--thread %q: want PAGE/USER, the page id, a slash and the user's id, as dlq list prints them", s)
+	}
+	return state.ThreadKey{Page: page, User: user}, nil
+}
+
+// openStore opens the data directory the config names, refusing one that
+// holds no Baton data (rather than creating a database there) and turning
+// Badger's lock into the reason: Baton is running on it.
+func openStore(path string, env func(string) (string, bool)) (*badgerstore.Store, error) {
+	cfg, err := config.LoadOffline(path, env)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(cfg.DataDir, "MANIFEST")); err != nil {
+		return nil, fmt.Errorf("no Baton data in %s (data_dir of %s): %w", cfg.DataDir, path, err)
+	}
+	s, err := badgerstore.Open(badgerstore.Options{Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: 1000})
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("the data directory %s is in use: Baton must be stopped first (dlq works on a stopped Baton's data)", cfg.DataDir)
+		}
+		return nil, fmt.Errorf("opening the data directory: %w", err)
+	}
+	return s, nil
+}
+
+func list(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel selected, asJSON bool) error {
+	dead, err := store.ListDeadLetters(ctx, sel.thread)
+	if err != nil {
+		return err
+	}
+	if sel.seq != 0 {
+		dead = onlySeq(dead, sel.seq)
+	}
+	if asJSON {
+		return writeJSON(out, dead)
+	}
+	if len(dead) == 0 {
+		fmt.Fprintln(out, "no dead letters")
+		return nil
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "THREAD\tSEQ\tDELIVERY ID\tENQUEUED\tSET ASIDE\tEVENT\tREASON")
+	threads := 0
+	for i, d := range dead {
+		if i == 0 || d.Thread != dead[i-1].Thread {
+			threads++
+		}
+		var ids, kinds []string
+		for _, r := range d.Records {
+			ids = append(ids, dispatch.DeliveryID(d.Seq, r))
+			kinds = append(kinds, eventKind(r))
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Thread, d.Seq, strings.Join(ids, ","), stamp(d.Enqueued),
+			stamp(d.At), strings.Join(kinds, ","), oneLine(d.Reason, 100))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "%s in %s\n", plural(len(dead), "dead letter", "dead letters"), plural(threads, "thread", "threads"))
+	return err
+}
+
+// change replays or discards the selected dead letters, thread by thread
+// (each thread's atomically), and prints what it did.
+func change(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel selected, replay bool) error {
+	verb, fn := "discarded", store.DiscardDeadLetters
+	if replay {
+		verb, fn = "replayed", store.ReplayDeadLetters
+	}
+	var threads []state.ThreadKey
+	if sel.thread != nil {
+		threads = []state.ThreadKey{*sel.thread}
+	} else {
+		dead, err := store.ListDeadLetters(ctx, nil)
+		if err != nil {
+			return err
+		}
+		for i, d := range dead {
+			if i == 0 || d.Thread != dead[i-1].Thread {
+				threads = append(threads, d.Thread)
+			}
+		}
+	}
+	at := now()
+	items, touched := 0, 0
+	for _, k := range threads {
+		done, err := fn(ctx, k, sel.seq, at)
+		for _, d := range done {
+			fmt.Fprintf(out, "%s %s #%d (%s)\n", verb, d.Thread, d.Seq, deliveryIDs(d))
+		}
+		items += len(done)
+		if len(done) > 0 {
+			touched++
+		}
+		if err != nil {
+			return err
+		}
+	}
+	switch {
+	case items == 0 && sel.thread == nil:
+		fmt.Fprintln(out, "no dead letters")
+	case items == 0 && sel.seq != 0:
+		return fmt.Errorf("thread %s has no dead letter #%d (see baton dlq list --thread %s)", sel.thread, sel.seq, sel.thread)
+	case items == 0:
+		return fmt.Errorf("thread %s has no dead letters", sel.thread)
+	default:
+		fmt.Fprintf(out, "%s %s in %s", verb, plural(items, "dead letter", "dead letters"), plural(touched, "thread", "threads"))
+		if replay {
+			fmt.Fprint(out, "; Baton delivers them to the bot when it starts")
+		}
+		fmt.Fprintln(out)
+	}
+	return nil
+}
+
+func onlySeq(dead []state.DeadLetter, seq uint64) []state.DeadLetter {
+	var out []state.DeadLetter
+	for _, d := range dead {
+		if d.Seq == seq {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func deliveryIDs(d state.DeadLetter) string {
+	ids := make([]string, 0, len(d.Records))
+	for _, r := range d.Records {
+		ids = append(ids, dispatch.DeliveryID(d.Seq, r))
+	}
+	return strings.Join(ids, ",")
+}
+
+// eventKind names what a record holds, without its text: the table is
+// for finding an event, the JSON for reading it.
+func eventKind(record []byte) string {
+	ev, err := messenger.DecodeRecord(record)
+	if err != nil {
+		return "unreadable"
+	}
+	return ev.Kind.String()
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "-" // set aside by a version that did not keep the time
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// oneLine keeps a reason on its table row: newlines and tabs become
+// spaces, and it is cut to limit runes.
+func oneLine(s string, limit int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if utf8.RuneCountInString(s) > limit {
+		s = string([]rune(s)[:limit-1]) + "…"
+	}
+	return s
+}
+
+// jsonDeadLetter is a dead letter as `list --json` prints it.
+type jsonDeadLetter struct {
+	Thread   string      `json:"thread"`
+	Page     string      `json:"page"`
+	User     string      `json:"user"`
+	Seq      uint64      `json:"seq"`
+	Reason   string      `json:"reason"`
+	SetAside string      `json:"set_aside,omitempty"` // RFC 3339; absent when not kept
+	Enqueued string      `json:"enqueued"`
+	Events   []jsonEvent `json:"events"`
+}
+
+type jsonEvent struct {
+	DeliveryID string          `json:"delivery_id"`
+	Channel    string          `json:"channel,omitempty"`
+	Kind       string          `json:"kind"`
+	Event      json.RawMessage `json:"event,omitempty"`  // the event object as Meta sent it
+	Error      string          `json:"error,omitempty"`  // why the record could not be read
+	Record     []byte          `json:"record,omitempty"` // an unreadable record, base64
+}
+
+func writeJSON(out io.Writer, dead []state.DeadLetter) error {
+	list := make([]jsonDeadLetter, 0, len(dead))
+	for _, d := range dead {
+		j := jsonDeadLetter{Thread: d.Thread.String(), Page: d.Thread.Page, User: d.Thread.User, Seq: d.Seq,
+			Reason: d.Reason, Enqueued: d.Enqueued.UTC().Format(time.RFC3339Nano), Events: []jsonEvent{}}
+		if !d.At.IsZero() {
+			j.SetAside = d.At.UTC().Format(time.RFC3339Nano)
+		}
+		for _, r := range d.Records {
+			e := jsonEvent{DeliveryID: dispatch.DeliveryID(d.Seq, r)}
+			ev, err := messenger.DecodeRecord(r)
+			switch {
+			case err != nil:
+				e.Kind, e.Error, e.Record = "unreadable", err.Error(), r
+			case json.Valid(ev.Raw):
+				e.Channel, e.Kind, e.Event = ev.Channel.String(), ev.Kind.String(), ev.Raw
+			default:
+				e.Channel, e.Kind, e.Error, e.Record = ev.Channel.String(), ev.Kind.String(), "the event is not valid JSON", r
+			}
+			j.Events = append(j.Events, e)
+		}
+		list = append(list, j)
+	}
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	if err := enc.Encode(list); err != nil {
+		return fmt.Errorf("writing JSON: %w", err)
+	}
+	return nil
+}
