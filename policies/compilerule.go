@@ -100,14 +100,15 @@ func (c *compiler) checkName(name string, path []any) {
 
 // compileOwner resolves the owner condition. Written, it is bot, other,
 // idle, any or an app name. Left out, it is bot for rules on the user's
-// events, and any for rules that only react to echoes, requests and
-// control coming back: those events are about ownership changing, so the
-// owner before them is rarely what the rule means to test.
+// events, and any for rules that only react to echoes, requests, control
+// coming back and the bot recovering: those events are about ownership
+// changing, so the owner before them is rarely what the rule means to
+// test.
 func (c *compiler) compileOwner(r *rule, w *whenYAML, when []any, userTriggers bool) {
 	r.owner = w.Owner
 	if r.owner == "" {
 		r.owner = "bot"
-		if !userTriggers && (r.echo() || len(r.requestFrom) > 0 || r.returned) {
+		if !userTriggers && (r.echo() || len(r.requestFrom) > 0 || r.returned || r.recovered) {
 			r.owner = "any"
 		}
 	}

@@ -37,8 +37,11 @@ type fileYAML struct {
 	// KeepAlive keeps the bot's control of a quiet thread this long after
 	// its last message, with extend_thread_control, instead of letting the
 	// platform idle it after 24 hours.
-	KeepAlive string     `yaml:"keep_alive"`
-	Rules     []ruleYAML `yaml:"rules"`
+	KeepAlive string `yaml:"keep_alive"`
+	// BotDown is what to do for a thread that needs an answer while the
+	// bot's circuit is open (see botdown.go).
+	BotDown *botDownYAML `yaml:"bot_down"`
+	Rules   []ruleYAML   `yaml:"rules"`
 }
 
 type ruleYAML struct {
@@ -82,6 +85,9 @@ type whenYAML struct {
 	EchoFrom           []string      `yaml:"echo_from"`
 	RequestFrom        []string      `yaml:"request_from"`
 	ControlReturned    bool          `yaml:"control_returned"`
+	// BotRecovered matches the event the dispatcher makes for a thread
+	// that bot_down handed over, once the bot is back.
+	BotRecovered bool `yaml:"bot_recovered"`
 }
 
 type referralYAML struct {
@@ -127,7 +133,7 @@ var (
 // problem messages.
 const (
 	triggerKeys = "keywords, all_keywords, regex, postbacks, quick_replies (each also with _prefixes and _regex), " +
-		"referral, optin, attachments, echo_from, request_from or control_returned"
+		"referral, optin, attachments, echo_from, request_from, control_returned or bot_recovered"
 	actionKeys = "send_text, send_quick_replies, send_buttons, send_feedback, pass, take, release, " +
 		"request, extend, tag, untag, notify, postback_to_bot or refuse"
 )
@@ -179,6 +185,7 @@ func Compile(files []File, apps map[string]string) (*Set, error) {
 		c.enter(src)
 		c.compileRules()
 		c.compileTimeouts()
+		c.compileBotDown()
 	}
 	c.checkReachable()
 	for _, src := range srcs {

@@ -34,6 +34,10 @@ func FuzzCompile(f *testing.F) {
 	f.Add([]byte("version: 1\nteams: {t: {timezone: Europe/Berlin, hours: {sun: ['01:00-04:00']}}}\nrules:\n- {name: a, when: {open: t, regex: ['(?i)k'], attachments: [any]}, do: [{tag: x}], continue: true}\n- {name: b, when: {echo_from: [bot, inbox], keywords: [x]}, do: [{extend: {duration: 1d}}]}\n"), "\u212a x")
 	f.Add([]byte("version: 1\nmode: observe\npages: ['1']\nrules:\n- {name: a, when: {referral: , optin: {refs: [r]}, postback_prefixes: [P]}, do: [{send_quick_replies: {text: t, replies: [{title: a, payload: b}]}}]}\n"), "P1")
 
+	f.Add([]byte("version: 1\npages: ['1']\nbot_down: {do: [{tag: down}, {pass: {to: inbox, include_last: 2}}]}\nrules:\n- {name: a, when: {bot_recovered: true, owner: inbox, tags: [down]}, do: [{take: }, {untag: down}]}\n- {name: b, when: {bot_recovered: true, control_returned: true, keywords: [x]}, do: [{release: }]}\n"), "x")
+	f.Add([]byte("version: 1\nbot_down:\nrules: [{name: a, when: {bot_recovered: false}, do: [{refuse: }]}]\n"), "")
+	f.Add([]byte("version: 1\nbot_down: {do: [{refuse: }, {pass: {to: requester}}], after: 1m}\n"), "")
+
 	f.Fuzz(func(t *testing.T, data []byte, text string) {
 		set, err := Compile([]File{{Name: "fuzz.yaml", Data: data}}, testApps)
 		if err != nil {
@@ -48,7 +52,7 @@ func FuzzCompile(f *testing.F) {
 		}
 		now := time.Date(2026, 3, 29, 1, 30, 0, 0, time.UTC)
 		for _, o := range []Owner{OwnerUnknown, OwnerBot, OwnerOther, OwnerIdle} {
-			for k := EventUnknown; k <= EventControlReturned+1; k++ {
+			for k := EventUnknown; k <= EventBotRecovered+1; k++ {
 				in := Input{
 					Owner: o, Kind: k, Text: text, Postback: text, QuickReply: text,
 					Page: text, OwnerAppID: testApps["inbox"], Ref: text, Source: text, AdID: text,
@@ -70,6 +74,11 @@ func FuzzCompile(f *testing.F) {
 			}
 		}
 		_ = set.Summary()
+		for _, page := range []string{"", "1", text} {
+			if bd, ok := set.BotDown(page); ok && len(bd.Actions) == 0 {
+				t.Fatalf("bot_down for page %q has no actions", page)
+			}
+		}
 	})
 }
 

@@ -115,6 +115,11 @@ const (
 	// EventControlReturned is control coming back to the bot: a
 	// pass_thread_control to us, or our own take.
 	EventControlReturned
+	// EventBotRecovered is the bot coming back after an outage, for a
+	// thread that the bot_down actions handed over while it was down. The
+	// dispatcher makes it, once per such thread; Owner and OwnerAppID say
+	// who owns the thread now, Tags are its tags.
+	EventBotRecovered
 )
 
 var eventKindNames = [...]string{
@@ -127,6 +132,7 @@ var eventKindNames = [...]string{
 	EventEcho:            "echo",
 	EventRequest:         "request",
 	EventControlReturned: "control_returned",
+	EventBotRecovered:    "bot_recovered",
 }
 
 // String returns the kind's name for logs and metrics.
@@ -331,6 +337,7 @@ type Set struct {
 	echoRules    []int
 	requestRules []int
 	returnRules  []int
+	recoverRules []int
 
 	// pageFiles holds the pages that have page-specific files; an event of
 	// such a page only sees the rules of those files.
@@ -339,6 +346,9 @@ type Set struct {
 	timeouts timeoutScope
 	// keepAlive by scope.
 	keepAlive map[string]time.Duration
+	// botDown by scope, and each block once in file order for Summary.
+	botDown  map[string]*BotDown
+	botDowns []*BotDown
 	// needWords says some rule looks at the folded words of a text;
 	// needLower that some text regex has a case-insensitive literal.
 	needWords, needLower bool
@@ -494,6 +504,8 @@ func (s *Set) first(e *eval, start int) (int, string) {
 		best, trigger = s.scan(s.requestRules, e, start, best, trigger)
 	case EventControlReturned:
 		best, trigger = s.scan(s.returnRules, e, start, best, trigger)
+	case EventBotRecovered:
+		best, trigger = s.scan(s.recoverRules, e, start, best, trigger)
 	case EventText, EventQuickReply, EventPostback, EventReferral, EventOptin:
 		if in.Postback != "" {
 			best, trigger = s.firstRef(s.postbacks[in.Postback], e, start, best, trigger)
@@ -635,6 +647,11 @@ func (s *Set) findRecentUse() bool {
 			if uses(t.Actions) {
 				return true
 			}
+		}
+	}
+	for _, bd := range s.botDowns {
+		if uses(bd.Actions) {
+			return true
 		}
 	}
 	return false

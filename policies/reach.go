@@ -22,7 +22,7 @@ import (
 //     or regex that accepts it, a prefix by a shorter prefix of it, a
 //     regex by the same regex, an attachment type by the same type or
 //     any, a referral by one whose lists include its lists, an app by
-//     the same app;
+//     the same app, control_returned and bot_recovered by the same;
 //   - a regex that matches every non-empty text ("." or ".*", a
 //     catch-all) covers every text trigger. ("." does not match a text
 //     made only of line breaks; such messages are ignored here.)
@@ -142,7 +142,7 @@ func (r *rule) covers(l *rule) bool {
 			return false
 		}
 	}
-	return !l.returned || r.returned
+	return (!l.returned || r.returned) && (!l.recovered || r.recovered)
 }
 
 func (r *rule) echoAppsCover(l *rule) bool {

@@ -52,6 +52,7 @@ type rule struct {
 	echoFrom     []literal // app ids; "" with name bot means our own app
 	requestFrom  []literal // app ids
 	returned     bool
+	recovered    bool // bot_recovered
 
 	actions        []Action
 	forward        bool
@@ -147,6 +148,11 @@ func (r *rule) matchScanned(e *eval) (string, bool) {
 	case EventControlReturned:
 		if r.returned {
 			return "control_returned", true
+		}
+		return "", false
+	case EventBotRecovered:
+		if r.recovered {
+			return "bot_recovered", true
 		}
 		return "", false
 	}

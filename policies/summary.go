@@ -11,7 +11,7 @@ import (
 // Summary renders the compiled set as text, in evaluation order: the
 // teams, then for each rule where it came from, its conditions and
 // triggers, its resolved actions and whether the event is still
-// forwarded. It is what `baton check` prints and what the golden tests
+// forwarded, then each bot_down block. It is what `baton check` prints and what the golden tests
 // compare, so a change in how a file compiles shows up as a readable
 // diff. Lines only appear for features a rule uses.
 func (s *Set) Summary() string {
@@ -25,6 +25,9 @@ func (s *Set) Summary() string {
 	}
 	for i := range s.rules {
 		s.rules[i].summary(&b)
+	}
+	for _, bd := range s.botDowns {
+		bd.summary(&b)
 	}
 	return b.String()
 }
@@ -122,6 +125,9 @@ func (r *rule) summary(b *strings.Builder) {
 	}
 	if r.returned {
 		b.WriteString("    control_returned\n")
+	}
+	if r.recovered {
+		b.WriteString("    bot_recovered\n")
 	}
 	b.WriteString("  do\n")
 	for _, a := range r.actions {

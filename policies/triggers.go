@@ -35,7 +35,7 @@ func (c *compiler) payloads(path []any, kind string, index map[string][]triggerR
 
 // compileTriggers compiles the triggers and indexes them. It reports
 // whether the rule has triggers on the user's own events (as opposed to
-// echoes, requests and control coming back).
+// echoes, requests, control coming back and the bot recovering).
 func (c *compiler) compileTriggers(r *rule, w *whenYAML, when []any, ruleIdx int) (user bool) {
 	written := 0 // triggers written, valid or not
 
@@ -143,6 +143,10 @@ func (c *compiler) compileTriggers(r *rule, w *whenYAML, when []any, ruleIdx int
 		written++
 		r.returned = true
 	}
+	if w.BotRecovered {
+		written++
+		r.recovered = true
+	}
 
 	if written == 0 {
 		c.problem(when, "needs at least one trigger (%s)", triggerKeys)
@@ -180,6 +184,9 @@ func (c *compiler) compileTriggers(r *rule, w *whenYAML, when []any, ruleIdx int
 	}
 	if r.returned {
 		c.set.returnRules = append(c.set.returnRules, ruleIdx)
+	}
+	if r.recovered {
+		c.set.recoverRules = append(c.set.recoverRules, ruleIdx)
 	}
 	if len(r.keywords) > 0 || len(r.allWords) > 0 {
 		c.set.needWords = true
