@@ -120,24 +120,36 @@ func TestBotOutage(t *testing.T) {
 	tl.check(t, false)
 }
 
-// waitOwner waits until the sandbox says app owns every thread of us.
+// waitOwner waits until the sandbox says app owns every thread of us; it
+// fails the test at once if they do not within the bound.
 func waitOwner(t *testing.T, r *rig, us []string, app string, within time.Duration) {
 	t.Helper()
+	if missing := ownedWithin(r, us, app, within, nil); len(missing) > 0 {
+		t.Fatalf("after %v, %d of %d threads not owned by %s: %v", within, len(missing), len(us), app, missing)
+	}
+}
+
+// ownedWithin waits until the sandbox says app owns every thread of us,
+// or within has passed, and returns the threads it does not own. A thread
+// for which gaveUp (if set) is true is not waited for.
+func ownedWithin(r *rig, us []string, app string, within time.Duration, gaveUp func(string) bool) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	var missing []string
-	err := poll(ctx, 20*time.Millisecond, func() bool {
+	_ = poll(ctx, 20*time.Millisecond, func() bool { // the caller reports what is missing
 		missing = missing[:0]
+		waiting := 0
 		for _, u := range us {
 			if r.p.Owner(page, u) != app {
 				missing = append(missing, u)
+				if gaveUp == nil || !gaveUp(u) {
+					waiting++
+				}
 			}
 		}
-		return len(missing) == 0
+		return waiting == 0
 	})
-	if err != nil {
-		t.Fatalf("after %v, %d of %d threads not owned by %s: %v", within, len(missing), len(us), app, missing)
-	}
+	return missing
 }
 
 // passesOf lists when the bot's app passed the thread, from its transcript.
