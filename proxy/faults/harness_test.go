@@ -400,5 +400,14 @@ func pause(d time.Duration) {
 	}
 }
 
+// parallelShort runs the short proofs side by side: they mostly wait on
+// their processes, so the ordinary test command stays short. The full
+// proofs run one at a time, so that each one's figures are its own.
+func parallelShort(t *testing.T) {
+	if !sizes.long {
+		t.Parallel()
+	}
+}
+
 // errNotYet is what a tally's wait reports when deliveries are missing.
 var errNotYet = errors.New("not everything acknowledged has reached the bot yet")

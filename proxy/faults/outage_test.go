@@ -25,6 +25,7 @@ func TestBotOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Baton as a child process")
 	}
+	parallelShort(t)
 	sz := sizes.outage
 	r := newRig(t)
 	g := startGate(t, r.bot.URL())

@@ -15,6 +15,7 @@ func TestCrashLoop(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Baton as a child process")
 	}
+	parallelShort(t)
 	sz := sizes.crash
 	r := newRig(t)
 	r.configure(batonConfig{})
@@ -48,6 +49,7 @@ func TestGracefulRestarts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Baton as a child process")
 	}
+	parallelShort(t)
 	sz := sizes.graceful
 	r := newRig(t)
 	r.configure(batonConfig{})

@@ -29,6 +29,7 @@ func TestGraphStorm(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs Baton as a child process")
 	}
+	parallelShort(t)
 	if !sizes.long {
 		// Keep the ordinary test command green until then; the full proof
 		// (-tags faults) runs regardless and shows the defect.
