@@ -27,6 +27,8 @@ type refusingBot struct {
 	refuse   map[string]bool
 	refusals []time.Time
 	tried    map[string][]string // text or payload -> delivery ids of the attempts
+	// onRefusal, when set, runs after each refusal with their count.
+	onRefusal func(n int)
 }
 
 func newRefusingBot(refuse ...string) *refusingBot {
@@ -56,7 +58,11 @@ func (b *refusingBot) Try(ctx context.Context, id string, body []byte) error {
 		if refused {
 			b.refusals = append(b.refusals, b.clock.Now())
 		}
+		n, hook := len(b.refusals), b.onRefusal
 		b.mu.Unlock()
+		if refused && hook != nil {
+			hook(n)
+		}
 		if refused {
 			return &forward.RejectedError{Status: 400, Attempts: 1, Body: `{"error":"unknown payload"}`}
 		}
@@ -229,31 +235,70 @@ func TestPoisonEventIsSetAsideAfterAFewShortAttempts(t *testing.T) {
 	r.advanceUntil("the next event at the bot", 50*time.Millisecond, func() bool { return r.bot.has("u", "after") })
 }
 
-// When the bot takes an event but refuses the postback a rule added after
-// it, only the postback is set aside, and a replay gives the bot only the
-// postback, under its own delivery id.
+// menuPolicy gives the bot two records for one event: the text, and a
+// postback after it.
+const menuPolicy = `version: 1
+rules:
+  - name: menu
+    when: {keywords: [menu]}
+    do: [{postback_to_bot: {payload: MENU}}]
+    forward: true
+`
+
+// When the bot refuses an event but takes the postback a rule added after
+// it, only the event is set aside, and a replay gives the bot only the
+// event, under its own delivery id.
 func TestOnlyTheRefusedPartOfAnItemIsSetAside(t *testing.T) {
-	bot := newRefusingBot("RESUME")
-	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { bot.install(r, o) })
-	r.graph.setOwner("u", agentApp)
-	r.enqueue(text(t, messenger.Standby, "u", "m1", "bot please", r.clock.Now()))
-	r.advanceUntil("the postback set aside", 50*time.Millisecond, func() bool { return len(r.deadLetters("u")) == 1 })
+	bot := newRefusingBot("menu")
+	r := newRig(t, menuPolicy, func(r *rig, o *Options) { bot.install(r, o) })
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "menu", r.clock.Now()))
+	r.advanceUntil("the event set aside", 50*time.Millisecond, func() bool { return len(r.deadLetters("u")) == 1 })
+	if !r.bot.has("u", "MENU") {
+		t.Fatalf("the postback did not reach the bot: %v", r.bot.texts())
+	}
 	d := r.deadLetters("u")[0]
 	if len(d.Records) != 1 {
-		t.Fatalf("set aside %d records; want the postback only", len(d.Records))
+		t.Fatalf("set aside %d records; want the refused event only", len(d.Records))
 	}
-	ev, err := messenger.DecodeRecord(d.Records[0])
-	if err != nil || ev.Payload != "RESUME" {
-		t.Fatalf("set aside %+v, %v; want the postback", ev, err)
+	if ev, err := messenger.DecodeRecord(d.Records[0]); err != nil || ev.Text != "menu" {
+		t.Fatalf("set aside %+v, %v; want the event", ev, err)
 	}
-	before := len(r.bot.events())
 	bot.mu.Lock()
-	delete(bot.refuse, "RESUME")
+	delete(bot.refuse, "menu")
 	bot.mu.Unlock()
 	r.replayOffline("u")
-	r.until("the postback at the bot", func() bool { return r.bot.has("u", "RESUME") })
-	got := r.bot.events()[before:]
-	if len(got) != 1 || got[0].id != DeliveryID(d.Seq, d.Records[0]) || got[0].id != bot.ids("RESUME")[0] {
-		t.Errorf("after the replay the bot got %+v; want the postback alone, as it was tried (%v)", got, bot.ids("RESUME"))
+	r.until("the event at the bot", func() bool { return r.bot.has("u", "menu") })
+	r.until("an empty queue", func() bool { return r.queued("u") == 0 })
+	got := r.bot.texts()
+	if len(got) != 2 || got[0] != "u:MENU" || got[1] != "u:menu" {
+		t.Errorf("bot got %v; want the postback, then the replayed event alone", got)
+	}
+	if ev := r.bot.events()[1]; ev.id != DeliveryID(d.Seq, d.Records[0]) || ev.id != bot.ids("menu")[0] {
+		t.Errorf("replayed as %s; it was tried as %v", ev.id, bot.ids("menu"))
+	}
+}
+
+// An item whose first record the bot refused for good, and whose next one
+// then fails (the bot went down), keeps both in the store until its dead
+// letter is committed: a restart in between delivers them again rather
+// than losing the refused one.
+func TestARefusedRecordSurvivesARestartBeforeItIsSetAside(t *testing.T) {
+	bot := newRefusingBot("menu")
+	r := newRig(t, menuPolicy, func(r *rig, o *Options) { bot.install(r, o) })
+	bot.onRefusal = func(n int) {
+		if n == forward.DefaultMaxRejects {
+			r.bot.setDown(true) // before the postback's first attempt
+		}
+	}
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "menu", r.clock.Now()))
+	r.advanceUntil("the postback tried", 50*time.Millisecond, func() bool { return len(bot.ids("MENU")) > 0 })
+	r.restart()
+	bot.mu.Lock()
+	bot.refuse = map[string]bool{}
+	bot.mu.Unlock()
+	r.bot.setDown(false)
+	r.advanceUntil("both records at the bot", 50*time.Millisecond, func() bool { return r.bot.has("u", "menu") && r.bot.has("u", "MENU") })
+	if dead := r.deadLetters("u"); len(dead) != 0 {
+		t.Errorf("dead letters %+v; the restart should have tried the item again", dead)
 	}
 }

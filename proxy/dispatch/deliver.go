@@ -148,9 +148,12 @@ func (d *Dispatcher) deliverThread(w *worker) {
 
 // keepProgress commits what is left of a parcel the bot took part of
 // (the event but not yet a postback after it) before the thread parks or
-// stops: a restart then does not deliver the first part again.
+// stops: a restart then does not deliver the first part again. Not when
+// part of it was set aside: the stored item is then all that keeps those
+// records until the dead letter is committed, and a restart had better
+// deliver the first part again (same ids) than lose them.
 func (d *Dispatcher) keepProgress(w *worker, pc *parcel) {
-	if pc.sent == 0 || pc.sent >= len(pc.records) {
+	if pc.sent == 0 || pc.sent >= len(pc.records) || len(pc.dead) > 0 {
 		return
 	}
 	rest := pc.records[pc.sent:]

@@ -255,7 +255,9 @@ func (s *Store) ListDeadLetters(ctx context.Context, thread *state.ThreadKey) ([
 // between two parcels it must drop its in-memory outbox (every parcel in it
 // is still queued in the store), move the cursor (worker.delivered) back
 // before the first replayed item and read from the store (spilled), so that
-// the replayed items go first and the rest follow in queue order.
+// the replayed items go first and the rest follow in queue order. The
+// queued counts behind the limits (limits.go) are likewise taken from the
+// queue keys at Open only; an online replay must add its items to them.
 func (s *Store) ReplayDeadLetters(ctx context.Context, thread state.ThreadKey, seq uint64, at time.Time) ([]state.DeadLetter, error) {
 	return s.changeDead(ctx, thread, seq, at, true)
 }
