@@ -8,12 +8,49 @@
 // parameter. The token never appears in an error or a log line; transport
 // errors are redacted before they are returned.
 //
-// Every call runs in a retry loop bounded by Options.MaxAttempts and the
-// context. Transport errors and the Graph errors that (*Error).Retryable
-// classifies as transient are retried with exponential backoff and jitter,
-// waited on the injected clock; anything else fails at once. Note that a
-// send whose answer was lost (a timeout after the request was written) is
-// sent again, so the Send API may deliver a message twice in that case.
+// Every call runs in a retry loop bounded by Options.MaxAttempts, by
+// Options.CallBudget (the time a call may spend, waits included, on the
+// injected clock) and by the context: no wait is begun that would end past
+// the budget or the context's deadline. Transport errors and the Graph
+// errors that (*Error).Retryable classifies as transient are retried with
+// exponential backoff and jitter, waited on the injected clock; anything
+// else fails at once. Note that a send whose answer was lost (a timeout
+// after the request was written) is sent again, so the Send API may
+// deliver a message twice in that case.
+//
+// # Rate limits
+//
+// A rate-limit answer (IsRateLimit: codes 4, 17, 32, 341, 613 and the
+// business-use-case codes) starts a backoff shared by every call made with
+// that page token, not one per call: while it runs no call with the token
+// is sent; when it ends one call probes, and the others wait for its
+// answer. Another rate limit grows the backoff (from RateLimitMin, doubling
+// up to RateLimitMax, with jitter); any other answer lifts it and releases
+// the waiting calls. Calls with other tokens are not affected. A call
+// whose wait would outlast its budget or deadline fails at once with an
+// error matching ErrRateLimited, as does one whose attempts ran out while
+// rate-limited. The limit's start and end are logged once each and counted
+// in baton_graph_rate_limited_total and baton_graph_rate_limit_waits_total.
+//
+// # Rejected tokens
+//
+// A page whose token the Graph API rejects (IsTokenRejected: code 190 and
+// the expired or invalid session codes) becomes unhealthy: the call that
+// saw it and every later call for the page fail at once with an error
+// matching ErrPageUnhealthy, without a request, except one probe call at a
+// time after ProbeMin (doubling after each rejected probe up to ProbeMax).
+// The probe's success, or any answer other than a rejection, makes the
+// page healthy again. Each change is logged once and shown in
+// baton_graph_page_healthy{page}; Health and PageHealthy report it for
+// readiness. Other pages are not affected.
+//
+// # Waiting and failing
+//
+// RetryLater tells an effect worth trying again later (its page is
+// unhealthy, or the Graph API rate-limits it) from one that failed for
+// good (a refusal repeating cannot change, or transient errors that
+// outlasted the call's attempts). The dispatcher parks a thread's
+// decision on the former and records the latter as failed.
 package graph
 
 import (
@@ -33,6 +70,7 @@ import (
 
 	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/metrics"
 )
 
 // Defaults applied by New to zero Options fields.
@@ -43,6 +81,14 @@ const (
 	DefaultMaxAttempts = 5
 	DefaultRetryMin    = 200 * time.Millisecond
 	DefaultRetryMax    = 10 * time.Second
+	// DefaultCallBudget lets a call wait out a few rounds of a shared
+	// rate-limit backoff; a longer limit is better waited out by the caller
+	// without holding a goroutine (see RetryLater).
+	DefaultCallBudget   = 30 * time.Second
+	DefaultRateLimitMin = time.Second
+	DefaultRateLimitMax = 5 * time.Minute
+	DefaultProbeMin     = time.Minute
+	DefaultProbeMax     = 10 * time.Minute
 
 	// maxResponseBodySize bounds what the client reads from the Graph API.
 	maxResponseBodySize = 1 << 20
@@ -72,8 +118,24 @@ type Options struct {
 	// RetryMin and RetryMax bound the backoff between attempts. It doubles
 	// from RetryMin up to RetryMax, with jitter. Defaults 200ms and 10s.
 	RetryMin, RetryMax time.Duration
+	// CallBudget bounds the time one call may take on Clock, from its
+	// start: a backoff that would end past it is not waited out. Default
+	// 30s.
+	CallBudget time.Duration
+	// RateLimitMin and RateLimitMax bound the backoff a page token's calls
+	// share while the Graph API rate-limits it: it doubles from
+	// RateLimitMin per rate-limited probe up to RateLimitMax, with jitter.
+	// Defaults 1s and 5m.
+	RateLimitMin, RateLimitMax time.Duration
+	// ProbeMin and ProbeMax bound the interval between probe calls for a
+	// page whose token was rejected: ProbeMin after the rejection,
+	// doubling per rejected probe up to ProbeMax. Defaults 1m and 10m.
+	ProbeMin, ProbeMax time.Duration
 	// Clock is used for backoff waits. Default clock.Real{}.
 	Clock clock.Clock
+	// Metrics receives the rate-limit and page-health metrics. Default: a
+	// registry of the client's own that nobody reads.
+	Metrics *metrics.Metrics
 	// Logger receives a debug line per call and a warning per retry; it is
 	// named "graph". Default: no logging.
 	Logger *zap.Logger
@@ -83,14 +145,18 @@ type Options struct {
 // for concurrent use.
 type Client struct {
 	hc          *fasthttp.HostClient
-	root        string // scheme://host[:port][/prefix]/version
-	tokens      map[string]string
-	allTokens   []string // longest first, for redaction
+	root        string           // scheme://host[:port][/prefix]/version
+	pages       map[string]*page // read-only after New
+	allTokens   []string         // longest first, for redaction
 	timeout     time.Duration
 	maxAttempts int
+	callBudget  time.Duration
 	retry       backoff.Policy
-	clock       clock.Clock
-	log         *zap.Logger
+	// rateLimitRetry is the shared backoff of a rate-limited token.
+	rateLimitRetry     backoff.Policy
+	probeMin, probeMax time.Duration
+	clock              clock.Clock
+	log                *zap.Logger
 }
 
 // New validates opts, applies defaults and returns a Client. All problems
@@ -117,8 +183,26 @@ func New(opts Options) (*Client, error) {
 	if opts.RetryMax == 0 {
 		opts.RetryMax = DefaultRetryMax
 	}
+	if opts.CallBudget == 0 {
+		opts.CallBudget = DefaultCallBudget
+	}
+	if opts.RateLimitMin == 0 {
+		opts.RateLimitMin = DefaultRateLimitMin
+	}
+	if opts.RateLimitMax == 0 {
+		opts.RateLimitMax = max(DefaultRateLimitMax, opts.RateLimitMin)
+	}
+	if opts.ProbeMin == 0 {
+		opts.ProbeMin = DefaultProbeMin
+	}
+	if opts.ProbeMax == 0 {
+		opts.ProbeMax = max(DefaultProbeMax, opts.ProbeMin)
+	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New(func() float64 { return 0 })
 	}
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -171,6 +255,22 @@ func New(opts Options) (*Client, error) {
 	if opts.RetryMin > 0 && opts.RetryMax > 0 && opts.RetryMin > opts.RetryMax {
 		bad("RetryMin: %s is greater than RetryMax %s", opts.RetryMin, opts.RetryMax)
 	}
+	if opts.CallBudget < 0 {
+		bad("CallBudget: must be positive, got %s", opts.CallBudget)
+	}
+	checkRange := func(minName, maxName string, lo, hi time.Duration) {
+		if lo < 0 {
+			bad("%s: must be positive, got %s", minName, lo)
+		}
+		if hi < 0 {
+			bad("%s: must be positive, got %s", maxName, hi)
+		}
+		if lo > 0 && hi > 0 && lo > hi {
+			bad("%s: %s is greater than %s %s", minName, lo, maxName, hi)
+		}
+	}
+	checkRange("RateLimitMin", "RateLimitMax", opts.RateLimitMin, opts.RateLimitMax)
+	checkRange("ProbeMin", "ProbeMax", opts.ProbeMin, opts.ProbeMax)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("graph: invalid options: %w", errors.Join(errs...))
 	}
@@ -190,17 +290,36 @@ func New(opts Options) (*Client, error) {
 			MaxResponseBodySize:       maxResponseBodySize,
 			SecureErrorLogMessage:     true,
 		},
-		root:        strings.TrimSuffix(u.Scheme+"://"+u.Host+u.EscapedPath(), "/") + "/" + opts.Version,
-		tokens:      make(map[string]string, len(opts.Tokens)),
-		timeout:     opts.Timeout,
-		maxAttempts: opts.MaxAttempts,
-		retry:       backoff.Policy{Min: opts.RetryMin, Max: opts.RetryMax},
-		clock:       opts.Clock,
-		log:         opts.Logger.Named("graph"),
+		root:           strings.TrimSuffix(u.Scheme+"://"+u.Host+u.EscapedPath(), "/") + "/" + opts.Version,
+		pages:          make(map[string]*page, len(opts.Tokens)),
+		timeout:        opts.Timeout,
+		maxAttempts:    opts.MaxAttempts,
+		callBudget:     opts.CallBudget,
+		retry:          backoff.Policy{Min: opts.RetryMin, Max: opts.RetryMax},
+		rateLimitRetry: backoff.Policy{Min: opts.RateLimitMin, Max: opts.RateLimitMax},
+		probeMin:       opts.ProbeMin,
+		probeMax:       opts.ProbeMax,
+		clock:          opts.Clock,
+		log:            opts.Logger.Named("graph"),
 	}
+	// Rate limits apply to a token, so pages sharing one share its backoff.
+	limits := make(map[string]*rateLimit, len(opts.Tokens))
+	m := opts.Metrics
 	for p, t := range opts.Tokens {
-		c.tokens[p] = t
-		c.allTokens = append(c.allTokens, t)
+		if limits[t] == nil {
+			limits[t] = newRateLimit()
+			c.allTokens = append(c.allTokens, t)
+		}
+		pg := &page{
+			token:       t,
+			limit:       limits[t],
+			rateLimited: m.GraphRateLimited.WithLabelValues(p),
+			rateWaits:   m.GraphRateLimitWaits.WithLabelValues(p),
+			refused:     m.GraphPageRefused.WithLabelValues(p),
+			healthy:     m.GraphPageHealthy.WithLabelValues(p),
+		}
+		pg.healthy.Set(1)
+		c.pages[p] = pg
 	}
 	// Longest first, so a token that contains another is redacted whole.
 	sort.Slice(c.allTokens, func(i, j int) bool { return len(c.allTokens[i]) > len(c.allTokens[j]) })
@@ -247,7 +366,7 @@ type answer struct {
 // do runs cl with retries and passes the successful answer's body to
 // decode. decode errors are not retried.
 func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error) error {
-	token, ok := c.tokens[cl.page]
+	pg, ok := c.pages[cl.page]
 	if !ok {
 		return errorf(cl.endpoint, "page %q: %w", cl.page, ErrUnknownPage)
 	}
@@ -255,16 +374,21 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 	for k, v := range cl.query {
 		q[k] = v
 	}
-	q.Set("access_token", token)
+	q.Set("access_token", pg.token)
 	uri := c.root + "/" + cl.page + "/" + cl.endpoint + "?" + q.Encode()
 
 	start := c.clock.Now()
+	budgetEnd := start.Add(c.callBudget)
 	var (
-		last     error
-		status   int
-		attempts int
+		last      error
+		status    int
+		attempts  int
+		pageProbe bool // this call probes the unhealthy page
 	)
 	defer func() {
+		if pageProbe {
+			pg.releaseProbe()
+		}
 		if ce := c.log.Check(zapcore.DebugLevel, "graph call"); ce != nil {
 			fields := []zap.Field{
 				zap.String("endpoint", cl.endpoint),
@@ -290,16 +414,34 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 			last = errorf(cl.endpoint, "%w after %d attempts: %w", err, attempts, last)
 			return last
 		}
+		if !pageProbe {
+			var err error
+			if pageProbe, err = c.admitPage(pg, cl); err != nil {
+				last = err
+				return last
+			}
+		}
+		limitProbe, err := c.waitTurn(ctx, pg, cl, budgetEnd, attempts, last)
+		if err != nil {
+			last = err
+			return last
+		}
 		attempts++
 		var ans answer
 		ans, last = c.attempt(ctx, cl, uri)
 		status = ans.status
+		c.rateOutcome(pg, cl, limitProbe, last)
+		pageProbe = c.pageOutcome(pg, cl, pageProbe, last)
 		if last == nil {
 			if err := decode(ans.body); err != nil {
 				last = errorf(cl.endpoint, "%w", err)
 				return last
 			}
 			return nil
+		}
+		if IsTokenRejected(last) {
+			last = errorf(cl.endpoint, "page %s: %w: %w", cl.page, ErrPageUnhealthy, last)
+			return last
 		}
 		if !retryable(last) {
 			last = errorf(cl.endpoint, "failed after %s, not retryable: %w", plural(attempts, "attempt"), last)
@@ -308,7 +450,17 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 		if attempts >= c.maxAttempts {
 			break
 		}
+		if IsRateLimit(last) {
+			// The token's shared backoff, waited at the top of the loop,
+			// stands for this call's own.
+			continue
+		}
 		wait := c.retry.Delay(attempts)
+		if c.clock.Now().Add(wait).After(budgetEnd) || beyondDeadline(ctx, wait) {
+			last = errorf(cl.endpoint, "time budget or deadline too short for the next backoff (%s) after %s: %w",
+				wait, plural(attempts, "attempt"), last)
+			return last
+		}
 		c.log.Warn("retrying graph call",
 			zap.String("endpoint", cl.endpoint),
 			zap.String("page", cl.page),
@@ -320,6 +472,10 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 			last = errorf(cl.endpoint, "%w during backoff after %s: %w", err, plural(attempts, "attempt"), last)
 			return last
 		}
+	}
+	if IsRateLimit(last) {
+		last = errorf(cl.endpoint, "%w: giving up after %s: %w", ErrRateLimited, plural(attempts, "attempt"), last)
+		return last
 	}
 	last = errorf(cl.endpoint, "giving up after %s: %w", plural(attempts, "attempt"), last)
 	return last

@@ -165,6 +165,7 @@ func newEnv(t *testing.T, respond func(r recorded, n int) reply, mod func(*Optio
 		MaxAttempts: 5,
 		RetryMin:    200 * time.Millisecond,
 		RetryMax:    10 * time.Second,
+		CallBudget:  time.Hour, // drive advances the clock a minute at a time
 		Clock:       clk,
 		Logger:      zap.New(core),
 	}
@@ -233,6 +234,11 @@ func TestNewValidation(t *testing.T) {
 		{"attempts", func(o *Options) { o.MaxAttempts = -1 }, []string{"MaxAttempts"}},
 		{"retry min", func(o *Options) { o.RetryMin = -time.Second }, []string{"RetryMin"}},
 		{"retry order", func(o *Options) { o.RetryMin, o.RetryMax = time.Minute, time.Second }, []string{"RetryMin", "RetryMax"}},
+		{"call budget", func(o *Options) { o.CallBudget = -time.Second }, []string{"CallBudget"}},
+		{"rate limit min", func(o *Options) { o.RateLimitMin = -time.Second }, []string{"RateLimitMin"}},
+		{"rate limit order", func(o *Options) { o.RateLimitMin, o.RateLimitMax = time.Hour, time.Minute }, []string{"RateLimitMin", "RateLimitMax"}},
+		{"probe max", func(o *Options) { o.ProbeMax = -time.Second }, []string{"ProbeMax"}},
+		{"probe order", func(o *Options) { o.ProbeMin, o.ProbeMax = time.Hour, time.Minute }, []string{"ProbeMin", "ProbeMax"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,6 +284,14 @@ func TestNewValidation(t *testing.T) {
 		}
 		if _, ok := c.clock.(clock.Real); !ok {
 			t.Errorf("default clock is %T", c.clock)
+		}
+		if c.callBudget != DefaultCallBudget || c.rateLimitRetry.Min != DefaultRateLimitMin || c.rateLimitRetry.Max != DefaultRateLimitMax ||
+			c.probeMin != DefaultProbeMin || c.probeMax != DefaultProbeMax {
+			t.Errorf("defaults not applied: budget %s rate limit %s..%s probe %s..%s",
+				c.callBudget, c.rateLimitRetry.Min, c.rateLimitRetry.Max, c.probeMin, c.probeMax)
+		}
+		if !c.PageHealthy(pageA) {
+			t.Error("a new client's page is not healthy")
 		}
 	})
 
@@ -557,16 +571,34 @@ func TestRetryable(t *testing.T) {
 }
 
 func TestRetryThenSuccess(t *testing.T) {
-	failures := map[string]reply{
-		"613 rate limit": graphErr(400, 613, 0, "(#613) Calls to this api have exceeded the rate limit."),
-		"500 html":       {500, "<html>oops</html>"},
-		"503 graph 2":    graphErr(503, 2, 0, "An unexpected error has occurred. Please retry your request later."),
+	type bounds struct{ lo, hi time.Duration }
+	tests := map[string]struct {
+		fail reply
+		// waits are the two backoffs' bounds: the call's own for transient
+		// errors, the token's shared one (RateLimitMin, doubling) for a
+		// rate limit.
+		waits     [2]bounds
+		rateLimit bool
+	}{
+		"613 rate limit": {
+			fail:      graphErr(400, 613, 0, "(#613) Calls to this api have exceeded the rate limit."),
+			waits:     [2]bounds{{time.Second, time.Second}, {time.Second, 2 * time.Second}},
+			rateLimit: true,
+		},
+		"500 html": {
+			fail:  reply{500, "<html>oops</html>"},
+			waits: [2]bounds{{200 * time.Millisecond, 200 * time.Millisecond}, {200 * time.Millisecond, 400 * time.Millisecond}},
+		},
+		"503 graph 2": {
+			fail:  graphErr(503, 2, 0, "An unexpected error has occurred. Please retry your request later."),
+			waits: [2]bounds{{200 * time.Millisecond, 200 * time.Millisecond}, {200 * time.Millisecond, 400 * time.Millisecond}},
+		},
 	}
-	for name, fail := range failures {
+	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, func(_ recorded, n int) reply {
 				if n < 2 {
-					return fail
+					return tc.fail
 				}
 				return reply{200, `{"recipient_id":"` + user + `","message_id":"m_Tc88aa"}`}
 			}, nil)
@@ -588,18 +620,32 @@ func TestRetryThenSuccess(t *testing.T) {
 			if len(waits) != 2 {
 				t.Fatalf("waited %v, want 2 backoffs", waits)
 			}
-			// Attempt 1: ceiling 200ms; attempt 2: ceiling 400ms.
-			if waits[0] < 200*time.Millisecond || waits[0] > 200*time.Millisecond ||
-				waits[1] < 200*time.Millisecond || waits[1] > 400*time.Millisecond {
-				t.Errorf("backoffs %v out of bounds", waits)
+			for i, b := range tc.waits {
+				if waits[i] < b.lo || waits[i] > b.hi {
+					t.Errorf("backoff %d = %v, want %v..%v", i+1, waits[i], b.lo, b.hi)
+				}
 			}
 			warns := e.logs.FilterMessage("retrying graph call").All()
-			if len(warns) != 2 {
-				t.Fatalf("%d retry warnings, want 2", len(warns))
-			}
-			if warns[0].Level != zapcore.WarnLevel || warns[0].ContextMap()["endpoint"] != "messages" ||
-				warns[0].ContextMap()["attempt"] != int64(1) {
-				t.Errorf("retry warning %+v", warns[0])
+			if tc.rateLimit {
+				// A rate limit is logged when it begins and when it ends,
+				// not per retry, so a storm does not flood the log.
+				if len(warns) != 0 {
+					t.Errorf("%d retry warnings for a rate limit, want 0", len(warns))
+				}
+				began := e.logs.FilterMessage("graph rate limit: calls with this page token wait").All()
+				over := e.logs.FilterMessage("graph rate limit over").All()
+				if len(began) != 1 || began[0].Level != zapcore.WarnLevel || began[0].ContextMap()["code"] != int64(613) ||
+					len(over) != 1 || over[0].ContextMap()["rounds"] != int64(2) {
+					t.Errorf("rate limit log lines: began %+v, over %+v", began, over)
+				}
+			} else {
+				if len(warns) != 2 {
+					t.Fatalf("%d retry warnings, want 2", len(warns))
+				}
+				if warns[0].Level != zapcore.WarnLevel || warns[0].ContextMap()["endpoint"] != "messages" ||
+					warns[0].ContextMap()["attempt"] != int64(1) {
+					t.Errorf("retry warning %+v", warns[0])
+				}
 			}
 			debug := e.logs.FilterMessage("graph call").All()
 			if len(debug) != 1 || debug[0].ContextMap()["attempts"] != int64(3) {

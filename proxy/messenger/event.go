@@ -140,15 +140,20 @@ func Parse(body []byte) ([]Event, error) { return parse(body, true) }
 func ParseShared(body []byte) ([]Event, error) { return parse(body, false) }
 
 func parse(body []byte, copyRaw bool) ([]Event, error) {
-	// The parser is lenient (it takes 00 for a number); the validator is not.
-	if err := fastjson.ValidateBytes(body); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	// The parser is lenient (it takes 00 for a number) and recursive; the
+	// validator is strict and bounds the depth and the number of values in
+	// one linear pass. (fastjson's own validator recurses without limit and
+	// builds its error afresh at every level, quoting the body: quadratic
+	// in the depth of a body left unclosed.)
+	if err := validate(body); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	p := parsers.Get()
 	defer parsers.Put(p)
 	v, err := p.ParseBytes(body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+		// Not expected after validate; fastjson's text would quote the body.
+		return nil, fmt.Errorf("%w: the parser refused a validated body", ErrMalformed)
 	}
 	if v.Type() == fastjson.TypeNull {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, "")
@@ -165,14 +170,22 @@ func parse(body []byte, copyRaw bool) ([]Event, error) {
 		object = string(b)
 	}
 	if object != "page" && object != "instagram" {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, object)
+		return nil, fmt.Errorf("%w: %q", ErrUnknownObject, clip(object))
 	}
 	entries, err := arrayOrNull(v.Get("entry"))
 	if err != nil {
 		return nil, fmt.Errorf("%w: entry is not an array", ErrMalformed)
 	}
+	// Each of Meta's entries holds an event or more: more entries than
+	// events allowed is no delivery of Meta's.
+	if len(entries) > MaxEvents {
+		return nil, fmt.Errorf("%w: more than %d entries", ErrMalformed, MaxEvents)
+	}
 	spans := eventSpans(body)
-	var events []Event
+	// Sized once: growing the slice by appends would allocate about
+	// twice what a delivery of many events needs.
+	events := make([]Event, 0, min(spans.events(), MaxEvents))
+	count := 0
 	for i, e := range entries {
 		if e.Type() != fastjson.TypeObject && e.Type() != fastjson.TypeNull {
 			return nil, fmt.Errorf("%w: entry[%d] is not an object", ErrMalformed, i)
@@ -189,6 +202,9 @@ func parse(body []byte, copyRaw bool) ([]Event, error) {
 			list, err := arrayOrNull(e.Get(ch.String()))
 			if err != nil {
 				return nil, fmt.Errorf("%w: entry[%d].%s is not an array", ErrMalformed, i, ch)
+			}
+			if count += len(list); count > MaxEvents {
+				return nil, fmt.Errorf("%w: more than %d events", ErrMalformed, MaxEvents)
 			}
 			raws := spans.of(body, i, ch, len(list))
 			for j, ev := range list {
@@ -210,6 +226,16 @@ func parse(body []byte, copyRaw bool) ([]Event, error) {
 		}
 	}
 	return events, nil
+}
+
+// clip shortens what an error quotes from a body, so that the error stays
+// short whatever the body holds.
+func clip(s string) string {
+	const most = 40
+	if len(s) <= most {
+		return s
+	}
+	return strings.ToValidUTF8(s[:most], "") + "..."
 }
 
 // arrayOrNull returns the elements of an array; absent or null is empty.

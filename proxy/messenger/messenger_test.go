@@ -238,11 +238,18 @@ func FuzzParse(f *testing.F) {
 	for _, body := range hostileCorpus(f) {
 		f.Add([]byte(body))
 	}
+	for _, body := range hostileBodies(300) {
+		f.Add(body)
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		evs, err := Parse(body)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrUnknownObject) {
 				t.Fatalf("unclassified error: %v", err)
+			}
+			// Errors name the problem; they never carry the body.
+			if len(err.Error()) > 200 {
+				t.Fatalf("error of %d bytes: %.300s", len(err.Error()), err)
 			}
 			return
 		}

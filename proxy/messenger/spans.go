@@ -27,6 +27,15 @@ func (s spans) of(body []byte, i int, ch Channel, n int) [][]byte {
 	return out
 }
 
+// events is how many event spans the scan found.
+func (s spans) events() int {
+	n := 0
+	for _, e := range s {
+		n += len(e[0]) + len(e[1])
+	}
+	return n
+}
+
 // eventSpans scans a body for entry[].messaging[] and entry[].standby[], in
 // one pass: the walk descends into the values it needs and skips the rest,
 // so no byte is scanned twice.
@@ -69,6 +78,9 @@ func eventSpans(b []byte) spans {
 }
 
 func skipSpace(b []byte, i int) int {
+	if i < len(b) && b[i] > ' ' { // most often: no space at all
+		return i
+	}
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
 		i++
 	}

@@ -39,6 +39,14 @@ type Metrics struct {
 	// API refused a rule's call for a reason that passes (rate limit,
 	// rejected page token).
 	GraphWaits prometheus.Counter
+	// By page: the Graph API's rate-limit answers, the calls that waited
+	// out their token's shared backoff, the calls refused at once because
+	// the page's access token was rejected, and whether the token is
+	// accepted (1) or was rejected (0).
+	GraphRateLimited    *prometheus.CounterVec
+	GraphRateLimitWaits *prometheus.CounterVec
+	GraphPageRefused    *prometheus.CounterVec
+	GraphPageHealthy    *prometheus.GaugeVec
 
 	// The children counted once or more per event, looked up once here:
 	// WithLabelValues hashes its labels on every call.
@@ -126,6 +134,18 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 			Name: "baton_dispatch_graph_waits_total", Help: "Threads parked because the Graph API refused a rule's call for now (rate limit, rejected page token).",
 		}),
 	}
+	m.GraphRateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_graph_rate_limited_total", Help: "Graph API calls answered with a rate limit (codes 4, 17, 32, 341, 613, 80001, 80006), by page.",
+	}, []string{"page"})
+	m.GraphRateLimitWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_graph_rate_limit_waits_total", Help: "Graph API calls that waited out their page token's shared rate-limit backoff, by page.",
+	}, []string{"page"})
+	m.GraphPageRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_graph_page_refused_total", Help: "Graph API calls refused without a request because the page's access token was rejected, by page.",
+	}, []string{"page"})
+	m.GraphPageHealthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "baton_graph_page_healthy", Help: "1 while the Graph API accepts the page's access token, 0 after it rejected it (code 190) until a probe call succeeds.",
+	}, []string{"page"})
 	m.EventsAccepted = m.WebhookEvents.WithLabelValues("accepted")
 	m.EventsDuplicate = m.WebhookEvents.WithLabelValues("duplicate")
 	m.BotDelivered = m.BotDeliveries.WithLabelValues("ok")
@@ -139,6 +159,10 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// One registration per metric added since: a line each.
 	reg.MustRegister(m.GraphWaits)
+	reg.MustRegister(m.GraphRateLimited)
+	reg.MustRegister(m.GraphRateLimitWaits)
+	reg.MustRegister(m.GraphPageRefused)
+	reg.MustRegister(m.GraphPageHealthy)
 	reg.MustRegister(m.BotDeadLetters)
 	return m
 }
