@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/valyala/fastjson"
 )
@@ -253,7 +254,13 @@ func entryID(v *fastjson.Value) (string, error) {
 	}
 	switch v.Type() {
 	case fastjson.TypeString, fastjson.TypeNumber:
-		return idString(v), nil
+		// The id is written again in every envelope to the bot, and an
+		// encoder replaces bytes that are not UTF-8: the bot would be
+		// told of another page. Meta's ids are digits.
+		if id := idString(v); utf8.ValidString(id) {
+			return id, nil
+		}
+		return "", errors.New("id is not UTF-8")
 	}
 	return "", errors.New("id is neither string nor number")
 }
