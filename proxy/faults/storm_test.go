@@ -127,7 +127,7 @@ func TestGraphStorm(t *testing.T) {
 		}
 	}
 	st := storm.Stats()
-	t.Logf("graph-storm: threads=%d passes landed once=%d/%d; %q sent once=%d, more than once=%d; owners equal=%d/%d; graph calls=%d (transient failures %d, 613 %d in %d bursts of %v, forwarded %d); all passed in %v; %s",
+	t.Logf("graph-storm: threads=%d passes landed once=%d/%d; %q sent once=%d, more than once=%d; owners equal=%d/%d; graph calls=%d (transient failures %d, 613 %d in %d bursts of %v, forwarded %d); every handover passed or given up %v after the first message; %s",
 		sz.users, passes, sz.users, connecting, texts, twice, equal, sz.users, calls.Calls, calls.Transient, calls.RateLimited,
 		bursts, sz.burst, calls.Forwarded, passedIn.Round(time.Millisecond), tl)
 	if st.Calls != calls.Calls {
