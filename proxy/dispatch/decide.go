@@ -348,6 +348,12 @@ func (dc *decider) decideTimer(p *Plan, w *work) {
 	case timerKeepAlive:
 		dc.decideKeepAlive(p, w)
 		return
+	case timerBotDown:
+		dc.decideBotDown(p, w)
+		return
+	case timerBotRecovered:
+		dc.decideBotRecovered(p, w)
+		return
 	}
 	kind, warn := strings.CutSuffix(ev.Text, warnSuffix)
 	t, ok := dc.set.Timeout(ev.PageID, kind)

@@ -102,7 +102,14 @@ func (d *Dispatcher) deliverThread(w *worker) {
 		d.mu.Unlock()
 
 		for pc.sent < len(pc.records) {
+			if wait, ok := d.botTurn(w, pc); !ok {
+				// The bot's circuit is open and this is not the probe.
+				d.keepProgress(w, pc)
+				d.park(w, wait)
+				return
+			}
 			err := d.try(w, pc)
+			d.botOutcome(w, pc, err)
 			if err == nil {
 				continue
 			}

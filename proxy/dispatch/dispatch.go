@@ -88,6 +88,8 @@ type Options struct {
 	// failed. Other threads go on meanwhile.
 	GraphRetryLater  func(error) bool
 	GraphRetryBudget time.Duration
+	// Circuit tunes the bot's circuit (circuit.go).
+	Circuit CircuitOptions
 	// Runners bounds the goroutines deciding threads, and Deliverers the
 	// ones delivering to the bot (default 256 each), so a hundred thousand
 	// busy threads cost a few hundred goroutines, not one per thread.
@@ -130,6 +132,7 @@ type Dispatcher struct {
 	// refused holds, per thread parked by a graphWait, the item whose
 	// journaled next call the Graph API refused. Guarded by mu.
 	refused map[state.ThreadKey]uint64
+	circuit circuit // guarded by mu
 	wg      sync.WaitGroup
 
 	onArm atomic.Pointer[func()]
@@ -209,6 +212,7 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	if opts.GraphRetryBudget <= 0 {
 		opts.GraphRetryBudget = time.Hour
 	}
+	opts.Circuit.setDefaults()
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
@@ -235,6 +239,7 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	}
 	d := &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{},
 		refused: map[state.ThreadKey]uint64{}}
+	d.circuit = circuit{opts: opts.Circuit, warned: map[state.ThreadKey]bool{}, handedOver: map[state.ThreadKey]bool{}}
 	d.io, d.cancelIO = context.WithCancel(context.WithoutCancel(ctx))
 	d.decide = pool{wake: sync.NewCond(&d.mu), max: opts.Runners, run: d.drain}
 	d.deliver = pool{wake: sync.NewCond(&d.mu), max: opts.Deliverers, run: d.deliverThread}

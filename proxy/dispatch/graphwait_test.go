@@ -88,6 +88,7 @@ func TestAGraphWaitEndsAtItsBudgetAcrossARestart(t *testing.T) {
 	r.graph.refuse("u1", true)
 	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "agent please", r.clock.Now()))
 	r.until("u1's pass refused", func() bool { return r.graph.refusalCount() > 0 })
+	r.until("u1 parked", func() bool { r.d.mu.Lock(); defer r.d.mu.Unlock(); return r.d.parked.heap.Len() > 0 })
 	r.clock.Advance(50 * time.Minute)
 	r.until("refused again", func() bool { return r.graph.refusalCount() > 1 })
 	r.restart()

@@ -125,6 +125,9 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	if len(c.Arm) > 0 {
 		defer d.wakeTimers()
 	}
+	if p.Timer == timerBotDown && effects {
+		d.botDownRan(q.Thread)
+	}
 	if effects || p.Enforced {
 		return pc, d.commitNow(ctx, c)
 	}

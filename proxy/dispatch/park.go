@@ -52,6 +52,22 @@ func (d *Dispatcher) parkFor(p *pool, w *worker, delay time.Duration) {
 	}
 }
 
+// wakeDeliveriesLocked makes every thread parked for a delivery due now
+// (the bot is back: nobody should sit out a backoff meant for a bot that
+// was down).
+func (d *Dispatcher) wakeDeliveriesLocked(now time.Time) {
+	for i := range d.parked.heap {
+		if p := &d.parked.heap[i]; p.pool == &d.deliver && p.due.After(now) {
+			p.due = now
+		}
+	}
+	heap.Init(&d.parked.heap)
+	select {
+	case d.parked.wake <- struct{}{}:
+	default:
+	}
+}
+
 // unpark hands parked threads back to their runners when their backoff
 // is over.
 func (d *Dispatcher) unpark() {

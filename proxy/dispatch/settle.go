@@ -94,6 +94,8 @@ func (sl *settler) settle(p *Plan, ev *messenger.Event, done int, fail *failure)
 			// A fired timeout is done; the others follow the new owner.
 			w.cancel(p.TimerKind)
 			sl.planTimers(w, p.Before)
+		case p.Timer == timerBotDown || p.Timer == timerBotRecovered:
+			sl.planTimers(w, p.Before)
 		}
 	case p.InboxDefault:
 		if ok {

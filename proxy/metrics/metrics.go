@@ -39,6 +39,9 @@ type Metrics struct {
 	// API refused a rule's call for a reason that passes (rate limit,
 	// rejected page token).
 	GraphWaits prometheus.Counter
+	// BotCircuitOpen is 1 while the bot's circuit is open (every delivery
+	// failed for a while; see dispatch's circuit), else 0.
+	BotCircuitOpen prometheus.Gauge
 	// By page: the Graph API's rate-limit answers, the calls that waited
 	// out their token's shared backoff, the calls refused at once because
 	// the page's access token was rejected, and whether the token is
@@ -47,6 +50,15 @@ type Metrics struct {
 	GraphRateLimitWaits *prometheus.CounterVec
 	GraphPageRefused    *prometheus.CounterVec
 	GraphPageHealthy    *prometheus.GaugeVec
+
+	// The store's limits and size: events queued in all threads, enqueues
+	// refused at a limit (by limit, as configured), free space on the data
+	// directory's file system, and the disk the store's files take, by
+	// kind (tables, value logs, write-ahead logs).
+	StoreQueued    prometheus.Gauge
+	StoreRefused   *prometheus.CounterVec // limit: queued_per_thread | queued_total | min_free_disk_bytes
+	StoreDiskFree  prometheus.Gauge
+	StoreDiskBytes *prometheus.GaugeVec // kind: tables | value_log | wal
 
 	// The children counted once or more per event, looked up once here:
 	// WithLabelValues hashes its labels on every call.
@@ -153,18 +165,50 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 	m.BotDeadLetters = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "baton_bot_dead_letters_total", Help: "Events set aside as dead letters, by reason: the bot refused them (rejected), kept failing past bot.retry_budget (budget), or they could not be read (unreadable).",
 	}, []string{"reason"})
+	m.StoreQueued = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "baton_store_queued_events", Help: "Events waiting in all thread queues (limits.queued_total caps them).",
+	})
+	m.StoreRefused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_store_refused_total", Help: "Webhook deliveries refused (503 with Retry-After) because taking their events would pass a limit, by limit.",
+	}, []string{"limit"})
+	m.StoreDiskFree = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "baton_store_disk_free_bytes", Help: "Free space on the data directory's file system, as last read (below limits.min_free_disk_bytes webhooks are refused).",
+	})
+	m.StoreDiskBytes = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "baton_store_disk_bytes", Help: "Disk space the store's files take, by kind: tables (LSM), value_log, wal (write-ahead logs).",
+	}, []string{"kind"})
 	reg.MustRegister(m.WebhookEvents, m.WebhookRefused, m.Decisions, m.Handovers, m.ActionFailures,
 		m.BotDeliveries, m.SendsSkipped, m.Feedback, m.ReloadSuccess, m.ReloadTimestamp, m.ActiveThreads, m.StoreSync,
 		m.BotWaiting, m.StaleItems,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// One registration per metric added since: a line each.
 	reg.MustRegister(m.GraphWaits)
+	m.BotCircuitOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "baton_bot_circuit_open", Help: "1 while the bot's circuit is open: every delivery to the bot failed for a while, deliveries go one probe at a time and bot_down actions run.",
+	})
+	reg.MustRegister(m.BotCircuitOpen)
 	reg.MustRegister(m.GraphRateLimited)
 	reg.MustRegister(m.GraphRateLimitWaits)
 	reg.MustRegister(m.GraphPageRefused)
 	reg.MustRegister(m.GraphPageHealthy)
 	reg.MustRegister(m.BotDeadLetters)
+	reg.MustRegister(m.StoreQueued)
+	reg.MustRegister(m.StoreRefused)
+	reg.MustRegister(m.StoreDiskFree)
+	reg.MustRegister(m.StoreDiskBytes)
 	return m
+}
+
+// SetStoreUsage sets the store's gauges from its latest report; a free
+// space below zero is unknown and leaves the gauge as it was.
+func (m *Metrics) SetStoreUsage(queued, free, tables, valueLogs, logs int64) {
+	m.StoreQueued.Set(float64(queued))
+	if free >= 0 {
+		m.StoreDiskFree.Set(float64(free))
+	}
+	m.StoreDiskBytes.WithLabelValues("tables").Set(float64(tables))
+	m.StoreDiskBytes.WithLabelValues("value_log").Set(float64(valueLogs))
+	m.StoreDiskBytes.WithLabelValues("wal").Set(float64(logs))
 }
 
 // Handler serves the registry in the Prometheus text format.

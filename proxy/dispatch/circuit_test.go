@@ -1,0 +1,97 @@
+package dispatch
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/state"
+)
+
+const botDownPolicy = `version: 1
+bot_down:
+  do:
+    - send_text: "holding"
+    - pass: {to: inbox, reason: "the bot is down"}
+rules:
+  - name: back
+    when: {bot_recovered: true, owner: inbox}
+    do: [{take: {reason: "the bot is back"}}]
+`
+
+// fire fires the timers due now, as the scheduler would.
+func (r *rig) fire() {
+	r.t.Helper()
+	if _, err := r.store.FireDue(context.Background(), r.clock.Now(), 100, TimerRecord); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// idle reports that no runner has work in hand: every thread with work is
+// parked or waiting for its timer.
+func (r *rig) idle() bool {
+	r.d.mu.Lock()
+	defer r.d.mu.Unlock()
+	return len(r.d.decide.ready) == 0 && len(r.d.deliver.ready) == 0 &&
+		r.d.decide.idle == r.d.decide.runners && r.d.deliver.idle == r.d.deliver.runners
+}
+
+func (b *fakeBot) attemptCount() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.attempts
+}
+
+// A bot that fails every delivery for a while opens its circuit: the
+// threads waiting with a user message get bot_down (a holding message and
+// a pass to the inbox), deliveries go one probe at a time, and once the
+// bot takes one the circuit closes, bot_recovered takes the threads back
+// and the bot gets every event, in order.
+func TestTheBotCircuitHandsWaitingThreadsOverAndBack(t *testing.T) {
+	r := newRig(t, botDownPolicy, func(_ *rig, o *Options) {
+		o.Circuit = CircuitOptions{OpenAfter: 30 * time.Second, MinFailures: 3, ProbeEvery: 5 * time.Second}
+	})
+	r.bot.setDown(true)
+	now := r.clock.Now()
+	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "hello", now), text(t, messenger.Messaging, "u2", "m2", "hi there", now))
+	r.until("both handed over", func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return r.graph.count("pass:"+agentApp) == 2
+	})
+	if n := r.graph.count(`send:{"text":"holding"}`); n != 2 {
+		t.Errorf("holding message sent %d times; want once per thread (calls %v)", n, r.graph.callList())
+	}
+	// While it is open, the bot sees one probe per ProbeEvery, not an
+	// attempt per thread and backoff.
+	before := r.bot.attemptCount()
+	for i := range 60 {
+		r.clock.Advance(time.Second)
+		r.fire()
+		r.until("the runners idle after second "+strconv.Itoa(i), r.idle)
+	}
+	if n := r.bot.attemptCount() - before; n < 1 || n > 14 {
+		t.Errorf("%d delivery attempts in a minute with the circuit open; want about one per 5s probe", n)
+	}
+	if n := r.graph.count("pass:" + agentApp); n != 2 {
+		t.Errorf("%d passes; bot_down runs once per thread and outage", n)
+	}
+
+	r.bot.setDown(false)
+	r.until("both taken back", func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return r.graph.count("take") == 2
+	})
+	r.until("both events at the bot", func() bool { return r.bot.has("u1", "hello") && r.bot.has("u2", "hi there") })
+	r.until("both owned by the bot again", func() bool {
+		return r.thread("u1").Owner.Kind == state.OwnerBot && r.thread("u2").Owner.Kind == state.OwnerBot
+	})
+	for _, u := range []string{"u1", "u2"} {
+		if n := len(r.historyNotes(u, "bot_down")); n != 1 {
+			t.Errorf("%s has %d bot_down entries in its history; want 1", u, n)
+		}
+	}
+}
