@@ -46,6 +46,9 @@ type Options struct {
 	// (SIGHUP in cmd/baton). With reload.watch on, Baton also re-reads them
 	// when their contents change.
 	Reload <-chan struct{}
+	// FreeSpace, when set, replaces the store's reading of the data
+	// directory's free space (tests fill a disk without filling one).
+	FreeSpace badgerstore.FreeSpaceFunc
 }
 
 func (o *Options) validate() error {
@@ -119,6 +122,12 @@ func New(opts Options) (_ *App, err error) {
 	var disp atomic.Pointer[dispatch.Dispatcher]
 	a.store, err = badgerstore.Open(badgerstore.Options{
 		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
+		Limits: badgerstore.Limits{QueuedPerThread: cfg.Limits.QueuedPerThread, QueuedTotal: cfg.Limits.QueuedTotal, MinFreeDiskBytes: cfg.Limits.MinFreeDiskBytes},
+		Upkeep: badgerstore.Upkeep{HistoryKeep: cfg.History.Keep}, Clock: opts.Clock, FreeSpace: opts.FreeSpace,
+		OnFull: func(limit string) { a.metrics.StoreRefused.WithLabelValues(limit).Inc() },
+		OnUsage: func(u badgerstore.Usage) {
+			a.metrics.SetStoreUsage(u.Queued, u.FreeBytes, u.TableBytes, u.ValueLogBytes, u.LogBytes)
+		},
 		OnSync: func(d time.Duration) { a.metrics.StoreSync.Observe(d.Seconds()) },
 		// Fail-stop: after a storage error nothing is acknowledged any
 		// more, and the process ends so its supervisor restarts it on
@@ -147,7 +156,6 @@ func New(opts Options) (_ *App, err error) {
 	a.graph, err = graph.New(graph.Options{
 		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(),
 		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
-		Metrics: a.metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("graph client: %w", err)
@@ -170,7 +178,6 @@ func New(opts Options) (_ *App, err error) {
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
-		GraphRetryLater:  graph.RetryLater,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
 		RetryBudget:      cfg.Bot.RetryBudget,
 	})

@@ -101,7 +101,16 @@ func checkStart(dir string, memTableSize int64, free FreeSpaceFunc, log *zap.Log
 	if err != nil {
 		return err
 	}
-	avail, err := free(dir)
+	// A new store's directory does not exist yet: its file system is its
+	// nearest existing parent's.
+	on := dir
+	for {
+		if _, err := os.Stat(on); err == nil || filepath.Dir(on) == on {
+			break
+		}
+		on = filepath.Dir(on)
+	}
+	avail, err := free(on)
 	if err != nil {
 		log.Warn("free disk space unknown: not checked before opening", zap.String("dir", dir), zap.Error(err))
 		return nil

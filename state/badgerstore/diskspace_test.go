@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/batonproxy/baton/state"
 )
 
@@ -190,5 +192,24 @@ func TestDefaultWatermarkCoversHeadroom(t *testing.T) {
 	}
 	if n, _, _ := startNeed(s.opts.Dir, DefaultMemTableSize); n > need {
 		t.Fatalf("a start needs %d MiB, more than the headroom %d MiB", n>>20, need>>20)
+	}
+}
+
+// TestStartCheckReadsANewDirectorysParent: a store opened in a directory
+// that does not exist yet has its free space read on the parent's file
+// system.
+func TestStartCheckReadsANewDirectorysParent(t *testing.T) {
+	parent := t.TempDir()
+	var asked string
+	free := func(dir string) (uint64, error) {
+		asked = dir
+		if _, err := os.Stat(dir); err != nil {
+			return 0, err
+		}
+		return 1 << 20, nil
+	}
+	err := checkStart(filepath.Join(parent, "data", "badger"), 8<<20, free, zap.NewNop())
+	if !errors.Is(err, ErrLowDisk) || asked != parent {
+		t.Fatalf("checkStart asked %q and answered %v; want %q asked and ErrLowDisk", asked, err, parent)
 	}
 }
