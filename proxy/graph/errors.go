@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -29,6 +30,10 @@ type Error struct {
 	Subcode    int    // error.error_subcode
 	FBTraceID  string // error.fbtrace_id, for support tickets
 	Endpoint   string // the Graph edge that was called, e.g. "pass_thread_control" or "messages"
+	// RegainAfter is how long the API says a throttled token waits before
+	// it may call again (X-Business-Use-Case-Usage's
+	// estimated_time_to_regain_access); 0 when it did not say.
+	RegainAfter time.Duration
 }
 
 // Error formats the error with everything needed to classify it later.
@@ -62,6 +67,10 @@ func (e *Error) Error() string {
 	if e.FBTraceID != "" {
 		b.WriteString(", fbtrace_id ")
 		b.WriteString(e.FBTraceID)
+	}
+	if e.RegainAfter > 0 {
+		b.WriteString(", access regained in ")
+		b.WriteString(e.RegainAfter.String())
 	}
 	b.WriteString(")")
 	return b.String()

@@ -25,8 +25,9 @@
 // that page token, not one per call: while it runs no call with the token
 // is sent; when it ends one call probes, and the others wait for its
 // answer. Another rate limit grows the backoff (from RateLimitMin, doubling
-// up to RateLimitMax, with jitter); any other answer lifts it and releases
-// the waiting calls. Calls with other tokens are not affected. A call
+// up to RateLimitMax, with jitter, or as long as the API's
+// X-Business-Use-Case-Usage header estimates when that is longer); any
+// other answer lifts it and releases the waiting calls. Calls with other tokens are not affected. A call
 // whose wait would outlast its budget or deadline fails at once with an
 // error matching ErrRateLimited, as does one whose attempts ran out while
 // rate-limited. The limit's start and end are logged once each and counted
@@ -506,6 +507,7 @@ func (c *Client) attempt(ctx context.Context, cl call, uri string) (answer, erro
 	}
 	ans := answer{status: resp.StatusCode(), body: bytes.Clone(resp.Body())}
 	if ge := c.decodeError(cl.endpoint, ans); ge != nil {
+		ge.RegainAfter = regainAfter(resp.Header.Peek(HeaderBusinessUseCaseUsage))
 		return ans, ge
 	}
 	return ans, nil

@@ -62,6 +62,7 @@ type fakeGraph struct {
 	mu      sync.Mutex
 	reqs    []recorded
 	respond func(r recorded, n int) reply
+	headers map[string]string // added to every answer
 }
 
 func newFakeGraph(t *testing.T, respond func(r recorded, n int) reply) *fakeGraph {
@@ -104,6 +105,9 @@ func (f *fakeGraph) serve(ctx *fasthttp.RequestCtx) {
 	n := len(f.reqs)
 	f.reqs = append(f.reqs, r)
 	respond := f.respond
+	for k, v := range f.headers {
+		ctx.Response.Header.Set(k, v)
+	}
 	f.mu.Unlock()
 
 	rep := reply{status: 200, body: `{"success":true}`}

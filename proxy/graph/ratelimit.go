@@ -129,7 +129,9 @@ func (c *Client) rateOutcome(pg *page, cl call, probe bool, err error) {
 	switch {
 	case limited:
 		rl.hits++
-		backoff := c.rateLimitRetry.Delay(rl.hits)
+		// The API's own estimate wins when it is longer: probing sooner
+		// would only be refused.
+		backoff := max(c.rateLimitRetry.Delay(rl.hits), ge.RegainAfter)
 		rl.until = now.Add(backoff)
 		if !rl.limited {
 			rl.limited, rl.since = true, now
