@@ -156,6 +156,7 @@ func New(opts Options) (_ *App, err error) {
 	a.graph, err = graph.New(graph.Options{
 		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(),
 		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
+		Metrics: a.metrics,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("graph client: %w", err)
@@ -178,6 +179,7 @@ func New(opts Options) (_ *App, err error) {
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
+		GraphRetryLater:  graph.RetryLater,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
 		RetryBudget:      cfg.Bot.RetryBudget,
 	})

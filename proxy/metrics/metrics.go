@@ -39,6 +39,9 @@ type Metrics struct {
 	// API refused a rule's call for a reason that passes (rate limit,
 	// rejected page token).
 	GraphWaits prometheus.Counter
+	// BotCircuitOpen is 1 while the bot's circuit is open (every delivery
+	// failed for a while; see dispatch's circuit), else 0.
+	BotCircuitOpen prometheus.Gauge
 	// By page: the Graph API's rate-limit answers, the calls that waited
 	// out their token's shared backoff, the calls refused at once because
 	// the page's access token was rejected, and whether the token is
@@ -180,6 +183,10 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// One registration per metric added since: a line each.
 	reg.MustRegister(m.GraphWaits)
+	m.BotCircuitOpen = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "baton_bot_circuit_open", Help: "1 while the bot's circuit is open: every delivery to the bot failed for a while, deliveries go one probe at a time and bot_down actions run.",
+	})
+	reg.MustRegister(m.BotCircuitOpen)
 	reg.MustRegister(m.GraphRateLimited)
 	reg.MustRegister(m.GraphRateLimitWaits)
 	reg.MustRegister(m.GraphPageRefused)
