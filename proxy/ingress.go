@@ -9,8 +9,15 @@ import (
 	"context"
 	"crypto/subtle"
 	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -18,6 +25,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/proxy/signature"
@@ -61,6 +69,9 @@ type Ingress struct {
 	log          *zap.Logger
 	serveMetrics fasthttp.RequestHandler
 	draining     atomic.Bool
+	// gate keeps refusals from flooding the log: a storm of bad or
+	// refused requests writes a line per kind every few seconds.
+	gate *logGate
 }
 
 // Drain makes every later webhook POST get 503 (Baton is stopping): Meta
@@ -90,7 +101,10 @@ func NewIngress(opts IngressOptions) (*Ingress, error) {
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New(func() float64 { return 0 })
 	}
-	return &Ingress{opts: opts, log: opts.Logger.Named("ingress"), serveMetrics: opts.Metrics.Handler()}, nil
+	return &Ingress{
+		opts: opts, log: opts.Logger.Named("ingress"), serveMetrics: opts.Metrics.Handler(),
+		gate: &logGate{clock: opts.Clock, every: logEvery, keys: make(map[string]*gateKey)},
+	}, nil
 }
 
 // Handle serves the webhook path and a health check.
@@ -121,7 +135,9 @@ func (in *Ingress) verify(ctx *fasthttp.RequestCtx) {
 	token := args.Peek("hub.verify_token")
 	if string(args.Peek("hub.mode")) != "subscribe" ||
 		subtle.ConstantTimeCompare(token, []byte(in.opts.VerifyToken)) != 1 {
-		in.log.Warn("webhook verification refused", zap.ByteString("mode", args.Peek("hub.mode")))
+		if held, ok := in.gate.pass("verify"); ok {
+			in.log.Warn("webhook verification refused", zap.String("mode", clip(string(args.Peek("hub.mode")))), zap.Int("held_back", held))
+		}
 		ctx.Error("forbidden", fasthttp.StatusForbidden)
 		return
 	}
@@ -132,7 +148,10 @@ func (in *Ingress) verify(ctx *fasthttp.RequestCtx) {
 func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	body := ctx.PostBody()
 	if !in.opts.Signer.Verify256(body, ctx.Request.Header.Peek(signature.Header256)) {
-		in.log.Warn("webhook with missing or bad signature refused", zap.String("remote", ctx.RemoteAddr().String()), zap.Int("bytes", len(body)))
+		if held, ok := in.gate.pass("signature"); ok {
+			in.log.Warn("webhook with missing or bad signature refused", zap.String("remote", ctx.RemoteAddr().String()),
+				zap.Int("bytes", len(body)), zap.Int("held_back", held))
+		}
 		in.opts.Metrics.WebhookRefused.WithLabelValues("signature").Inc()
 		ctx.Error("bad signature", fasthttp.StatusForbidden)
 		return
@@ -141,9 +160,18 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	// nothing keeps the events themselves past this handler.
 	events, err := messenger.ParseShared(body)
 	if err != nil {
-		in.log.Warn("webhook body refused", zap.Error(err))
+		// The answer is a fixed text: the sender learns the class of
+		// problem, and nothing of the body comes back or goes to the log
+		// past a few words (the error's own text is short, and clipped).
+		answer := "malformed webhook body"
+		if errors.Is(err, messenger.ErrUnknownObject) {
+			answer = "unknown webhook object"
+		}
+		if held, ok := in.gate.pass("malformed"); ok {
+			in.log.Warn("webhook body refused", zap.String("error", clip(err.Error())), zap.Int("bytes", len(body)), zap.Int("held_back", held))
+		}
 		in.opts.Metrics.WebhookRefused.WithLabelValues("malformed").Inc()
-		ctx.Error(err.Error(), fasthttp.StatusBadRequest)
+		ctx.Error(answer, fasthttp.StatusBadRequest)
 		return
 	}
 	batch := make([]state.NewEvent, len(events))
@@ -165,6 +193,15 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	defer cctx.stop()
 	now := in.opts.Clock.Now()
 	results, err := in.opts.Queue.Enqueue(cctx, now, batch)
+	if errors.Is(err, state.ErrFull) {
+		// Nothing of it was stored: the store is at one of its limits,
+		// and says when to try again.
+		in.storeFull(len(batch), err)
+		in.opts.Metrics.WebhookRefused.WithLabelValues("full").Inc()
+		ctx.Error("busy: try again later", fasthttp.StatusServiceUnavailable)
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(retryAfterSeconds(err))) // after Error, which resets the headers
+		return
+	}
 	if err != nil {
 		// Not acknowledged, so Meta delivers it again; the dedup window
 		// drops whatever part of it did get stored.
@@ -216,15 +253,185 @@ func (in *Ingress) storeRefused(events int, err error) {
 	}
 }
 
-// RequestError answers requests fasthttp could not read: 413 for a body over
-// the limit (fasthttp's own answer would be a 400), 400 otherwise.
-func (in *Ingress) RequestError(ctx *fasthttp.RequestCtx, err error) {
-	if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-		in.opts.Metrics.WebhookRefused.WithLabelValues("too_large").Inc()
-		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+// storeFull logs a webhook refused at one of the store's limits: a line
+// per limit every few seconds at most, with the count held back since the
+// last, since a full store refuses every webhook that comes.
+func (in *Ingress) storeFull(events int, err error) {
+	limit := "unknown"
+	var full *state.FullError
+	if errors.As(err, &full) {
+		limit = full.Limit
+	}
+	held, ok := in.gate.pass("full:" + limit)
+	if !ok {
 		return
 	}
-	ctx.Error("bad request", fasthttp.StatusBadRequest)
+	in.log.Warn("webhook refused: the store is at a limit, Meta will deliver it again",
+		zap.String("limit", limit), zap.Int("retry_after_s", retryAfterSeconds(err)),
+		zap.Int("events", events), zap.Int("held_back", held))
+}
+
+// retryAfterSeconds is the Retry-After of a webhook the store refused at a
+// limit: the store's RetryAfter in whole seconds, rounded up, at least 1.
+func retryAfterSeconds(err error) int {
+	var full *state.FullError
+	if !errors.As(err, &full) || full.RetryAfter <= time.Second {
+		return 1
+	}
+	return int(min(math.Ceil(full.RetryAfter.Seconds()), math.MaxInt32))
+}
+
+// RequestError handles requests fasthttp could not read. A client that
+// did not finish its request in time (ReadTimeout: a connection opened
+// and left silent, or a request stopped mid-headers or mid-body), or went
+// away mid-request, gets no answer: its connection is closed. An answer
+// there would be unsolicited, and a client that reuses the connection
+// could read it as the answer to its next request. A request read whole
+// but unacceptable is answered: 413 for a body over the limit (fasthttp's
+// own answer would be a 400), 431 for headers over the read buffer, 400
+// otherwise.
+func (in *Ingress) RequestError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch reason, drop := dropReason(err); {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		in.opts.Metrics.WebhookRefused.WithLabelValues("too_large").Inc()
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+	case drop:
+		in.opts.Metrics.WebhookRefused.WithLabelValues(reason).Inc()
+		// fasthttp writes what ctx holds once this returns; a closed
+		// connection takes none of it.
+		ctx.Conn().Close()
+	case errors.As(err, &small):
+		in.opts.Metrics.WebhookRefused.WithLabelValues("bad_request").Inc()
+		ctx.Error("request headers too large", fasthttp.StatusRequestHeaderFieldsTooLarge)
+	default:
+		in.opts.Metrics.WebhookRefused.WithLabelValues("bad_request").Inc()
+		ctx.Error("bad request", fasthttp.StatusBadRequest)
+	}
+}
+
+// dropReason tells the errors of a request its client did not finish: it
+// ran out of time (read_timeout) or closed or reset the connection first
+// (incomplete).
+func dropReason(err error) (string, bool) {
+	var nothing fasthttp.ErrNothingRead
+	var netErr net.Error
+	switch {
+	case errors.As(err, &nothing), errors.As(err, &netErr) && netErr.Timeout():
+		return "read_timeout", true
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return "incomplete", true
+	}
+	return "", false
+}
+
+// ServerOptions are the webhook listener's limits; zero takes the
+// config's default.
+type ServerOptions struct {
+	MaxBodyBytes int
+	// ReadTimeout bounds reading one request, from its first byte (or
+	// from the connection's opening) to its body's last; WriteTimeout
+	// writing its answer; IdleTimeout a kept-alive connection's wait for
+	// its next request. Past any of them the connection is closed
+	// without an answer.
+	ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// MaxConns caps concurrent connections, idle ones included. One
+	// more is answered 503 at once, before its request is read, and
+	// closed.
+	MaxConns int
+}
+
+// NewServer builds the webhook listener's server around the ingress.
+func (in *Ingress) NewServer(o ServerOptions) *fasthttp.Server {
+	orDefault := func(v, def time.Duration) time.Duration {
+		if v <= 0 {
+			return def
+		}
+		return v
+	}
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = config.DefaultMaxBodyBytes
+	}
+	if o.MaxConns <= 0 {
+		o.MaxConns = config.DefaultMaxConns
+	}
+	return &fasthttp.Server{
+		Handler:            in.Handle,
+		ErrorHandler:       in.RequestError,
+		Name:               "baton",
+		MaxRequestBodySize: o.MaxBodyBytes,
+		ReadTimeout:        orDefault(o.ReadTimeout, config.DefaultReadTimeout),
+		WriteTimeout:       orDefault(o.WriteTimeout, config.DefaultWriteTimeout),
+		IdleTimeout:        orDefault(o.IdleTimeout, config.DefaultIdleTimeout),
+		Concurrency:        o.MaxConns,
+		// fasthttp's error texts would otherwise quote the request's
+		// bytes, headers included, into the log.
+		SecureErrorLogMessage: true,
+		Logger:                serverLog{in},
+	}
+}
+
+// serverLog takes the lines fasthttp logs (connections refused at the
+// cap, requests it could not read) into the ingress' log, through its
+// gate: a storm of bad requests writes a line every few seconds.
+type serverLog struct{ in *Ingress }
+
+func (l serverLog) Printf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	key := "server"
+	if strings.Contains(msg, "concurrent connections") {
+		key = "max_conns" // the cap is reached: worth its own line
+	}
+	if held, ok := l.in.gate.pass(key); ok {
+		l.in.log.Warn("webhook listener", zap.String("message", clip(msg)), zap.Int("held_back", held))
+	}
+}
+
+// logEvery is how often a refusal of one kind may be logged.
+const logEvery = 5 * time.Second
+
+// logGate lets a line of each kind through at most once per interval and
+// counts the ones it held back, to be told with the next.
+type logGate struct {
+	clock clock.Clock
+	every time.Duration
+	mu    sync.Mutex
+	keys  map[string]*gateKey
+}
+
+type gateKey struct {
+	next time.Time
+	held int
+}
+
+// pass reports whether a line of kind key may be written now, and how
+// many were held back since the last one. Keys are a few fixed kinds
+// (and the store's limits), so the map stays small.
+func (g *logGate) pass(key string) (held int, ok bool) {
+	now := g.clock.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	k := g.keys[key]
+	if k == nil {
+		k = &gateKey{}
+		g.keys[key] = k
+	}
+	if now.Before(k.next) {
+		k.held++
+		return 0, false
+	}
+	held, k.held, k.next = k.held, 0, now.Add(g.every)
+	return held, true
+}
+
+// clip shortens a text from outside (an error that may quote a request, a
+// query parameter) before it goes into a log field.
+func clip(s string) string {
+	const most = 200
+	if len(s) <= most {
+		return s
+	}
+	return strings.ToValidUTF8(s[:most], "") + "..."
 }
 
 // lazyDeadline is a context that ends at a deadline but starts a timer

@@ -10,12 +10,14 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/signature"
 	"github.com/batonproxy/baton/state"
 	"github.com/batonproxy/baton/state/badgerstore"
@@ -256,5 +258,159 @@ func TestIngressStoreTimeoutAndFailureAre503(t *testing.T) {
 				t.Errorf("the log line carries a stack trace:\n%s", entries[0].Stack)
 			}
 		})
+	}
+}
+
+// acceptQueue is a store that takes every event.
+type acceptQueue struct{}
+
+func (acceptQueue) Enqueue(_ context.Context, _ time.Time, evs []state.NewEvent) ([]state.EnqueueResult, error) {
+	return make([]state.EnqueueResult, len(evs)), nil // the zero result is Accepted
+}
+
+// fullQueue is a store at one of its limits: it refuses every webhook,
+// as the real store does, with a *state.FullError.
+type fullQueue struct {
+	mu    sync.Mutex
+	limit string
+	after time.Duration
+	calls int
+}
+
+func (q *fullQueue) Enqueue(context.Context, time.Time, []state.NewEvent) ([]state.EnqueueResult, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.calls++
+	return nil, fmt.Errorf("enqueue: %w", &state.FullError{Limit: q.limit, RetryAfter: q.after})
+}
+
+func (q *fullQueue) set(limit string, after time.Duration) {
+	q.mu.Lock()
+	q.limit, q.after = limit, after
+	q.mu.Unlock()
+}
+
+// post sends a signed webhook and returns the whole answer.
+func (f *ingressFixture) post(t *testing.T, body string) *fasthttp.Response {
+	t.Helper()
+	req, resp := fasthttp.AcquireRequest(), &fasthttp.Response{}
+	defer fasthttp.ReleaseRequest(req)
+	req.Header.SetMethod("POST")
+	req.SetRequestURI("http://baton/webhook")
+	req.SetBodyString(body)
+	req.Header.Set(signature.Header256, f.signer.Sign256([]byte(body)))
+	if err := f.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func refusedCount(t *testing.T, in *Ingress, reason string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := in.opts.Metrics.WebhookRefused.WithLabelValues(reason).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// A store at a limit gets the webhook a 503 with Retry-After, the
+// store's wait in whole seconds rounded up and at least 1, counted as
+// "full"; nothing is acknowledged and no thread is woken.
+func TestIngressFullStoreAnswers503WithRetryAfter(t *testing.T) {
+	q := &fullQueue{}
+	f := serveIngress(t, IngressOptions{Queue: q, Clock: clock.NewFake(time.Unix(1e9, 0))})
+	for _, c := range []struct {
+		after time.Duration
+		want  string
+	}{
+		{0, "1"}, {300 * time.Millisecond, "1"}, {time.Second, "1"}, {1500 * time.Millisecond, "2"},
+		{3 * time.Second, "3"}, {90*time.Second + time.Nanosecond, "91"},
+	} {
+		q.set("queued_total", c.after)
+		resp := f.post(t, oneEvent)
+		if resp.StatusCode() != 503 || string(resp.Header.Peek("Retry-After")) != c.want {
+			t.Errorf("RetryAfter %v: %d, Retry-After %q; want 503, %q", c.after, resp.StatusCode(), resp.Header.Peek("Retry-After"), c.want)
+		}
+	}
+	if n := refusedCount(t, f.in, "full"); n != 6 {
+		t.Errorf("refused as full: %v; want 6", n)
+	}
+	if n := refusedCount(t, f.in, "store"); n != 0 {
+		t.Errorf("refused as a store failure: %v; want 0", n)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.notified) != 0 {
+		t.Errorf("notified %v for refused events", f.notified)
+	}
+}
+
+// Under a storm of refusals the log gets one line per kind (per store
+// limit for a full store) every few seconds, and the next line says how
+// many were held back.
+func TestIngressRefusalsDoNotFloodTheLog(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	clk := clock.NewFake(time.Unix(1e9, 0))
+	q := &fullQueue{limit: "queued_per_thread", after: 2 * time.Second}
+	f := serveIngress(t, IngressOptions{Queue: q, Clock: clk, Logger: zap.New(core)})
+	storm := func() {
+		for range 20 {
+			f.post(t, oneEvent)                     // full
+			f.post(t, `{"object":"page","ent`)      // malformed
+			f.do(t, "POST", "/webhook", "x", false) // unsigned
+		}
+	}
+	storm()
+	q.set("min_free_disk_bytes", time.Second)
+	f.post(t, oneEvent) // another limit: a line of its own
+	if got := len(logs.All()); got != 4 {
+		t.Fatalf("%d log lines for 61 refusals; want 4 (full twice, malformed, signature):\n%v", got, logs.All())
+	}
+	clk.Advance(logEvery)
+	q.set("queued_per_thread", 2*time.Second)
+	storm()
+	lines := logs.All()[4:]
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines after %v; want 3", len(lines), logEvery)
+	}
+	for _, l := range lines {
+		if held := l.ContextMap()["held_back"]; held != int64(19) {
+			t.Errorf("%q: held_back %v; want 19", l.Message, held)
+		}
+	}
+	full := logs.FilterMessageSnippet("limit").All()
+	if len(full) != 3 || full[0].ContextMap()["limit"] != "queued_per_thread" || full[1].ContextMap()["limit"] != "min_free_disk_bytes" ||
+		full[0].ContextMap()["retry_after_s"] != int64(2) {
+		t.Errorf("full-store lines: %v", full)
+	}
+}
+
+// A signed body built to be costly (nesting a megabyte deep, never
+// closed) is refused with a short fixed answer, and its log line holds a
+// few words and an offset, nothing of the body.
+func TestIngressHostileBodyGetsAShortFixedAnswer(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	f := serveIngress(t, IngressOptions{Queue: acceptQueue{}, Logger: zap.New(core)})
+	head := `{"object":"page","entry":[{"id":"1","messaging":[{"x":`
+	for _, c := range []struct{ name, body, answer string }{
+		{"deep", head + strings.Repeat("[", (1<<20)-len(head)-1), "malformed webhook body"},
+		{"bad literal", head + "t" + strings.Repeat("r", 1<<19) + "}]}]}", "malformed webhook body"},
+		{"long object", `{"object":"` + strings.Repeat("p", 1<<19) + `","entry":[]}`, "unknown webhook object"},
+	} {
+		resp := f.post(t, c.body)
+		if resp.StatusCode() != 400 || string(resp.Body()) != c.answer {
+			t.Errorf("%s: %d %.100q; want 400 %q", c.name, resp.StatusCode(), resp.Body(), c.answer)
+		}
+		for _, l := range logs.TakeAll() {
+			var size int
+			for k, v := range l.ContextMap() {
+				size += len(k) + len(fmt.Sprint(v))
+			}
+			if size > 300 || strings.Contains(fmt.Sprint(l.ContextMap()), "rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr") {
+				t.Errorf("%s: log line of %d bytes: %.300v", c.name, size, l.ContextMap())
+			}
+		}
+		f.in.gate = &logGate{clock: f.in.opts.Clock, every: logEvery, keys: make(map[string]*gateKey)}
 	}
 }

@@ -211,16 +211,10 @@ func New(opts Options) (_ *App, err error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server = &fasthttp.Server{
-		Handler:            a.ingress.Handle,
-		Name:               "baton",
-		MaxRequestBodySize: cfg.Webhook.MaxBodyBytes,
-		ErrorHandler:       a.ingress.RequestError,
-		ReadTimeout:        30 * time.Second,
-		WriteTimeout:       30 * time.Second,
-		IdleTimeout:        2 * time.Minute,
-		Logger:             zap.NewStdLog(a.log.Named("http")),
-	}
+	a.server = a.ingress.NewServer(proxy.ServerOptions{
+		MaxBodyBytes: cfg.Webhook.MaxBodyBytes, ReadTimeout: cfg.Webhook.ReadTimeout, WriteTimeout: cfg.Webhook.WriteTimeout,
+		IdleTimeout: cfg.Webhook.IdleTimeout, MaxConns: cfg.Webhook.MaxConns,
+	})
 	return a, nil
 }
 

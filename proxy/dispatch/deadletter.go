@@ -34,13 +34,23 @@ func (pc *parcel) markDead(kind, reason string) {
 	pc.sent++
 }
 
-// spent reports whether the parcel's current record has kept failing for
-// longer than the retry budget, and then sets it and the rest of the
-// parcel aside. The budget runs from the record's first failed attempt as
-// this process saw it: the time is kept in memory only (one more write
-// per failure would cost more than it is worth), so a restart starts the
-// count again and an event may wait up to the budget again after it.
+// errHeldBack is the outcome of a turn the bot's open circuit held back
+// (botTurn): the event fails as surely as if it had been tried, so its
+// budget runs as well, or with thousands of threads waiting for a probe
+// each the budget would stretch to days.
+var errHeldBack = errors.New("held back while the bot's circuit is open")
+
+// spent reports whether the parcel's current record has kept failing (or
+// been held back) for longer than the retry budget, and then sets it and
+// the rest of the parcel aside. The budget runs from the record's first
+// failed attempt as this process saw it: the time is kept in memory only
+// (one more write per failure would cost more than it is worth), so a
+// restart starts the count again and an event may wait up to the budget
+// again after it.
 func (d *Dispatcher) spent(w *worker, pc *parcel, err error) bool {
+	if !errors.Is(err, errHeldBack) {
+		pc.lastErr = err
+	}
 	now := d.opts.Clock.Now()
 	if pc.failing.IsZero() {
 		pc.failing = now
@@ -50,11 +60,15 @@ func (d *Dispatcher) spent(w *worker, pc *parcel, err error) bool {
 	if failed < d.opts.RetryBudget {
 		return false
 	}
+	last := pc.lastErr
+	if last == nil {
+		last = errHeldBack // never tried: the circuit opened before its turn
+	}
 	reason := fmt.Sprintf("retry budget %v spent: the bot failed for %v, %d attempts in a row; last answer: %v",
-		d.opts.RetryBudget, failed.Round(time.Second), w.attempt, err)
+		d.opts.RetryBudget, failed.Round(time.Second), w.attempt, last)
 	d.log.Error("bot kept failing past the retry budget, event set aside", zap.Stringer("thread", w.key),
 		zap.String("delivery", DeliveryID(pc.seq, pc.records[pc.sent])), zap.Int("attempts", w.attempt),
-		zap.Duration("failing_for", failed), zap.Error(err))
+		zap.Duration("failing_for", failed), zap.Error(last))
 	for pc.sent < len(pc.records) {
 		pc.markDead(deadBudget, reason)
 	}
@@ -81,7 +95,10 @@ func (d *Dispatcher) retryDelay(w *worker, err error) time.Duration {
 // "dead_letter" history change; the item leaves the queue.
 func (d *Dispatcher) setAside(w *worker, pc *parcel) error {
 	now := d.opts.Clock.Now()
-	d.opts.Metrics.BotDeadLetters.WithLabelValues(pc.deadKind).Inc()
-	return d.commitNow(d.io, state.Completion{Thread: w.key, Seq: pc.seq, DeadLetter: pc.rejected, DeadAt: now, DeadRecords: pc.dead,
+	err := d.commitNow(d.io, state.Completion{Thread: w.key, Seq: pc.seq, DeadLetter: pc.rejected, DeadAt: now, DeadRecords: pc.dead,
 		Changes: []state.Change{{At: now, Kind: "dead_letter", Reason: state.Reason{Actor: "bot", Note: pc.rejected, EventID: strconv.FormatUint(pc.seq, 10)}}}})
+	if err == nil {
+		d.opts.Metrics.BotDeadLetters.WithLabelValues(pc.deadKind).Inc()
+	}
+	return err
 }

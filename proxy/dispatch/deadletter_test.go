@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -308,5 +309,37 @@ func TestARefusedRecordSurvivesARestartBeforeItIsSetAside(t *testing.T) {
 	r.advanceUntil("both records at the bot", func() bool { return r.bot.has("u", "menu") && r.bot.has("u", "MENU") })
 	if dead := r.deadLetters("u"); len(dead) != 0 {
 		t.Errorf("dead letters %+v; the restart should have tried the item again", dead)
+	}
+}
+
+// While the bot's circuit is open, threads wait for a probe rather than
+// try the bot; their events' budget runs all the same, or with many
+// threads taking turns at one probe per 5s it would stretch far past it.
+func TestTheBudgetRunsWhileTheCircuitHoldsDeliveriesBack(t *testing.T) {
+	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { o.RetryBudget = time.Minute })
+	r.bot.setDown(true)
+	start := r.clock.Now()
+	const threads = 40
+	var evs []messenger.Event
+	for i := range threads {
+		evs = append(evs, text(t, messenger.Messaging, "u"+strconv.Itoa(i), "m"+strconv.Itoa(i), "hello", start))
+	}
+	r.enqueue(evs...)
+	r.advanceUntil("every event set aside", func() bool {
+		dead, err := r.store.ListDeadLetters(context.Background(), nil)
+		return err == nil && len(dead) == threads
+	})
+	r.d.mu.Lock()
+	open := r.d.circuit.open
+	r.d.mu.Unlock()
+	if !open {
+		t.Fatal("the circuit never opened; the test proves nothing")
+	}
+	dead, _ := r.store.ListDeadLetters(context.Background(), nil)
+	for _, d := range dead {
+		// The budget, and a probe interval or a backoff at most.
+		if late := d.At.Sub(start); late > time.Minute+30*time.Second {
+			t.Errorf("%s set aside %v after its first attempt; want about the 1m budget", d.Thread, late)
+		}
 	}
 }

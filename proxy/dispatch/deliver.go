@@ -26,11 +26,13 @@ type parcel struct {
 	sent     int    // records the bot accepted (or refused for good)
 	rejected string // why records were set aside (the first reason)
 	// dead are the records set aside, for deadKind (deadletter.go);
-	// failing is the first failed attempt at the current record, zero
-	// while none failed (the retry budget runs from it).
+	// failing is the first failed (or held back) attempt at the current
+	// record, zero while none failed (the retry budget runs from it), and
+	// lastErr the bot's last answer to it.
 	dead     [][]byte
 	deadKind string
 	failing  time.Time
+	lastErr  error
 	// one holds the record of a parcel that has just one (nearly all),
 	// so that records needs no allocation of its own.
 	one [1][]byte
@@ -105,6 +107,9 @@ func (d *Dispatcher) deliverThread(w *worker) {
 			if wait, ok := d.botTurn(w, pc); !ok {
 				// The bot's circuit is open and this is not the probe.
 				d.keepProgress(w, pc)
+				if d.spent(w, pc, errHeldBack) {
+					break
+				}
 				d.park(w, wait)
 				return
 			}
@@ -258,7 +263,7 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	default:
 		return err
 	}
-	pc.failing = time.Time{}
+	pc.failing, pc.lastErr = time.Time{}, nil
 	w.attempt, w.rejects = 0, 0
 	return nil
 }

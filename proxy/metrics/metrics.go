@@ -17,7 +17,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	WebhookEvents   *prometheus.CounterVec // result: accepted | duplicate
-	WebhookRefused  *prometheus.CounterVec // reason: signature | malformed | too_large | store | stopping
+	WebhookRefused  *prometheus.CounterVec // reason: signature | malformed | too_large | bad_request | read_timeout | incomplete | full | store | stopping
 	Decisions       *prometheus.CounterVec // rule, mode: enforce | observe
 	Handovers       *prometheus.CounterVec // to: bot | app | idle
 	ActionFailures  *prometheus.CounterVec // action
