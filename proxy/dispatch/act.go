@@ -66,6 +66,12 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 			if ctx.Err() != nil {
 				return i, nil, ctx.Err()
 			}
+			if st.Action.Kind != policies.ActionNotify {
+				// A call that waits is logged by waitForGraph, once per wait.
+				if wait, ok := d.waitForGraph(ctx, th, p, ev, st, i, err); ok {
+					return i, nil, wait
+				}
+			}
 			d.opts.Metrics.ActionFailures.WithLabelValues(st.Action.Kind.String()).Inc()
 			d.log.Error("rule action failed", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
 				zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Error(err))
@@ -73,8 +79,6 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 				// The conversation must not hinge on an outside ticketing
 				// hook: the failure is recorded and the rest go on.
 				p.Results[i].Err = err.Error()
-			} else if wait, ok := d.waitForGraph(ctx, th, p, ev, st, i, err); ok {
-				return i, nil, wait
 			} else {
 				f := &failure{step: i, err: err.Error()}
 				if graph.IsNotOwner(err) {
