@@ -179,7 +179,7 @@ func New(opts Options) (_ *App, err error) {
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
 		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
-		GraphRetryLater:  graph.RetryLater,
+		GraphRetryLater:  graph.Transient,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
 		RetryBudget:      cfg.Bot.RetryBudget,
 	})

@@ -73,3 +73,21 @@ func RetryLater(err error) bool {
 	return errors.Is(err, ErrPageUnhealthy) || errors.Is(err, ErrRateLimited) ||
 		IsTokenRejected(err) || IsRateLimit(err)
 }
+
+// Transient reports whether err is a failure that may pass on its own
+// and that the client already retried up to its attempts: a 5xx or code
+// 1/2 answer, a rate limit, or no answer at all (refused, reset, timeout).
+// The dispatcher waits such a failure out too, within graph.retry_budget,
+// so a handover is not given up after a few seconds of a Graph API
+// outage; RetryLater alone keeps the narrower meaning.
+func Transient(err error) bool {
+	if RetryLater(err) {
+		return true
+	}
+	var ge *Error
+	if errors.As(err, &ge) {
+		return ge.Retryable()
+	}
+	var te *transportError
+	return errors.As(err, &te) && te.retryable
+}

@@ -165,3 +165,30 @@ func TestTransportErrorIsNotRetriedLater(t *testing.T) {
 		t.Errorf("transport error classified: later %v, limit %v, rejected %v", RetryLater(te), IsRateLimit(te), IsTokenRejected(te))
 	}
 }
+
+// Transient covers RetryLater and the failures the client retries on its
+// own (5xx, codes 1 and 2, no answer), never a refusal.
+func TestTransientClassifies(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"rate limited", &Error{HTTPStatus: 400, Code: 613}, true},
+		{"token rejected", &Error{HTTPStatus: 400, Code: 190}, true},
+		{"server error", &Error{HTTPStatus: 500, Code: 1}, true},
+		{"temporary", &Error{HTTPStatus: 503, Code: 2}, true},
+		{"bare 502", &Error{HTTPStatus: 502}, true},
+		{"no answer", fmt.Errorf("pass: %w", &transportError{endpoint: "pass_thread_control", msg: "refused", retryable: true}), true},
+		{"body too large", &transportError{endpoint: "messages", msg: "too large"}, false},
+		{"not the owner", &Error{HTTPStatus: 400, Code: 10, Subcode: 2018300}, false},
+		{"bad parameter", &Error{HTTPStatus: 400, Code: 100}, false},
+		{"unknown page", ErrUnknownPage, false},
+		{"nil", nil, false},
+	}
+	for _, c := range cases {
+		if got := Transient(c.err); got != c.want {
+			t.Errorf("%s: Transient = %v; want %v", c.name, got, c.want)
+		}
+	}
+}
