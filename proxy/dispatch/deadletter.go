@@ -40,13 +40,9 @@ func (pc *parcel) markDead(kind, reason string) {
 // each the budget would stretch to days.
 var errHeldBack = errors.New("held back while the bot's circuit is open")
 
-// spent reports whether the parcel's current record has kept failing (or
-// been held back) for longer than the retry budget, and then sets it and
-// the rest of the parcel aside. The budget runs from the record's first
-// failed attempt as this process saw it: the time is kept in memory only
-// (one more write per failure would cost more than it is worth), so a
-// restart starts the count again and an event may wait up to the budget
-// again after it.
+// spent reports whether the parcel's current record has failed (or been
+// held back) and is older than the retry budget, counted from when Baton
+// accepted it, and then sets it and the rest of the parcel aside.
 func (d *Dispatcher) spent(w *worker, pc *parcel, err error) bool {
 	if !errors.Is(err, errHeldBack) {
 		pc.lastErr = err
@@ -54,9 +50,17 @@ func (d *Dispatcher) spent(w *worker, pc *parcel, err error) bool {
 	now := d.opts.Clock.Now()
 	if pc.failing.IsZero() {
 		pc.failing = now
-		return false
 	}
-	failed := now.Sub(pc.failing)
+	// The budget counts from when Baton accepted the event, which is
+	// stored with it: an event queued behind others during an outage has
+	// waited as long as they have, and a restart does not start the
+	// count again. An item without that time counts from its first
+	// failure.
+	since := pc.enqueued
+	if since.IsZero() || since.After(pc.failing) {
+		since = pc.failing
+	}
+	failed := now.Sub(since)
 	if failed < d.opts.RetryBudget {
 		return false
 	}

@@ -146,36 +146,43 @@ func (r *rig) replayOffline(user string) []state.DeadLetter {
 	return done
 }
 
-// A bot that stays down: each event is tried for the retry budget from its
-// first failed attempt, then set aside with the reason and the bot's last
-// answer, and the thread goes on with its next event. After a replay and a
-// restart the bot gets the set-aside events again, in order, under the
-// delivery ids they were tried with.
+// A bot that stays down: an event that has waited for it longer than the
+// retry budget, counted from when Baton accepted it, is set aside at its
+// next failed attempt with the reason and the bot's last answer, and the
+// thread goes on with its next event; one queued behind it as long is set
+// aside at once, a younger one waits. After a replay and a restart the bot
+// gets the set-aside events again, in order, under the delivery ids they
+// were tried with.
 func TestRetryBudgetSetsEventsAsideAndReplayDeliversThemInOrder(t *testing.T) {
 	bot := newRefusingBot()
 	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { bot.install(r, o); o.RetryBudget = time.Hour })
 	r.bot.setDown(true)
-	now := r.clock.Now()
-	r.enqueue(text(t, messenger.Messaging, "u", "m1", "first", now), text(t, messenger.Messaging, "u", "m2", "second", now),
-		text(t, messenger.Messaging, "u", "m3", "third", now))
+	accepted := r.clock.Now()
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "first", accepted), text(t, messenger.Messaging, "u", "m2", "second", accepted))
 	r.until("the first attempt", func() bool { return r.attempts() > 0 })
-	firstFail := r.clock.Now()
+	r.until("the thread parked", func() bool { r.d.mu.Lock(); defer r.d.mu.Unlock(); return r.d.parked.heap.Len() > 0 })
+	r.clock.Advance(50 * time.Minute)
+	r.enqueue(text(t, messenger.Messaging, "u", "m3", "third", r.clock.Now()))
 
-	r.advanceUntil("the first event set aside", func() bool { return len(r.deadLetters("u")) == 1 })
+	r.advanceUntil("the first event set aside", func() bool { return len(r.deadLetters("u")) >= 1 })
 	dead := r.deadLetters("u")[0]
 	// At the first attempt past the budget: within one backoff (30s at most).
-	if failed := dead.At.Sub(firstFail); failed < time.Hour || failed > time.Hour+30*time.Second {
-		t.Errorf("set aside %v after its first failed attempt; want just past the 1h budget", failed)
+	if waited := dead.At.Sub(accepted); waited < time.Hour || waited > time.Hour+30*time.Second {
+		t.Errorf("set aside %v after it was accepted; want just past the 1h budget", waited)
 	}
 	for _, want := range []string{"retry budget 1h0m0s spent", "last answer: bot down: connection refused"} {
 		if !strings.Contains(dead.Reason, want) {
 			t.Errorf("reason %q; want it to say %q", dead.Reason, want)
 		}
 	}
-	// Counted once the commit returns, a moment after the store shows it.
-	r.until("the dead letter counted", func() bool { return r.deadCount(deadBudget) == 1 })
-	// The thread went on: the second event is tried, and meets the same fate.
+	// The second waited as long: it goes at its first attempt, within a
+	// backoff, rather than after a budget of its own.
 	r.advanceUntil("the second event set aside", func() bool { return len(r.deadLetters("u")) == 2 })
+	if gap := r.deadLetters("u")[1].At.Sub(dead.At); gap > 30*time.Second {
+		t.Errorf("the second event was set aside %v after the first; want at its first attempt", gap)
+	}
+	r.until("both dead letters counted", func() bool { return r.deadCount(deadBudget) == 2 })
+	// The third, younger, waits for the bot.
 	r.bot.setDown(false)
 	r.advanceUntil("the third event at the bot", func() bool { return r.bot.has("u", "third") })
 	if got := r.bot.texts(); len(got) != 1 {

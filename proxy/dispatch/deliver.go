@@ -33,6 +33,9 @@ type parcel struct {
 	deadKind string
 	failing  time.Time
 	lastErr  error
+	// enqueued is when Baton accepted the item (stored with it, so it
+	// survives a restart): the retry budget counts from it.
+	enqueued time.Time
 	// one holds the record of a parcel that has just one (nearly all),
 	// so that records needs no allocation of its own.
 	one [1][]byte
@@ -200,7 +203,7 @@ func (d *Dispatcher) readBack(w *worker) error {
 		if q.Seq > decided {
 			break
 		}
-		pc := &parcel{seq: q.Seq, records: q.Outbox}
+		pc := &parcel{seq: q.Seq, records: q.Outbox, enqueued: q.Enqueued}
 		if !q.Decided {
 			pc.setRecord(q.Record)
 		}

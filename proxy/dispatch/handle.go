@@ -43,9 +43,9 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	}
 	if alreadyDecided(q, &th) {
 		if q.Decided {
-			return &parcel{seq: q.Seq, records: q.Outbox}, nil
+			return &parcel{seq: q.Seq, records: q.Outbox, enqueued: q.Enqueued}, nil
 		}
-		pc := &parcel{seq: q.Seq}
+		pc := &parcel{seq: q.Seq, enqueued: q.Enqueued}
 		pc.setRecord(q.Record)
 		return pc, nil
 	}
@@ -109,7 +109,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	final := out.thread
 	final.Key, final.Journal, final.Decided, final.Handled, final.HandledForward = q.Thread, nil, q.Seq, 0, false
 	c := state.Completion{Thread: q.Thread, Seq: q.Seq, State: &final, Changes: out.changes, Arm: out.arm, Cancel: out.cancelled}
-	pc := &parcel{seq: q.Seq, events: out.deliver}
+	pc := &parcel{seq: q.Seq, events: out.deliver, enqueued: q.Enqueued}
 	switch {
 	case len(out.deliver) == 0:
 		pc = nil // the item leaves the queue
