@@ -174,9 +174,10 @@ type Bot struct {
 	// only for a bot that reads every entry of a webhook.
 	Batch    int
 	Parallel int // POSTs in flight at once while batching, default 8
-	// RetryBudget is how long an event may keep failing at the bot (down,
-	// 5xx, timeouts) before it is set aside as a dead letter and the
-	// thread goes on (default 24h).
+	// RetryBudget is how long an event may wait for a failing bot (down,
+	// 5xx, timeouts), counted from when Baton accepted it; past it, its
+	// next failed attempt sets it aside as a dead letter and the thread
+	// goes on (default 24h).
 	RetryBudget time.Duration
 }
 
