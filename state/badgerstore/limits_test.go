@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/batonproxy/baton/state"
 )
 
@@ -210,4 +213,42 @@ func TestTimerEventsCountButAreNeverRefused(t *testing.T) {
 	}
 	_, err = s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "y", "y")})
 	wantFull(t, err, LimitPerThread)
+}
+
+// TestRefusalsAreLoggedSparingly: a flood of refusals at one limit is one
+// log line (then one per refusalLogEvery with the count since), not one
+// per webhook.
+func TestRefusalsAreLoggedSparingly(t *testing.T) {
+	core, logs := observer.New(zap.WarnLevel)
+	disk := &fakeDisk{}
+	disk.free.Store(1 << 30)
+	s, err := Open(Options{
+		Dir: t.TempDir(), MemTableSize: 8 << 20, Logger: zap.New(core), FreeSpace: disk.read,
+		Limits: Limits{QueuedPerThread: 1, MinFreeDiskBytes: 100 << 20}, Upkeep: Upkeep{DiskEvery: time.Hour},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if _, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "x", "")}); err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "u", "x", "")})
+		wantFull(t, err, LimitPerThread)
+	}
+	disk.free.Store(1 << 20)
+	s.space.refresh(s.log)
+	for range 20 {
+		_, err := s.Enqueue(ctx, t0, []state.NewEvent{ev("p", "v", "x", "")})
+		wantFull(t, err, LimitFreeDisk)
+	}
+	refusals := logs.FilterMessage("webhooks refused: a store limit is reached").All()
+	if len(refusals) != 2 {
+		t.Fatalf("%d refusal log lines for 40 refusals at 2 limits; want 2", len(refusals))
+	}
+	if n := logs.FilterMessageSnippet("below the watermark").Len(); n != 1 {
+		t.Errorf("%d lines about crossing the watermark; want 1", n)
+	}
 }
