@@ -109,17 +109,24 @@ func TestKilledMidDeliveryRedeliversWithTheSameID(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.baton.Close()
 	cmd, url := startChild(t, h)
-	killed := make(chan struct{})
+	killed, acked := make(chan struct{}), make(chan struct{})
 	var once sync.Once
 	h.bot.OnEvent(func(ev sandbox.Received) {
 		once.Do(func() {
-			cmd.Process.Signal(syscall.SIGKILL) // before the bot's answer goes out
+			// Events may reach the bot before their webhook is answered
+			// (they are handed on before the sync): the kill waits for the
+			// 200, so that the event is acknowledged, and goes before the
+			// bot's answer does.
+			<-acked
+			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
 			close(killed)
 		})
 	})
 	body := envelope(textEvent("8002", "m_mid", "in flight"))
-	if status, _, err := postTo(url, body, signed(body)); err != nil || status != 200 {
+	status, _, err := postTo(url, body, signed(body))
+	close(acked)
+	if err != nil || status != 200 {
 		t.Fatalf("webhook to child: %d %v", status, err)
 	}
 	<-killed
