@@ -13,6 +13,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,6 +73,9 @@ type Ingress struct {
 	// gate keeps refusals from flooding the log: a storm of bad or
 	// refused requests writes a line per kind every few seconds.
 	gate *logGate
+	// maxBody is the body limit of the server NewServer built, which
+	// hands bodies over as streams for readBody to read.
+	maxBody int
 }
 
 // Drain makes every later webhook POST get 503 (Baton is stopping): Meta
@@ -124,9 +128,64 @@ func (in *Ingress) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.Error("stopping", fasthttp.StatusServiceUnavailable)
 	case ctx.IsPost():
 		in.receive(ctx)
+		return
 	default:
 		ctx.Error("method not allowed", fasthttp.StatusMethodNotAllowed)
 	}
+	// A body left unread, past what fasthttp read ahead, would be taken
+	// for the next request on the connection.
+	if ctx.Request.IsBodyStream() && ctx.Request.Header.ContentLength() != 0 {
+		ctx.SetConnectionClose()
+	}
+}
+
+// bodyBufs hold webhook bodies while they are handled; a buffer that a
+// large body grew past 256 KiB is left to the collector.
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+// errBodyTooLarge is readBody's answer to a body over the limit.
+var errBodyTooLarge = errors.New("request body over the limit")
+
+// readBody reads the request's body. The server NewServer builds hands it
+// over as a stream, past the first 8 KiB fasthttp reads ahead, so that a
+// body takes memory as it arrives: fasthttp would otherwise allocate the
+// length a client declares before reading a byte of it, and hundreds of
+// connections held open with partial bodies would hold hundreds of MiB.
+// The stream's reads end at the read timeout like fasthttp's own.
+func (in *Ingress) readBody(ctx *fasthttp.RequestCtx, buf []byte) ([]byte, error) {
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		return append(buf, ctx.PostBody()...), nil
+	}
+	declared := ctx.Request.Header.ContentLength() // -1: chunked
+	if declared > in.maxBody {
+		return buf, errBodyTooLarge
+	}
+	for {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, cap(buf))
+		}
+		n, err := stream.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case len(buf) > in.maxBody:
+			return buf, errBodyTooLarge
+		case err == io.EOF && declared >= 0 && len(buf) != declared:
+			return buf, io.ErrUnexpectedEOF
+		case err == io.EOF:
+			return buf, nil
+		case err != nil:
+			return buf, fmt.Errorf("read body: %w", err)
+		}
+	}
+}
+
+// drop closes the connection without an answer: its client did not
+// finish its request.
+func (in *Ingress) drop(ctx *fasthttp.RequestCtx, reason string) {
+	in.opts.Metrics.WebhookRefused.WithLabelValues(reason).Inc()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(net.Conn) {}) // fasthttp closes the connection once this returns
 }
 
 // verify answers the subscription handshake.
@@ -146,7 +205,28 @@ func (in *Ingress) verify(ctx *fasthttp.RequestCtx) {
 }
 
 func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
-	body := ctx.PostBody()
+	bufp := bodyBufs.Get().(*[]byte)
+	body, err := in.readBody(ctx, (*bufp)[:0])
+	defer func() {
+		if cap(body) <= 256<<10 {
+			*bufp = body[:0]
+			bodyBufs.Put(bufp)
+		}
+	}()
+	if errors.Is(err, errBodyTooLarge) {
+		in.opts.Metrics.WebhookRefused.WithLabelValues("too_large").Inc()
+		ctx.Error("request body too large", fasthttp.StatusRequestEntityTooLarge)
+		ctx.SetConnectionClose() // the rest of the body is not read
+		return
+	}
+	if err != nil {
+		reason, ok := dropReason(err)
+		if !ok {
+			reason = "incomplete"
+		}
+		in.drop(ctx, reason)
+		return
+	}
 	if !in.opts.Signer.Verify256(body, ctx.Request.Header.Peek(signature.Header256)) {
 		if held, ok := in.gate.pass("signature"); ok {
 			in.log.Warn("webhook with missing or bad signature refused", zap.String("remote", ctx.RemoteAddr().String()),
@@ -328,6 +408,9 @@ func dropReason(err error) (string, bool) {
 // ServerOptions are the webhook listener's limits; zero takes the
 // config's default.
 type ServerOptions struct {
+	// MaxBodyBytes bounds a body: one declared longer is answered 413 once
+	// fasthttp has read ahead its first 8 KiB (or the limit, if lower),
+	// one sent longer (chunked) when it passes the limit.
 	MaxBodyBytes int
 	// ReadTimeout bounds reading one request, from its first byte (or
 	// from the connection's opening) to its body's last; WriteTimeout
@@ -355,6 +438,7 @@ func (in *Ingress) NewServer(o ServerOptions) *fasthttp.Server {
 	if o.MaxConns <= 0 {
 		o.MaxConns = config.DefaultMaxConns
 	}
+	in.maxBody = o.MaxBodyBytes
 	return &fasthttp.Server{
 		Handler:            in.Handle,
 		ErrorHandler:       in.RequestError,
@@ -364,6 +448,7 @@ func (in *Ingress) NewServer(o ServerOptions) *fasthttp.Server {
 		WriteTimeout:       orDefault(o.WriteTimeout, config.DefaultWriteTimeout),
 		IdleTimeout:        orDefault(o.IdleTimeout, config.DefaultIdleTimeout),
 		Concurrency:        o.MaxConns,
+		StreamRequestBody:  true, // see readBody
 		// fasthttp's error texts would otherwise quote the request's
 		// bytes, headers included, into the log.
 		SecureErrorLogMessage: true,

@@ -144,6 +144,8 @@ func TestStalledRequestIsCutOffWithoutAnAnswer(t *testing.T) {
 		{"mid-body", "", full[:len(full)-20]},
 		{"mid-headers after an answer", full, "POST /webhook HTTP/1.1\r\nHo"},
 		{"mid-body after an answer", full, full[:len(full)-1]},
+		// Past fasthttp's 8 KiB read-ahead the handler reads the stream.
+		{"mid-body past the read-ahead", "", strings.TrimSuffix(signedPost(bigEvent(20<<10)), "}]}]}")},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			addr, in := listen(t, ServerOptions{ReadTimeout: testReadTimeout, IdleTimeout: time.Minute})
@@ -177,7 +179,10 @@ func TestUnreadableRequestIsAnswered(t *testing.T) {
 	}{
 		{"garbage", "HELLO\r\n\r\n", 400},
 		{"headers over the buffer", "POST /webhook HTTP/1.1\r\nHost: baton\r\nX-Pad: " + strings.Repeat("p", 8<<10) + "\r\n\r\n", 431},
-		{"body over the limit", "POST /webhook HTTP/1.1\r\nHost: baton\r\nContent-Length: 4096\r\n\r\n", 413},
+		// fasthttp reads ahead up to the limit (or 8 KiB) before the
+		// handler sees the declared length.
+		{"body over the limit", "POST /webhook HTTP/1.1\r\nHost: baton\r\nContent-Length: 4096\r\n\r\n" + strings.Repeat("x", 1<<10), 413},
+		{"chunked body over the limit", "POST /webhook HTTP/1.1\r\nHost: baton\r\nTransfer-Encoding: chunked\r\n\r\n800\r\n" + strings.Repeat("x", 2048) + "\r\n0\r\n\r\n", 413},
 	} {
 		conn := dial(t, addr)
 		r := bufio.NewReader(conn)
@@ -228,5 +233,34 @@ func TestConnectionsPastTheCapAreRefusedPromptly(t *testing.T) {
 			t.Fatal("no connection served after one of the held ones closed")
 		}
 		time.Sleep(20 * time.Millisecond) // the server notices the close on its own
+	}
+}
+
+// bigEvent is a webhook of one text message of about size bytes.
+func bigEvent(size int) string {
+	return `{"object":"page","entry":[{"id":"1","time":1,"messaging":[{"sender":{"id":"2"},"recipient":{"id":"1"},"message":{"mid":"m.big","text":"` +
+		strings.Repeat("x", size) + `"}}]}]}`
+}
+
+// Bodies past fasthttp's read-ahead and chunked bodies are read whole,
+// and the connection serves the next request.
+func TestLargeAndChunkedBodiesAreRead(t *testing.T) {
+	addr, _ := listen(t, ServerOptions{ReadTimeout: time.Second})
+	conn := dial(t, addr)
+	r := bufio.NewReader(conn)
+	body := bigEvent(100 << 10)
+	chunked := "POST /webhook HTTP/1.1\r\nHost: baton\r\n" + signature.Header256 + ": " +
+		signature.New([]byte("secret")).Sign256([]byte(body)) + "\r\nTransfer-Encoding: chunked\r\n\r\n"
+	for rest := body; rest != ""; {
+		n := min(len(rest), 3000)
+		chunked += strconv.FormatInt(int64(n), 16) + "\r\n" + rest[:n] + "\r\n"
+		rest = rest[n:]
+	}
+	chunked += "0\r\n\r\n"
+	for _, req := range []string{signedPost(body), chunked, signedPost(oneEvent)} {
+		io.WriteString(conn, req)
+		if s := readAnswer(t, conn, r); s != 200 {
+			t.Fatalf("%.60q: %d; want 200", req, s)
+		}
 	}
 }
