@@ -182,6 +182,7 @@ func New(opts Options) (_ *App, err error) {
 		GraphRetryLater:  graph.Transient,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
 		RetryBudget:      cfg.Bot.RetryBudget,
+		Circuit:          dispatch.CircuitOptions{OpenAfter: cfg.Bot.CircuitOpenAfter, ProbeEvery: cfg.Bot.CircuitProbeEvery},
 	})
 	if err != nil {
 		return nil, err

@@ -63,15 +63,19 @@ const (
 	// DefaultGraphRetryBudget is how long a handover effect is tried again
 	// while the Graph API rate-limits it or rejects its page's token.
 	DefaultGraphRetryBudget = time.Hour
-	DefaultReadTimeout      = 10 * time.Second
-	DefaultWriteTimeout     = 10 * time.Second
-	DefaultIdleTimeout      = 60 * time.Second
-	DefaultMaxConns         = 1024
-	DefaultQueuedPerThread  = 10000
-	DefaultQueuedTotal      = 1000000
-	DefaultMinFreeDiskBytes = 256 << 20
-	DefaultHistoryKeep      = 90 * 24 * time.Hour
-	defaultAppForPolicies   = "default" // reserved: policies use it for the page's default app
+	// The bot's circuit: open after every delivery failed this long, then
+	// one probe per DefaultCircuitProbeEvery.
+	DefaultCircuitOpenAfter  = 30 * time.Second
+	DefaultCircuitProbeEvery = 5 * time.Second
+	DefaultReadTimeout       = 10 * time.Second
+	DefaultWriteTimeout      = 10 * time.Second
+	DefaultIdleTimeout       = 60 * time.Second
+	DefaultMaxConns          = 1024
+	DefaultQueuedPerThread   = 10000
+	DefaultQueuedTotal       = 1000000
+	DefaultMinFreeDiskBytes  = 256 << 20
+	DefaultHistoryKeep       = 90 * 24 * time.Hour
+	defaultAppForPolicies    = "default" // reserved: policies use it for the page's default app
 )
 
 // Config is a validated configuration with defaults applied.
@@ -179,6 +183,11 @@ type Bot struct {
 	// next failed attempt sets it aside as a dead letter and the thread
 	// goes on (default 24h).
 	RetryBudget time.Duration
+	// CircuitOpenAfter is how long every delivery must have failed before
+	// the bot's circuit opens (bot_down actions run, deliveries go one
+	// probe per CircuitProbeEvery); defaults 30s and 5s.
+	CircuitOpenAfter  time.Duration
+	CircuitProbeEvery time.Duration
 }
 
 // Webhook configures Baton's own webhook endpoint.
@@ -299,6 +308,8 @@ type botYAML struct {
 	Batch          *int   `yaml:"batch"`
 	Parallel       *int   `yaml:"parallel"`
 	RetryBudget    string `yaml:"retry_budget"`
+	CircuitOpen    string `yaml:"circuit_open_after"`
+	CircuitProbe   string `yaml:"circuit_probe_every"`
 }
 
 type webhookYAML struct {
@@ -506,6 +517,8 @@ func (v *validator) build(raw *fileYAML) *Config {
 	}
 	c.Bot.Parallel = v.positive([]any{"bot", "parallel"}, raw.Bot.Parallel, DefaultBotParallel)
 	c.Bot.RetryBudget = v.duration([]any{"bot", "retry_budget"}, raw.Bot.RetryBudget, DefaultBotRetryBudget)
+	c.Bot.CircuitOpenAfter = v.duration([]any{"bot", "circuit_open_after"}, raw.Bot.CircuitOpen, DefaultCircuitOpenAfter)
+	c.Bot.CircuitProbeEvery = v.duration([]any{"bot", "circuit_probe_every"}, raw.Bot.CircuitProbe, DefaultCircuitProbeEvery)
 	if c.Bot.RetryMin > 0 && c.Bot.RetryMax > 0 && c.Bot.RetryMin > c.Bot.RetryMax {
 		v.problem([]any{"bot", "retry_min"}, "%v is longer than bot.retry_max (%v)", c.Bot.RetryMin, c.Bot.RetryMax)
 	}

@@ -73,7 +73,9 @@ bot:
   retry_max: 30s
   # batch: 32              # events per POST when the bot is busy (default 1: each
   # parallel: 8            # alone); only for a bot that reads every entry
-  retry_budget: 24h        # an event failing at the bot this long becomes a dead letter
+  retry_budget: 24h        # an event this old that fails again becomes a dead letter
+  circuit_open_after: 30s  # every delivery failed this long: bot_down actions run,
+  circuit_probe_every: 5s  # and deliveries go one probe at a time
 
 webhook:
   path: /webhook
