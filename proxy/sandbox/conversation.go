@@ -28,15 +28,9 @@ func (p *Platform) UserPostback(page, user, title, payload string) string {
 	return p.userAction(page, user, KindPostback, title, payload)
 }
 
-func (p *Platform) userAction(page, user, kind, text, payload string) string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.pages[page] || user == "" {
-		p.log.Warn("user action ignored: unknown page or empty user",
-			zap.String("page", page), zap.String("user", user), zap.String("kind", kind))
-		return ""
-	}
-	now := p.clk.Now()
+// userWroteLocked returns the user's thread (made on first use) and its
+// owner as the user writes, with what writing does to ownership.
+func (p *Platform) userWroteLocked(page, user string, now time.Time) (*thread, string) {
 	key := threadKey{page, user}
 	t := p.threads[key]
 	if t == nil {
@@ -56,6 +50,19 @@ func (p *Platform) userAction(page, user, kind, text, payload string) string {
 			t.expires = exp
 		}
 	}
+	return t, owner
+}
+
+func (p *Platform) userAction(page, user, kind, text, payload string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.pages[page] || user == "" {
+		p.log.Warn("user action ignored: unknown page or empty user",
+			zap.String("page", page), zap.String("user", user), zap.String("kind", kind))
+		return ""
+	}
+	now := p.clk.Now()
+	t, owner := p.userWroteLocked(page, user, now)
 
 	mid := p.nextMIDLocked()
 	ev := userEvent(page, user, now)

@@ -311,22 +311,7 @@ func (l *Load) generate(user string, n int, text string) (*LoadEvent, []byte, er
 	p, page := l.p, l.opts.Page
 	p.mu.Lock()
 	now := p.clk.Now()
-	key := threadKey{page, user}
-	t := p.threads[key]
-	if t == nil {
-		t = &thread{}
-		p.threads[key] = t
-	}
-	owner := p.ownerLocked(t, now)
-	switch {
-	case owner == "" && p.defaultApp != "":
-		p.setOwnerLocked(t, p.defaultApp, now)
-		owner = p.defaultApp
-	case owner != "":
-		if exp := now.Add(controlTTL); exp.After(t.expires) {
-			t.expires = exp
-		}
-	}
+	t, owner := p.userWroteLocked(page, user, now)
 	mid := p.nextMIDLocked()
 	ev := userEvent(page, user, now)
 	ev.Message = &messageEvent{MID: mid, Text: text}
