@@ -1,9 +1,6 @@
 package sandbox
 
 import (
-	"context"
-	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -20,14 +17,8 @@ import (
 // served by the platform itself, in process. Point the client's Graph API
 // base URL at URL.
 type Faults struct {
-	p      *Platform
-	ln     net.Listener
-	srv    *fasthttp.Server
-	url    string
-	served chan struct{}
-
-	closeOnce sync.Once
-	closeErr  error
+	*frontServer
+	p *Platform
 
 	mu       sync.Mutex
 	limits   map[string]pageLimit // page -> rate limit in force
@@ -43,39 +34,16 @@ type pageLimit struct {
 // StartFaults serves the platform's Graph API with faults on 127.0.0.1
 // (random port). Close it before or after the platform.
 func (p *Platform) StartFaults() (*Faults, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	f := &Faults{p: p, limits: make(map[string]pageLimit), rejected: make(map[string]int)}
+	front, err := startFront("graph-faults", f.serve, 1<<20, fasthttpLogger{p.log.Sugar()}, func(err error) {
+		p.log.Error("faulty graph API server stopped", zap.Error(err))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: listen for the faulty graph API: %w", err)
+		return nil, err
 	}
-	f := &Faults{
-		p:        p,
-		ln:       ln,
-		url:      "http://" + ln.Addr().String(),
-		served:   make(chan struct{}),
-		limits:   make(map[string]pageLimit),
-		rejected: make(map[string]int),
-	}
-	f.srv = &fasthttp.Server{
-		Handler:            f.serve,
-		Name:               "sandbox-graph-faults",
-		ReadTimeout:        10 * time.Second,
-		WriteTimeout:       10 * time.Second,
-		IdleTimeout:        30 * time.Second,
-		MaxRequestBodySize: 1 << 20,
-		Logger:             fasthttpLogger{p.log.Sugar()},
-	}
-	go func() {
-		defer close(f.served)
-		if err := f.srv.Serve(ln); err != nil {
-			p.log.Error("faulty graph API server stopped", zap.Error(err))
-		}
-	}()
+	f.frontServer = front
 	return f, nil
 }
-
-// URL is the faulty Graph API's base URL, without a trailing slash or
-// version.
-func (f *Faults) URL() string { return f.url }
 
 // RateLimit answers every call for page with code 613 (HTTP 400) for d
 // from now on the platform's clock; d <= 0 lifts it.
@@ -111,20 +79,7 @@ func (f *Faults) AcceptToken(page string) {
 
 // Close stops the faulty Graph API server; the platform goes on. Close is
 // idempotent.
-func (f *Faults) Close() error {
-	f.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := f.srv.ShutdownWithContext(ctx); err != nil {
-			f.closeErr = fmt.Errorf("sandbox: shut down the faulty graph API server: %w", err)
-		}
-		// Shutdown does nothing if Serve has not registered the listener
-		// yet; closing it ends Serve anyway.
-		_ = f.ln.Close()
-		<-f.served
-	})
-	return f.closeErr
-}
+func (f *Faults) Close() error { return f.shutdown() }
 
 // serve answers a faulted call itself and hands the others to the
 // platform.

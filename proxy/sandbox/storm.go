@@ -1,11 +1,9 @@
 package sandbox
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"strings"
 	"sync"
 	"time"
@@ -48,14 +46,8 @@ type StormStats struct {
 type Storm struct {
 	opts   StormOptions
 	target string // scheme://host:port, no trailing slash
-	ln     net.Listener
-	srv    *fasthttp.Server
+	*frontServer
 	client *fasthttp.Client
-	url    string
-	served chan struct{}
-
-	closeOnce sync.Once
-	closeErr  error
 
 	mu       sync.Mutex
 	rnd      *rand.Rand
@@ -86,16 +78,9 @@ func StartStorm(o StormOptions) (*Storm, error) {
 	if seed == 0 {
 		seed = rand.Uint64()
 	}
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: listen for storm: %w", err)
-	}
 	s := &Storm{
 		opts:    o,
 		target:  strings.TrimSuffix(o.Target, "/"),
-		ln:      ln,
-		url:     "http://" + ln.Addr().String(),
-		served:  make(chan struct{}),
 		rnd:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		failure: o.Failure,
 		client: &fasthttp.Client{
@@ -104,24 +89,15 @@ func StartStorm(o StormOptions) (*Storm, error) {
 			MaxIdleConnDuration: 10 * time.Second,
 		},
 	}
-	s.srv = &fasthttp.Server{
-		Handler:      s.serve,
-		Name:         "sandbox-storm",
-		ReadTimeout:  10 * time.Second,
-		WriteTimeout: 10 * time.Second,
-		IdleTimeout:  30 * time.Second,
-		Logger:       discardLogger{},
+	// A Serve error shows as refused calls.
+	front, err := startFront("storm", s.serve, 0, discardLogger{}, nil)
+	if err != nil {
+		return nil, err
 	}
-	go func() {
-		defer close(s.served)
-		_ = s.srv.Serve(ln) // nil on Shutdown; other errors show as refused calls
-	}()
+	s.frontServer = front
 	o.Logger.Named("sandbox").Info("graph storm started", zap.String("url", s.url), zap.Float64("failure", o.Failure))
 	return s, nil
 }
-
-// URL is the storm's Graph API base URL, without a trailing slash.
-func (s *Storm) URL() string { return s.url }
 
 // SetFailure changes the share of calls failed with a transient error;
 // values outside 0..1 are clamped.
@@ -149,17 +125,9 @@ func (s *Storm) Stats() StormStats {
 
 // Close stops the storm. It is idempotent.
 func (s *Storm) Close() error {
-	s.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := s.srv.ShutdownWithContext(ctx); err != nil {
-			s.closeErr = fmt.Errorf("sandbox: shut down storm: %w", err)
-		}
-		_ = s.ln.Close()
-		<-s.served
-		s.client.CloseIdleConnections()
-	})
-	return s.closeErr
+	err := s.shutdown()
+	s.client.CloseIdleConnections()
+	return err
 }
 
 // verdict decides a call's fate: fail false forwards it; otherwise e is
