@@ -294,19 +294,24 @@ func TestCleanStopIsBoundedAndRepeatsNothing(t *testing.T) {
 	}
 }
 
+// sixtyTexts are twenty texts each from users u0, u1 and u2, interleaved,
+// their text telling their order ("n0" to "n59").
+func sixtyTexts(t *testing.T, at time.Time) []messenger.Event {
+	var evs []messenger.Event
+	for i := range 60 {
+		u := "u" + strconv.Itoa(i%3)
+		evs = append(evs, text(t, messenger.Messaging, u, "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), at))
+	}
+	return evs
+}
+
 // During a long outage the parcels waiting for the bot outgrow their
 // memory budget: the rest stay in the store, and the delivery cursor reads
 // them back in order when the bot returns.
 func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
 	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) { o.PendingBytes, o.OutboxBytes = 4000, 4000 })
 	r.bot.setDown(true)
-	now := r.clock.Now()
-	var evs []messenger.Event
-	for i := range 60 {
-		u := "u" + strconv.Itoa(i%3)
-		evs = append(evs, text(t, messenger.Messaging, u, "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), now))
-	}
-	r.enqueue(evs...)
+	r.enqueue(sixtyTexts(t, r.clock.Now())...)
 	r.until("everything decided", func() bool {
 		r.d.mu.Lock()
 		defer r.d.mu.Unlock()
@@ -353,13 +358,7 @@ func TestParcelsPastTheMemoryBudgetAreReadBack(t *testing.T) {
 func TestARestartReadsItsDecidedBacklogOnce(t *testing.T) {
 	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) { o.OutboxBytes = 4000 })
 	r.bot.setDown(true)
-	now := r.clock.Now()
-	var evs []messenger.Event
-	for i := range 60 {
-		u := "u" + strconv.Itoa(i%3)
-		evs = append(evs, text(t, messenger.Messaging, u, "m"+strconv.Itoa(i), "n"+strconv.Itoa(i), now))
-	}
-	r.enqueue(evs...)
+	r.enqueue(sixtyTexts(t, r.clock.Now())...)
 	r.until("everything decided", func() bool {
 		for _, u := range []string{"u0", "u1", "u2"} {
 			if th := r.thread(u); th.Decided == 0 || r.queued(u) != 20 {

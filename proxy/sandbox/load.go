@@ -342,8 +342,7 @@ func (l *Load) generate(user string, n int, text string) (*LoadEvent, []byte, er
 	return le, body, nil
 }
 
-// webhookBody wraps ev in an envelope of its own, as enqueueEventLocked
-// does for an outbox.
+// webhookBody wraps ev in an envelope of its own, as Meta sends one event.
 func webhookBody(page string, now time.Time, channel string, ev *event) ([]byte, error) {
 	e := entry{ID: page, Time: now.UnixMilli()}
 	if channel == channelStandby {
@@ -353,7 +352,7 @@ func webhookBody(page string, now time.Time, channel string, ev *event) ([]byte,
 	}
 	body, err := json.Marshal(envelope{Object: "page", Entry: []entry{e}})
 	if err != nil {
-		return nil, fmt.Errorf("sandbox: marshal load event: %w", err)
+		return nil, fmt.Errorf("sandbox: marshal webhook: %w", err)
 	}
 	return escapeNonASCII(body), nil
 }

@@ -128,19 +128,13 @@ func (p *Platform) enqueueEventLocked(appID, page string, now time.Time, channel
 	if a == nil {
 		return
 	}
-	e := entry{ID: page, Time: now.UnixMilli()}
-	if channel == channelStandby {
-		e.Standby = []*event{ev}
-	} else {
-		e.Messaging = []*event{ev}
-	}
-	body, err := json.Marshal(envelope{Object: "page", Entry: []entry{e}})
+	body, err := webhookBody(page, now, channel, ev)
 	if err != nil {
 		// Only possible with an invalid json.Number, which Start rules out.
 		p.log.Error("marshal webhook", zap.String("app", appID), zap.Error(err))
 		return
 	}
-	a.queue = append(a.queue, &delivery{body: escapeNonASCII(body)})
+	a.queue = append(a.queue, &delivery{body: body})
 	wake(a.wake)
 }
 
