@@ -120,7 +120,7 @@ func TestDeadLetters(t *testing.T) {
 	// The bot returns once every event due to it when the last thread
 	// was handed over is past the budget and has been held back at least
 	// once since: each of them must be a dead letter by then.
-	pause(time.Until(later(down.Add(sz.outage), passed.Add(sz.budget+2*sz.probeEvery))))
+	pause(time.Until(deadLater(down.Add(sz.outage), passed.Add(sz.budget+2*sz.probeEvery))))
 	g.open()
 	up := time.Now()
 	// Only a delivery notices that the bot is back, and every thread was
@@ -134,7 +134,7 @@ func TestDeadLetters(t *testing.T) {
 
 	r.baton.term()
 	dead := deadList(t, r)
-	ranDLQ(t, r, "replay", "--all")
+	deadDLQ(t, r, "replay", "--all")
 	if left := deadList(t, r); len(left) != 0 {
 		t.Errorf("dlq list after replay --all: %d dead letters left; want none", len(left))
 	}
@@ -188,14 +188,14 @@ func TestDeadLetters(t *testing.T) {
 		return false
 	}
 	due := func(ev sandbox.LoadEvent) bool { return ev.Channel == "messaging" && !inFlight(ev) }
-	tl, took := settle(t, r, l, due, sz.within)
+	_, took := settle(t, r, l, due, sz.within)
 	settle(t, r, late, due, sz.within)
 	// The tally's wait is for the load's events; this one for every dead
 	// letter, whatever it holds.
 	got := deadWaitReplayed(t, r, dead, restartAt, sz.within)
 
 	events := append(l.Events(), late.Events()...)
-	tl = count(events, got, due)
+	tl := count(events, got, due)
 	c := deadCheck(events, got, restartAt, dead)
 	// What the stale judgement did: messages to the bot it kept from the
 	// bot, standby ones it gave the bot.
@@ -305,17 +305,17 @@ func deadTune(t *testing.T, path string, sz deadSize) {
 	}
 }
 
-// later returns the later of a and b.
-func later(a, b time.Time) time.Time {
+// deadLater returns the later of a and b.
+func deadLater(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a
 	}
 	return b
 }
 
-// ranDLQ runs `baton dlq` on the rig's stopped Baton and returns what it
+// deadDLQ runs `baton dlq` on the rig's stopped Baton and returns what it
 // printed; a failure fails the test.
-func ranDLQ(t *testing.T, r *rig, args ...string) []byte {
+func deadDLQ(t *testing.T, r *rig, args ...string) []byte {
 	t.Helper()
 	cmd := exec.Command(r.baton.bin, append(append([]string{"dlq"}, args...), "--config", r.baton.config)...)
 	cmd.Env = append(os.Environ(), r.baton.env...)
@@ -345,7 +345,7 @@ type deadLetter struct {
 func deadList(t *testing.T, r *rig) []deadLetter {
 	t.Helper()
 	var dead []deadLetter
-	if err := json.Unmarshal(ranDLQ(t, r, "list", "--json"), &dead); err != nil {
+	if err := json.Unmarshal(deadDLQ(t, r, "list", "--json"), &dead); err != nil {
 		t.Fatalf("baton dlq list --json: %v", err)
 	}
 	return dead
