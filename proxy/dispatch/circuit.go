@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -111,27 +112,12 @@ func (d *Dispatcher) botOutcome(w *worker, pc *parcel, err error) {
 	if answered && !c.troubled.Load() {
 		return
 	}
-	now := d.opts.Clock.Now()
-	d.mu.Lock()
 	if answered {
-		c.failingSince, c.failures = time.Time{}, 0
-		c.troubled.Store(false)
-		if !c.open {
-			d.mu.Unlock()
-			return
-		}
-		c.open = false
-		d.wakeDeliveriesLocked(now)
-		back := c.handedOver
-		c.warned, c.handedOver = map[state.ThreadKey]bool{}, map[state.ThreadKey]bool{}
-		d.mu.Unlock()
-		d.opts.Metrics.BotCircuitOpen.Set(0)
-		d.log.Warn("bot circuit closed: the bot takes events again", zap.Int("handed_over", len(back)))
-		for k := range back {
-			d.armCircuitTimer(k, timerBotRecovered, now)
-		}
+		d.botAnswered()
 		return
 	}
+	now := d.opts.Clock.Now()
+	d.mu.Lock()
 	c.troubled.Store(true)
 	if c.failures++; c.failingSince.IsZero() {
 		c.failingSince = now
@@ -139,6 +125,10 @@ func (d *Dispatcher) botOutcome(w *worker, pc *parcel, err error) {
 	opened := !c.open && c.failures >= c.opts.MinFailures && now.Sub(c.failingSince) >= c.opts.OpenAfter
 	if opened {
 		c.open, c.nextProbe = true, now.Add(c.opts.ProbeEvery)
+		if p, ok := d.opts.Bot.(Prober); ok {
+			d.wg.Add(1)
+			go d.probeWhileOpen(p)
+		}
 	}
 	arm := c.open && !c.warned[w.key] && needsAnswer(pc)
 	if arm {
@@ -153,6 +143,63 @@ func (d *Dispatcher) botOutcome(w *worker, pc *parcel, err error) {
 	}
 	if arm {
 		d.armCircuitTimer(w.key, timerBotDown, now)
+	}
+}
+
+// botAnswered closes the circuit (if open) after the bot answered: the
+// parked deliveries go at once, and the threads bot_down handed over get
+// bot_recovered.
+func (d *Dispatcher) botAnswered() {
+	now := d.opts.Clock.Now()
+	d.mu.Lock()
+	c := &d.circuit
+	c.failingSince, c.failures = time.Time{}, 0
+	c.troubled.Store(false)
+	if !c.open {
+		d.mu.Unlock()
+		return
+	}
+	c.open = false
+	d.wakeDeliveriesLocked(now)
+	back := c.handedOver
+	c.warned, c.handedOver = map[state.ThreadKey]bool{}, map[state.ThreadKey]bool{}
+	d.mu.Unlock()
+	d.opts.Metrics.BotCircuitOpen.Set(0)
+	d.log.Warn("bot circuit closed: the bot takes events again", zap.Int("handed_over", len(back)))
+	for k := range back {
+		d.armCircuitTimer(k, timerBotRecovered, now)
+	}
+}
+
+// Prober is a Bot that can tell whether the bot is up without delivering
+// anything (forward.Forwarder does, with a GET). While the circuit is
+// open, the dispatcher probes it every ProbeEvery, so the circuit closes
+// even when nothing waits for the bot: every waiting event may have been
+// set aside, or every waiting thread handed over.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
+// probeWhileOpen probes the bot every ProbeEvery until the circuit closes
+// (by this probe or a delivery) or Baton stops.
+func (d *Dispatcher) probeWhileOpen(p Prober) {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-d.opts.Clock.After(d.circuit.opts.ProbeEvery):
+		}
+		d.mu.Lock()
+		open := d.circuit.open
+		d.mu.Unlock()
+		if !open {
+			return
+		}
+		if err := p.Probe(d.io); err == nil {
+			d.botAnswered()
+			return
+		}
 	}
 }
 

@@ -38,6 +38,36 @@ func (r *rig) idle() bool {
 		r.d.decide.idle == r.d.decide.runners && r.d.deliver.idle == r.d.deliver.runners
 }
 
+// The circuit closes by its own probe when nothing waits for the bot: here
+// the only waiting event became a dead letter, so no delivery would ever
+// close it, and the thread bot_down handed over would stay with people.
+func TestTheBotCircuitClosesWithNothingWaiting(t *testing.T) {
+	r := newRig(t, botDownPolicy, func(_ *rig, o *Options) {
+		o.Circuit = CircuitOptions{OpenAfter: 30 * time.Second, MinFailures: 3, ProbeEvery: 5 * time.Second}
+		o.RetryBudget = 2 * time.Minute
+	})
+	r.bot.setDown(true)
+	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "hello", r.clock.Now()))
+	r.until("handed over and set aside", func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return r.graph.count("pass:"+agentApp) == 1 && len(r.deadLetters("u1")) == 1
+	})
+	r.until("the runners idle", r.idle)
+	r.bot.setDown(false)
+	r.until("taken back", func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return r.graph.count("take") == 1
+	})
+	r.bot.mu.Lock()
+	probes := r.bot.probes
+	r.bot.mu.Unlock()
+	if probes == 0 {
+		t.Error("no probe: the circuit closed without asking the bot")
+	}
+}
+
 func (b *fakeBot) attemptCount() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -333,6 +333,7 @@ type fakeBot struct {
 	down     bool
 	got      []botEvent
 	attempts int
+	probes   int
 	// hold, when set, is waited on by every attempt (a slow bot); the
 	// attempt gives up when ctx ends.
 	hold <-chan struct{}
@@ -349,6 +350,18 @@ func newFakeBot() *fakeBot { return &fakeBot{} }
 func (b *fakeBot) setDown(down bool) { b.set(func(b *fakeBot) { b.down = down }) }
 
 func (b *fakeBot) set(fn func(*fakeBot)) { b.mu.Lock(); fn(b); b.mu.Unlock() }
+
+// Probe answers as the bot's webhook URL would a GET: while it is down,
+// not at all.
+func (b *fakeBot) Probe(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.probes++
+	if b.down {
+		return errors.New("bot down: connection refused")
+	}
+	return nil
+}
 
 func (b *fakeBot) Try(ctx context.Context, id string, body []byte) error {
 	b.mu.Lock()

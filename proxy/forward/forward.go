@@ -192,6 +192,28 @@ func (f *Forwarder) Try(ctx context.Context, id string, body []byte) error {
 	return f.try(ctx, id, body, false).result()
 }
 
+// Probe tells whether the bot is up without delivering anything: a GET of
+// its webhook URL without parameters, which a bot answers as a failed
+// webhook verification (403, 400, or 200). Any answer below 500 is up.
+func (f *Forwarder) Probe(ctx context.Context) error {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(f.opts.URL)
+	req.Header.SetMethod(fasthttp.MethodGet)
+	timeout := f.opts.Timeout
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if err := f.client.DoTimeout(req, resp, timeout); err != nil {
+		return fmt.Errorf("probe the bot: %w", err)
+	}
+	if code := resp.StatusCode(); code >= 500 {
+		return fmt.Errorf("probe the bot: HTTP %d", code)
+	}
+	return nil
+}
+
 // IsRetryable reports whether an error from Try or DeliverID is worth
 // trying again later: any error but a *RejectedError.
 func IsRetryable(err error) bool {
