@@ -40,15 +40,7 @@ func twoPageHarness(t *testing.T) (*harness, *sandbox.Faults) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { faults.Close() })
-	if h.bot, err = sandbox.StartReceiver(botSecret); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.bot.Close() })
-	if h.agent, err = sandbox.StartReceiver(agentSec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.agent.Close() })
-	h.p.SetWebhook(agentApp, h.agent.URL())
+	h.startReceivers()
 
 	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(demo.Policy), 0o600); err != nil {
 		t.Fatal(err)

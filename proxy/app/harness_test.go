@@ -61,6 +61,22 @@ type harnessOpts struct {
 	quiet bool
 }
 
+// startReceivers starts the fake bot and the agent app, and points the
+// platform's webhooks for the agent app at it.
+func (h *harness) startReceivers() {
+	h.t.Helper()
+	var err error
+	if h.bot, err = sandbox.StartReceiver(botSecret); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { h.bot.Close() })
+	if h.agent, err = sandbox.StartReceiver(agentSec); err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { h.agent.Close() })
+	h.p.SetWebhook(agentApp, h.agent.URL())
+}
+
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
 	h := &harness{t: t, dir: t.TempDir(), clock: o.clock, quiet: o.quiet}
@@ -77,15 +93,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.p.Close() })
-	if h.bot, err = sandbox.StartReceiver(botSecret); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.bot.Close() })
-	if h.agent, err = sandbox.StartReceiver(agentSec); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.agent.Close() })
-	h.p.SetWebhook(agentApp, h.agent.URL())
+	h.startReceivers()
 	h.writeConfig(o)
 	h.start()
 	return h

@@ -47,11 +47,12 @@
 //
 // # Waiting and failing
 //
-// RetryLater tells an effect worth trying again later (its page is
-// unhealthy, or the Graph API rate-limits it) from one that failed for
-// good (a refusal repeating cannot change, or transient errors that
-// outlasted the call's attempts). The dispatcher parks a thread's
-// decision on the former and records the latter as failed.
+// RetryLater tells an error that waiting cures (its page is unhealthy,
+// or the Graph API rate-limits it) from the rest; Transient adds the
+// transient errors that outlasted the call's attempts (5xx, codes 1 and
+// 2, no answer). The dispatcher parks a thread's decision on a Transient
+// error, within graph.retry_budget, and records any other as failed: a
+// refusal that repeating cannot change.
 package graph
 
 import (
