@@ -93,10 +93,7 @@ rules:
 // any earlier copy of it does; the dead-letter store is empty after the
 // replay; nothing acknowledged and due is lost.
 func TestDeadLetters(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Baton as a child process")
-	}
-	parallelShort(t)
+	childProof(t)
 	sz := deadSizes[sizes.long]
 	r := newRig(t)
 	g := startGate(t, r.bot.URL())

@@ -400,6 +400,16 @@ func pause(d time.Duration) {
 	}
 }
 
+// childProof starts a proof that runs Baton as a child process: skipped
+// with -short, and side by side with the others in its short size.
+func childProof(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("runs Baton as a child process")
+	}
+	parallelShort(t)
+}
+
 // parallelShort runs the short proofs side by side: they mostly wait on
 // their processes, so the ordinary test command stays short. The full
 // proofs run one at a time, so that each one's figures are its own.

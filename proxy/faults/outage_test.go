@@ -22,10 +22,7 @@ import (
 // bot (the rule passes the thread), and what the user writes after the
 // pass is standby traffic, not forwarded.
 func TestBotOutage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Baton as a child process")
-	}
-	parallelShort(t)
+	childProof(t)
 	sz := sizes.outage
 	r := newRig(t)
 	g := startGate(t, r.bot.URL())

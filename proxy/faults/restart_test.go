@@ -12,10 +12,7 @@ import (
 // must reach the bot, in each user's order; a copy is allowed (an event in
 // flight to the bot at the kill) only with its first copy's delivery id.
 func TestCrashLoop(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Baton as a child process")
-	}
-	parallelShort(t)
+	childProof(t)
 	sz := sizes.crash
 	r := newRig(t)
 	r.configure(batonConfig{})
@@ -46,10 +43,7 @@ func TestCrashLoop(t *testing.T) {
 // started again, over and over. A clean stop finishes or abandons what is
 // in flight and commits what completed, so nothing reaches the bot twice.
 func TestGracefulRestarts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Baton as a child process")
-	}
-	parallelShort(t)
+	childProof(t)
 	sz := sizes.graceful
 	r := newRig(t)
 	r.configure(batonConfig{})

@@ -26,10 +26,7 @@ const connecting = "Connecting you with a teammate now."
 // the "connecting you" text must reach each user at most once, and once
 // the storm is over, the owners Baton stored must be the platform's.
 func TestGraphStorm(t *testing.T) {
-	if testing.Short() {
-		t.Skip("runs Baton as a child process")
-	}
-	parallelShort(t)
+	childProof(t)
 	sz := sizes.storm
 	r := newRig(t)
 	storm, err := sandbox.StartStorm(sandbox.StormOptions{Target: r.p.URL(), Failure: sz.failure})
