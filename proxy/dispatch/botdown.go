@@ -27,8 +27,13 @@ func (dc *decider) decideBotDown(p *Plan, w *work) {
 }
 
 // decideBotRecovered evaluates the bot_recovered rules for a thread that
-// bot_down handed over, once the bot takes events again.
+// bot_down handed over, once the bot takes events again. Until the bot is
+// known to be up (a restart forgot the circuit), the timer waits again.
 func (dc *decider) decideBotRecovered(p *Plan, w *work) {
+	if !dc.botUp {
+		p.AwaitBot = true
+		return
+	}
 	in := policies.Input{Kind: policies.EventBotRecovered, Owner: policies.OwnerBot, Page: w.ev.PageID, Tags: w.thread.Tags, Now: w.now}
 	switch w.thread.Owner.Kind {
 	case state.OwnerApp:

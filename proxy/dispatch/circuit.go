@@ -67,7 +67,22 @@ type circuit struct {
 	// during an outage forgets them (see the README).
 	warned     map[state.ThreadKey]bool
 	handedOver map[state.ThreadKey]bool
+	// answered says the bot has answered since Baton started: with
+	// troubled, whether a bot_recovered timer may run (up). probing
+	// keeps those timers to one probe at a time.
+	answered atomic.Bool
+	probing  atomic.Bool
 }
+
+// botRecoveredRecheck is how often a thread bot_down handed over checks
+// whether the bot is back, through its durable bot_recovered timer. The
+// circuit's close fires the timers of the threads it remembers at once;
+// this covers the ones a restart made it forget.
+const botRecoveredRecheck = time.Minute
+
+// up reports whether the bot is known to take events: it answered since
+// Baton started, and nothing failed since.
+func (c *circuit) up() bool { return c.answered.Load() && !c.troubled.Load() }
 
 // botTurn says whether w may try the bot now. While the circuit is open
 // only a probe may, ProbeEvery apart; the others are told how long to
@@ -110,6 +125,9 @@ func (d *Dispatcher) botOutcome(w *worker, pc *parcel, err error) {
 	answered := err == nil || errors.As(err, &rej)
 	c := &d.circuit
 	if answered && !c.troubled.Load() {
+		if !c.answered.Load() {
+			c.answered.Store(true)
+		}
 		return
 	}
 	if answered {
@@ -155,6 +173,7 @@ func (d *Dispatcher) botAnswered() {
 	c := &d.circuit
 	c.failingSince, c.failures = time.Time{}, 0
 	c.troubled.Store(false)
+	c.answered.Store(true)
 	if !c.open {
 		d.mu.Unlock()
 		return
@@ -201,6 +220,32 @@ func (d *Dispatcher) probeWhileOpen(p Prober) {
 			return
 		}
 	}
+}
+
+// probeForRecovery asks the bot whether it is up, once at a time, when a
+// bot_recovered timer found it not known to be: after a restart nothing
+// may be waiting for the bot, so no delivery would tell. While the
+// circuit is open its own probes do this.
+func (d *Dispatcher) probeForRecovery() {
+	p, ok := d.opts.Bot.(Prober)
+	if !ok || !d.circuit.probing.CompareAndSwap(false, true) {
+		return
+	}
+	d.mu.Lock()
+	open := d.circuit.open
+	d.mu.Unlock()
+	if open {
+		d.circuit.probing.Store(false)
+		return
+	}
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		defer d.circuit.probing.Store(false)
+		if err := p.Probe(d.io); err == nil {
+			d.botAnswered()
+		}
+	}()
 }
 
 // botDownRan records that bot_down's actions ran on the thread, so that

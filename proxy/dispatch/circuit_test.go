@@ -125,3 +125,44 @@ func TestTheBotCircuitHandsWaitingThreadsOverAndBack(t *testing.T) {
 		}
 	}
 }
+
+// A restart while the bot is down forgets the circuit, not the threads
+// bot_down handed over: once the restarted Baton sees the bot answer, they
+// get bot_recovered and go back to the bot.
+func TestBotRecoveredOutlivesARestartDuringTheOutage(t *testing.T) {
+	r := newRig(t, botDownPolicy, func(_ *rig, o *Options) {
+		o.Circuit = CircuitOptions{OpenAfter: 30 * time.Second, MinFailures: 3, ProbeEvery: 5 * time.Second}
+	})
+	r.bot.setDown(true)
+	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "hello", r.clock.Now()))
+	r.until("handed over", func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return r.graph.count("pass:"+agentApp) == 1
+	})
+	r.until("a durable bot_recovered timer", func() bool {
+		_, ok := r.timers("u1")["bot_recovered"]
+		return ok
+	})
+	r.restart()
+	// Still down after the restart: the thread stays with people.
+	for range 180 { // three minutes: longer than the recheck
+		r.clock.Advance(time.Second)
+		r.fire()
+	}
+	r.until("the runners idle", r.idle)
+	if n := r.graph.count("take"); n != 0 {
+		t.Fatalf("%d takes while the bot was still down", n)
+	}
+	r.bot.setDown(false)
+	r.until("taken back after the restart", func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return r.graph.count("take") == 1
+	})
+	r.until("the event at the bot", func() bool { return r.bot.has("u1", "hello") })
+	r.until("the bot_recovered timer gone once it ran", func() bool {
+		_, ok := r.timers("u1")[timerBotRecovered]
+		return !ok
+	})
+}

@@ -24,6 +24,9 @@ type decider struct {
 	// still armed as it fired, not cancelled or re-armed by a decision
 	// queued before its event; nil: always.
 	current func(kind string, due int64) bool
+	// botUp says the bot is known to take events (its circuit), for
+	// bot_recovered timers.
+	botUp bool
 }
 
 // work is a thread's state as a decision, and later its settlement,

@@ -79,9 +79,12 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	if p == nil {
 		dc := decider{appID: d.opts.AppID, forwardStandby: d.opts.ForwardStandby, set: set}
 		if ev.Kind == messenger.KindTimer {
-			dc.current = timers.current
+			dc.current, dc.botUp = timers.current, d.circuit.up()
 		}
 		p = dc.decide(q, &ev, th, d.opts.Clock.Now())
+		if p.AwaitBot {
+			d.probeForRecovery()
+		}
 		d.report(p, &ev)
 		if p.Thread.Owner != th.Owner {
 			d.logHandover(&ev, q.Seq, th.Owner, p.Thread.Owner, "")

@@ -40,6 +40,9 @@ type Plan struct {
 	// TimerVoided says the timer was cancelled or re-armed after it fired:
 	// its event does nothing, and what is armed now stays.
 	TimerVoided bool `json:"timer_voided,omitempty"`
+	// AwaitBot says a bot_recovered timer found the bot not known to be
+	// up: it is armed again rather than run.
+	AwaitBot bool `json:"await_bot,omitempty"`
 	// Waiting is when the Graph API first refused the plan's next call for
 	// a reason that passes (a rate limit, a page token rejected): the
 	// thread waits from then for at most Options.GraphRetryBudget.

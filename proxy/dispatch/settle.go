@@ -96,6 +96,11 @@ func (sl *settler) settle(p *Plan, ev *messenger.Event, done int, fail *failure)
 			sl.planTimers(w, p.Before)
 		case p.Timer == timerBotDown || p.Timer == timerBotRecovered:
 			sl.planTimers(w, p.Before)
+			if (p.Timer == timerBotDown && done > 0) || p.AwaitBot {
+				// Durable, so that a restart during the outage does not
+				// forget the thread (circuit.go).
+				w.timers = append(w.timers, state.Timer{Kind: timerBotRecovered, Due: w.now.Add(botRecoveredRecheck)})
+			}
 		}
 	case p.InboxDefault:
 		if ok {
