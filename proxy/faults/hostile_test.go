@@ -3,12 +3,14 @@ package faults
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -30,12 +32,17 @@ import (
 )
 
 // Hostile traffic: Baton, in-process, takes steady real traffic from the
-// sandbox, first alone and then while hundreds of connections are held
-// open with partial requests and thousands of malformed, unsigned or
-// oversized requests arrive. Every hostile request must be refused with a
-// 4xx or dropped at the read timeout without an answer, every real event
-// acknowledged and delivered to the bot; the real traffic's p99
-// acknowledgement latency is reported for both runs, not asserted.
+// sandbox, first alone, then while hundreds of connections are held open
+// with partial requests, then while thousands of malformed, unsigned or
+// oversized requests arrive as well. Every hostile request must be
+// refused with a 4xx or dropped at the read timeout without an answer,
+// every real event acknowledged and delivered to the bot; the real
+// traffic's p99 acknowledgement latency is reported for each phase, not
+// asserted. The attack runs in a process of its own (this test binary,
+// TestHostileAttacker), and in the full size, given two cores and
+// taskset, Baton's process is pinned to one core and the attacker's to
+// the other: what the figures show is what the attack costs Baton, not
+// what the attacker's own work takes from it.
 
 // hostileSize is the size of one run.
 type hostileSize struct {
@@ -84,12 +91,17 @@ func TestHostileTraffic(t *testing.T) {
 	}
 	t.Cleanup(load.Close)
 
+	pinned := sizes.long && hostilePin(t)
 	began := time.Now()
 	time.Sleep(sz.quiet) // real time passes: the quiet run's traffic
-	attackBegan := time.Now()
+	heldBegan := time.Now()
 	logsBefore := h.logs.Len()
-	tally := hostileAttack(h, sz)
+	heap := hostileWatchHeap()
+	tally := hostileRun(t, hostileSpec{Addr: h.addr, Slow: sz.slow, For: sz.quiet, ReadTimeout: sz.readTimeout}, pinned)
+	attackBegan := time.Now()
+	tally.add(hostileRun(t, hostileSpec{Addr: h.addr, Slow: sz.slow, Bodies: sz.bodies, Senders: sz.senders, For: sz.attack, ReadTimeout: sz.readTimeout}, pinned))
 	attackEnded := time.Now()
+	heapBefore, heapMax := heap()
 	logLines := h.logs.Len() - logsBefore
 
 	ctx, cancel := context.WithTimeout(context.Background(), sz.within)
@@ -104,7 +116,8 @@ func TestHostileTraffic(t *testing.T) {
 
 	// The first moments of each run open connections: left out of both.
 	warm := 300 * time.Millisecond
-	quiet := hostileLatencies(events, began.Add(warm), attackBegan)
+	quiet := hostileLatencies(events, began.Add(warm), heldBegan)
+	held := hostileLatencies(events, heldBegan.Add(warm), attackBegan)
 	attacked := hostileLatencies(events, attackBegan.Add(warm), attackEnded)
 	acked := 0
 	for _, ev := range events {
@@ -113,13 +126,14 @@ func TestHostileTraffic(t *testing.T) {
 		}
 	}
 	t.Logf("hostile: real=%d acked=%d delivered=%d lost=%d duplicates=%d real_failed_posts=%d hostile=%d refused4xx=%d dropped=%d other=%d "+
-		"(slow requests=%d on %d held connections, bodies=%d) p99_quiet=%.1fms p99_under_attack=%.1fms (n=%d/%d) attack=%v heap=%dMiB before, %dMiB at most log_lines=%d",
-		len(events), acked, delivered, lost, dups, stats.Failed, tally.total(), tally.refused.Load(), tally.dropped.Load(), tally.other.Load(),
-		tally.slow.Load(), sz.slow, tally.bodies.Load(), hostileP99(quiet), hostileP99(attacked), len(quiet), len(attacked),
-		attackEnded.Sub(attackBegan).Round(time.Millisecond), tally.heapBefore.Load()>>20, tally.heapMax.Load()>>20, logLines)
+		"(slow requests=%d on %d held connections, bodies=%d) p99_quiet=%.1fms p99_held=%.1fms p99_under_attack=%.1fms (n=%d/%d/%d) "+
+		"attack=%v pinned=%t heap=%dMiB before, %dMiB at most log_lines=%d",
+		len(events), acked, delivered, lost, dups, stats.Failed, tally.total(), tally.Refused, tally.Dropped, tally.Other,
+		tally.Slow, sz.slow, tally.Bodies, hostileP99(quiet), hostileP99(held), hostileP99(attacked), len(quiet), len(held), len(attacked),
+		attackEnded.Sub(attackBegan).Round(time.Millisecond), pinned, heapBefore>>20, heapMax>>20, logLines)
 
-	if n := tally.other.Load(); n > 0 {
-		t.Errorf("%d hostile requests were neither refused with a 4xx nor dropped without an answer; first: %s", n, tally.firstOther())
+	if n := tally.Other; n > 0 {
+		t.Errorf("%d hostile requests were neither refused with a 4xx nor dropped without an answer; first: %s", n, tally.FirstOther)
 	}
 	if acked != len(events) {
 		t.Errorf("%d of %d real events acknowledged", acked, len(events))
@@ -127,25 +141,24 @@ func TestHostileTraffic(t *testing.T) {
 	if lost > 0 {
 		t.Errorf("%d acknowledged events never reached the bot", lost)
 	}
-	if len(quiet) == 0 || len(attacked) == 0 {
-		t.Errorf("no real traffic measured: %d quiet, %d under attack", len(quiet), len(attacked))
+	if len(quiet) == 0 || len(held) == 0 || len(attacked) == 0 {
+		t.Errorf("no real traffic measured: %d quiet, %d with held connections, %d under attack", len(quiet), len(held), len(attacked))
 	}
 }
 
 // hostileHarness is one Baton between the sandbox and a fake bot.
 type hostileHarness struct {
-	t      *testing.T
-	p      *sandbox.Platform
-	bot    *sandbox.Receiver
-	baton  *app.App
-	addr   string // Baton's listener, host:port
-	signer *signature.Signer
-	logs   *observer.ObservedLogs
+	t     *testing.T
+	p     *sandbox.Platform
+	bot   *sandbox.Receiver
+	baton *app.App
+	addr  string // Baton's listener, host:port
+	logs  *observer.ObservedLogs
 }
 
 func hostileStart(t *testing.T, sz hostileSize) *hostileHarness {
 	t.Helper()
-	h := &hostileHarness{t: t, signer: signature.New([]byte(hostileBotSecret))}
+	h := &hostileHarness{t: t}
 	var err error
 	h.p, err = sandbox.Start(sandbox.Options{
 		Pages: []string{hostilePage}, DefaultApp: hostileBotApp,
@@ -202,19 +215,10 @@ func hostileStart(t *testing.T, sz hostileSize) *hostileHarness {
 
 // hostileTally counts the hostile requests by what Baton did with them.
 type hostileTally struct {
-	slow, bodies            atomic.Int64  // requests sent, by kind
-	refused, dropped, other atomic.Int64  // answered 4xx, closed without an answer, anything else
-	heapBefore, heapMax     atomic.Uint64 // the heap in use before and at most during the attack
+	slow, bodies            atomic.Int64 // requests sent, by kind
+	refused, dropped, other atomic.Int64 // answered 4xx, closed without an answer, anything else
 	mu                      sync.Mutex
 	otherSeen               string
-}
-
-func (c *hostileTally) total() int64 { return c.slow.Load() + c.bodies.Load() }
-
-func (c *hostileTally) firstOther() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.otherSeen
 }
 
 // count files one request's outcome: the answer's status (0: none) and
@@ -235,6 +239,28 @@ func (c *hostileTally) count(what string, status int, err error) {
 	}
 }
 
+// hostileCounts is a tally as the attacking process reports it.
+type hostileCounts struct {
+	Slow, Bodies, Refused, Dropped, Other int64
+	FirstOther                            string
+}
+
+func (c *hostileTally) counts() hostileCounts {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return hostileCounts{Slow: c.slow.Load(), Bodies: c.bodies.Load(), Refused: c.refused.Load(),
+		Dropped: c.dropped.Load(), Other: c.other.Load(), FirstOther: c.otherSeen}
+}
+
+func (c *hostileCounts) total() int64 { return c.Slow + c.Bodies }
+
+func (c *hostileCounts) add(o hostileCounts) {
+	c.Slow, c.Bodies, c.Refused, c.Dropped, c.Other = c.Slow+o.Slow, c.Bodies+o.Bodies, c.Refused+o.Refused, c.Dropped+o.Dropped, c.Other+o.Other
+	if c.FirstOther == "" {
+		c.FirstOther = o.FirstOther
+	}
+}
+
 // hostileClosed tells a connection the server closed (at once or with a
 // reset) from one that is still waiting.
 func hostileClosed(err error) bool {
@@ -242,62 +268,157 @@ func hostileClosed(err error) bool {
 	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
 
-// hostileAttack holds sz.slow connections open with partial requests and
-// sends sz.bodies hostile requests, for sz.attack at least, and returns
-// once every request has its outcome.
-func hostileAttack(h *hostileHarness, sz hostileSize) *hostileTally {
-	tally := &hostileTally{}
-	reqs := hostileRequests(h.signer)
-	stop := make(chan struct{})
-	runtime.GC() // so that the heap before is what Baton holds
-	var wg sync.WaitGroup
-	for i := range sz.slow {
-		wg.Go(func() { hostileHold(h.addr, i, sz.readTimeout, stop, tally) })
+// hostileSpec is one phase of the attack, as the attacking process gets it.
+type hostileSpec struct {
+	Addr        string        // Baton's webhook listener
+	Slow        int           // connections held open with partial requests
+	Bodies      int           // hostile requests to send
+	Senders     int           // goroutines sending them
+	For         time.Duration // the phase lasts at least this long
+	ReadTimeout time.Duration // Baton's: how long a held connection lasts
+}
+
+const (
+	hostileSpecEnv     = "BATON_FAULTS_HOSTILE_SPEC"
+	hostileCountsLabel = "hostile-counts: "
+)
+
+// TestHostileAttacker is the attacking process of TestHostileTraffic:
+// it runs only when that test starts it, with the phase in its
+// environment, and prints what Baton did with each request.
+func TestHostileAttacker(t *testing.T) {
+	raw := os.Getenv(hostileSpecEnv)
+	if raw == "" {
+		t.Skip("the attacking process of TestHostileTraffic")
 	}
-	var next atomic.Int64
-	var senders sync.WaitGroup
-	for range sz.senders {
-		senders.Go(func() {
-			for {
-				n := next.Add(1) - 1
-				if n >= int64(sz.bodies) {
-					return
-				}
-				r := reqs[n%int64(len(reqs))]
-				tally.bodies.Add(1)
-				status, err := hostileSend(h.addr, r.raw)
-				tally.count(r.name, status, err)
+	var spec hostileSpec
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		t.Fatalf("%s: %v", hostileSpecEnv, err)
+	}
+	b, err := json.Marshal(hostileAttack(spec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Printf("%s%s\n", hostileCountsLabel, b)
+}
+
+// hostileRun runs one phase of the attack in a process of its own (on
+// the second core when pinned) and returns its counts.
+func hostileRun(t *testing.T, spec hostileSpec, pinned bool) hostileCounts {
+	t.Helper()
+	raw, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{os.Args[0], "-test.run=^TestHostileAttacker$", "-test.count=1", "-test.v"}
+	if pinned {
+		args = append([]string{"taskset", "-c", "1"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), hostileSpecEnv+"="+string(raw))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the attacking process: %v\n%s", err, out)
+	}
+	for line := range strings.Lines(string(out)) {
+		if rest, ok := strings.CutPrefix(line, hostileCountsLabel); ok {
+			var c hostileCounts
+			if err := json.Unmarshal([]byte(rest), &c); err != nil {
+				t.Fatalf("the attacking process's counts: %v", err)
 			}
-		})
+			return c
+		}
 	}
+	t.Fatalf("the attacking process printed no counts:\n%s", out)
+	return hostileCounts{}
+}
+
+// hostilePin pins this process (Baton, the real traffic and the bot) to
+// the first core, for the attacker to have the second, and undoes it at
+// the end of the test. It reports whether it could.
+func hostilePin(t *testing.T) bool {
+	if runtime.NumCPU() < 2 {
+		return false
+	}
+	pid := strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("taskset", "-a", "-p", "-c", "0", pid).CombinedOutput(); err != nil {
+		t.Logf("not pinned: taskset: %v %s", err, out)
+		return false
+	}
+	// One core, so as many threads running Go code: with two, the kernel
+	// would slice the core between them, which no real deployment does.
+	procs := runtime.GOMAXPROCS(1)
+	t.Cleanup(func() {
+		runtime.GOMAXPROCS(procs)
+		all := "0-" + strconv.Itoa(runtime.NumCPU()-1)
+		exec.Command("taskset", "-a", "-p", "-c", all, pid).Run()
+	})
+	return true
+}
+
+// hostileWatchHeap samples this process's heap in use (Baton's, as the
+// attacker has a process of its own) every 100 ms until the returned
+// function is called, which reports it at the start and at most.
+func hostileWatchHeap() func() (before, most uint64) {
+	runtime.GC() // so that the heap before is what Baton holds
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
-	tally.heapBefore.Store(ms.HeapInuse)
-	heapDone := make(chan struct{})
+	before, most := ms.HeapInuse, ms.HeapInuse
+	stop, done := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(heapDone)
-		var ms runtime.MemStats
+		defer close(done)
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > tally.heapMax.Load() {
-				tally.heapMax.Store(ms.HeapInuse)
-			}
 			select {
 			case <-tick.C:
 			case <-stop:
 				return
 			}
+			runtime.ReadMemStats(&ms)
+			most = max(most, ms.HeapInuse)
 		}
 	}()
-	deadline := time.NewTimer(sz.attack)
+	return func() (uint64, uint64) {
+		close(stop)
+		<-done
+		return before, most
+	}
+}
+
+// hostileAttack holds spec.Slow connections open with partial requests and
+// sends spec.Bodies hostile requests, for spec.For at least, and returns
+// once every request has its outcome.
+func hostileAttack(spec hostileSpec) hostileCounts {
+	tally := &hostileTally{}
+	reqs := hostileRequests(signature.New([]byte(hostileBotSecret)))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range spec.Slow {
+		wg.Go(func() { hostileHold(spec.Addr, i, spec.ReadTimeout, stop, tally) })
+	}
+	var next atomic.Int64
+	var senders sync.WaitGroup
+	for range spec.Senders {
+		senders.Go(func() {
+			for {
+				n := next.Add(1) - 1
+				if n >= int64(spec.Bodies) {
+					return
+				}
+				r := reqs[n%int64(len(reqs))]
+				tally.bodies.Add(1)
+				status, err := hostileSend(spec.Addr, r.raw)
+				tally.count(r.name, status, err)
+			}
+		})
+	}
+	deadline := time.NewTimer(spec.For)
 	senders.Wait()
 	<-deadline.C
 	close(stop)
 	wg.Wait()
-	<-heapDone
-	return tally
+	return tally.counts()
 }
 
 // hostileHold keeps one connection after another open with a partial
