@@ -30,6 +30,9 @@ import (
 // Defaults for the optional settings.
 const (
 	DefaultListen = ":8080"
+	// DefaultAdminListen keeps the admin API on the loopback interface,
+	// where it needs no token.
+	DefaultAdminListen = "127.0.0.1:9090"
 	// The Graph API defaults are the client's own, so the two never
 	// disagree (say, on the API version after an upgrade).
 	DefaultGraphBaseURL = graph.DefaultBaseURL
@@ -82,9 +85,11 @@ const (
 type Config struct {
 	// File is the path the configuration was read from.
 	File string
-	// Listen is the address of the webhook and admin listener
-	// (default ":8080").
+	// Listen is the address of the webhook listener (default ":8080").
 	Listen string
+	// Admin configures the admin listener: health, readiness, metrics
+	// and the admin API.
+	Admin Admin
 	// DataDir holds Baton's database; relative paths in the file are
 	// resolved against the config file's directory.
 	DataDir string
@@ -122,6 +127,16 @@ type Config struct {
 	Limits Limits
 	// History configures the thread histories kept.
 	History History
+}
+
+// Admin configures the admin listener.
+type Admin struct {
+	// Listen is its address (default "127.0.0.1:9090"). One that is not
+	// a loopback address needs a Token.
+	Listen string
+	// Token, when set, is the bearer token every admin request but the
+	// health and readiness checks must carry.
+	Token Secret
 }
 
 // Limits bound the queued events and the disk Baton may use.
@@ -252,6 +267,7 @@ func (c *Config) PageTokens() map[string]string {
 // rather than "use the default".
 type fileYAML struct {
 	Listen      string            `yaml:"listen"`
+	Admin       adminYAML         `yaml:"admin"`
 	DataDir     string            `yaml:"data_dir"`
 	App         appYAML           `yaml:"app"`
 	Graph       graphYAML         `yaml:"graph"`
@@ -268,6 +284,11 @@ type fileYAML struct {
 	Reload      reloadYAML        `yaml:"reload"`
 	Limits      limitsYAML        `yaml:"limits"`
 	History     historyYAML       `yaml:"history"`
+}
+
+type adminYAML struct {
+	Listen string `yaml:"listen"`
+	Token  string `yaml:"token"`
 }
 
 type limitsYAML struct {
@@ -479,12 +500,14 @@ var (
 
 func (v *validator) build(raw *fileYAML) *Config {
 	c := &Config{
-		Listen:          v.listen(raw.Listen),
+		Listen:          v.listen([]any{"listen"}, raw.Listen, DefaultListen),
 		DataDir:         v.path([]any{"data_dir"}, raw.DataDir, true),
 		DedupWindow:     v.duration([]any{"dedup_window"}, raw.DedupWindow, DefaultDedupWindow),
 		ShutdownTimeout: v.duration([]any{"shutdown_timeout"}, raw.Shutdown, DefaultShutdownTimeout),
 		CacheSize:       v.positive([]any{"cache_size"}, raw.CacheSize, DefaultCacheSize),
 	}
+
+	c.Admin = v.admin(raw.Admin)
 
 	c.App.ID = v.id([]any{"app", "id"}, raw.App.ID, "the app's numeric id")
 	c.App.Secret = v.secret([]any{"app", "secret"}, raw.App.Secret)

@@ -52,6 +52,7 @@ func TestParseExample(t *testing.T) {
 	want := &Config{
 		File:    "baton.yaml",
 		Listen:  ":8080",
+		Admin:   Admin{Listen: DefaultAdminListen},
 		DataDir: "/var/lib/baton",
 		App:     App{ID: "555000111222333", Secret: NewSecret(appSecret), VerifyToken: NewSecret(verifyToken)},
 		Graph:   Graph{BaseURL: "https://graph.facebook.com", Version: "v25.0", Timeout: 10 * time.Second, MaxAttempts: 5, RetryBudget: time.Hour},
@@ -100,6 +101,7 @@ func TestDefaults(t *testing.T) {
 	want := &Config{
 		File:    "baton.yaml",
 		Listen:  DefaultListen,
+		Admin:   Admin{Listen: DefaultAdminListen},
 		DataDir: "/srv/baton/data",
 		App:     App{ID: "555000111222333", Secret: NewSecret("s"), VerifyToken: NewSecret("v")},
 		Graph:   Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts, RetryBudget: DefaultGraphRetryBudget},

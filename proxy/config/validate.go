@@ -18,18 +18,48 @@ import (
 // The validator's checks of single values and of the lists (pages, apps,
 // policies), each reporting its problems at the value's position.
 
-func (v *validator) listen(addr string) string {
+func (v *validator) listen(at []any, addr, def string) string {
 	if addr == "" {
-		return DefaultListen
+		return def
 	}
 	_, port, err := net.SplitHostPort(addr)
 	if err == nil {
 		_, err = strconv.ParseUint(port, 10, 16)
 	}
 	if err != nil {
-		v.problem([]any{"listen"}, "invalid address %q: want host:port, like %q or \"127.0.0.1:8080\"", addr, DefaultListen)
+		v.problem(at, "invalid address %q: want host:port, like %q or \"127.0.0.1:8080\"", addr, def)
 	}
 	return addr
+}
+
+// admin validates the admin listener. Its API changes threads and hands
+// out the whole database (backup), so it is reachable from elsewhere
+// only with a token.
+func (v *validator) admin(raw adminYAML) Admin {
+	a := Admin{
+		Listen: v.listen([]any{"admin", "listen"}, raw.Listen, DefaultAdminListen),
+		Token:  NewSecret(raw.Token),
+	}
+	if a.Token.IsZero() && !v.rep.Reported("admin", "listen") && !IsLoopback(a.Listen) {
+		v.problem([]any{"admin", "token"}, "required when admin.listen (%s) is not a loopback address", a.Listen)
+	}
+	return a
+}
+
+// IsLoopback reports whether a listen address (host:port) only accepts
+// connections from the same machine: its host is "localhost" or a
+// loopback IP (127.0.0.0/8, ::1). An empty host listens on every
+// interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // path resolves a file system path against the config file's directory.
