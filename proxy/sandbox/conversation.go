@@ -262,13 +262,17 @@ func (p *Platform) sendPassEventLocked(page, user, previous, target, metadata st
 }
 
 func (p *Platform) take(appID, page, user, metadata string) *APIError {
-	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
+	// The caller's right to take is judged before the recipient, as its
+	// token is: refusing the app does not depend on which thread it named.
+	if a := p.apps[appID]; a != nil && p.pages[page] {
 		if p.defaultApp == "" {
 			return errTakeNeedsRouting()
 		}
-		if !p.apps[appID].spec.CanTake {
+		if !a.spec.CanTake {
 			return errNoTakePermission()
 		}
+	}
+	return p.onThread(appID, page, user, func(t *thread, now time.Time) *APIError {
 		owner := p.ownerLocked(t, now)
 		if owner == appID {
 			// Taking your own thread would extend control; use extend instead.

@@ -397,7 +397,7 @@ func (p *Platform) routeGraph(ctx *fasthttp.RequestCtx, call *Call) (any, *APIEr
 		return nil, errBadToken()
 	}
 	call.AppID = tok.app
-	if len(parts) != 3 {
+	if len(parts) != 2 && len(parts) != 3 {
 		return nil, errUnknownPath(path)
 	}
 	page := parts[1]
@@ -408,7 +408,13 @@ func (p *Platform) routeGraph(ctx *fasthttp.RequestCtx, call *Call) (any, *APIEr
 	if page != tok.page {
 		return nil, errUnsupported(call.Method, parts[1])
 	}
+	if len(parts) == 2 {
+		return p.serveNode(ctx, call.Method, page)
+	}
 	endpoint := parts[2]
+	if result, e, ok := p.serveSetupEdge(ctx, call.Method, tok.app, page, endpoint); ok {
+		return result, e
+	}
 	method, known := endpointMethods[endpoint]
 	if !known {
 		return nil, newParamError(fmt.Sprintf("Tried accessing nonexisting field (%s) on node type (Page)", endpoint))

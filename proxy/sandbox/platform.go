@@ -139,6 +139,7 @@ type Platform struct {
 	threads map[threadKey]*thread
 	calls   []Call
 	faults  map[string]*fault
+	subs    map[subKey][]string // webhook fields per page and app, where set (doctor.go)
 	seq     uint64
 	changed chan struct{} // closed and replaced when an outbox shrinks, a URL is set or the platform closes
 }
