@@ -357,6 +357,9 @@ func (dc *decider) decideTimer(p *Plan, w *work) {
 	case timerBotRecovered:
 		dc.decideBotRecovered(p, w)
 		return
+	case timerOperator:
+		dc.decideOperator(p, w)
+		return
 	}
 	kind, warn := strings.CutSuffix(ev.Text, warnSuffix)
 	t, ok := dc.set.Timeout(ev.PageID, kind)

@@ -193,6 +193,9 @@ func (d *Dispatcher) keepProgress(w *worker, pc *parcel) {
 func (d *Dispatcher) readBack(w *worker) error {
 	d.mu.Lock()
 	after, decided := w.delivered, w.lastSeq
+	if w.rewind {
+		after, w.rewind = 0, false
+	}
 	d.mu.Unlock()
 	items, err := d.opts.Store.Head(d.io, w.key, after, headMax)
 	if err != nil {

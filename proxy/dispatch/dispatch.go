@@ -182,6 +182,9 @@ type worker struct {
 	// delivered is the last item delivered, where reading them back starts.
 	spilled   bool
 	delivered uint64
+	// rewind makes the next read back start at the queue's head, not
+	// after delivered: replayed dead letters are back there.
+	rewind bool
 }
 
 // New builds a Dispatcher. Runners stop taking work when ctx ends; Stop

@@ -206,6 +206,9 @@ func (d *Dispatcher) report(p *Plan, ev *messenger.Event) {
 		d.opts.Metrics.Decisions.WithLabelValues(m.Rule, mode).Inc()
 	}
 	for _, st := range p.Steps {
+		if st.Rule == operatorRule {
+			d.opts.Metrics.OperatorActions.WithLabelValues(st.Action.Kind.String()).Inc()
+		}
 		if st.Skip != "" {
 			d.opts.Metrics.SendsSkipped.WithLabelValues(st.Action.Kind.String()).Inc()
 			d.log.Info("message skipped: outside the messaging window", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),

@@ -70,6 +70,7 @@ func (c ticking) Now() time.Time {
 // countingStore counts queue reads and the items they returned.
 type countingStore struct {
 	state.Store
+	state.DeadLetterStore
 	heads, read *atomic.Int64
 }
 
@@ -93,7 +94,7 @@ func (r *rig) open() {
 		r.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	o := Options{Store: countingStore{store, &r.heads, &r.read}, Graph: r.graph, Bot: r.bot, AppID: ourApp, Clock: r.clock,
+	o := Options{Store: countingStore{store, store, &r.heads, &r.read}, Graph: r.graph, Bot: r.bot, AppID: ourApp, Clock: r.clock,
 		Policies: func() *policies.Set { return r.set }, Notifier: downNotifier{},
 		GraphRetryLater: func(err error) bool { return errors.Is(err, errForNow) }}
 	if r.opts != nil {

@@ -94,7 +94,7 @@ func (sl *settler) settle(p *Plan, ev *messenger.Event, done int, fail *failure)
 			// A fired timeout is done; the others follow the new owner.
 			w.cancel(p.TimerKind)
 			sl.planTimers(w, p.Before)
-		case p.Timer == timerBotDown || p.Timer == timerBotRecovered:
+		case p.Timer == timerBotDown || p.Timer == timerBotRecovered || p.Timer == timerOperator:
 			sl.planTimers(w, p.Before)
 			if (p.Timer == timerBotDown && done > 0) || p.AwaitBot {
 				// Durable, so that a restart during the outage does not
@@ -150,8 +150,12 @@ func apply(w *work, st *Step, r Result) {
 	if confirmed.IsZero() {
 		confirmed = w.now
 	}
+	actor := "baton"
+	if st.Rule == operatorRule {
+		actor = "operator"
+	}
 	handover := func(to state.Owner) {
-		w.setOwner(to, state.Reason{Rule: st.Rule, Actor: "baton", Note: a.Reason}, confirmed)
+		w.setOwner(to, state.Reason{Rule: st.Rule, Actor: actor, Note: a.Reason}, confirmed)
 	}
 	request := w.ev.Kind == messenger.KindRequestThreadControl
 	switch {

@@ -42,6 +42,9 @@ type Metrics struct {
 	// BotCircuitOpen is 1 while the bot's circuit is open (every delivery
 	// failed for a while; see dispatch's circuit), else 0.
 	BotCircuitOpen prometheus.Gauge
+	// OperatorActions counts the take, pass and release operations ops
+	// asked for through the admin API, by action, once each has run.
+	OperatorActions *prometheus.CounterVec
 	// By page: the Graph API's rate-limit answers, the calls that waited
 	// out their token's shared backoff, the calls refused at once because
 	// the page's access token was rejected, and whether the token is
@@ -187,6 +190,10 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 		Name: "baton_bot_circuit_open", Help: "1 while the bot's circuit is open: every delivery to the bot failed for a while, deliveries go one probe at a time and bot_down actions run.",
 	})
 	reg.MustRegister(m.BotCircuitOpen)
+	m.OperatorActions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "baton_operator_actions_total", Help: "Take, pass and release operations asked for by ops through the admin API, by action, counted once each has run.",
+	}, []string{"action"})
+	reg.MustRegister(m.OperatorActions)
 	reg.MustRegister(m.GraphRateLimited)
 	reg.MustRegister(m.GraphRateLimitWaits)
 	reg.MustRegister(m.GraphPageRefused)

@@ -175,6 +175,11 @@ func (s *Store) applyDeadLetterOps(w *writer, c *state.Completion) error {
 			return err
 		}
 	}
+	for _, m := range moves {
+		if m.queue != nil {
+			s.counts.restoring(c.Thread) // queued again: counted once the batch commits
+		}
+	}
 	return nil
 }
 

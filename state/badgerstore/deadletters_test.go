@@ -329,3 +329,28 @@ func FuzzDecodeDead(f *testing.F) {
 		}
 	})
 }
+
+// A replayed dead letter counts as queued again, so the caps and
+// baton_store_queued_events see it, and its delivery takes it out again.
+func TestReplayedDeadLettersAreCountedAsQueued(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, t.TempDir())
+	r := deadRig{t, s}
+	k := state.ThreadKey{Page: "p", User: "u"}
+	seqs := r.enqueue(k, "e1", "e2")
+	r.setAside(state.Completion{Thread: k, Seq: seqs[0], DeadLetter: "bot answered 400"})
+	r.setAside(state.Completion{Thread: k, Seq: seqs[1], DeadLetter: "bot answered 400"})
+	if q := s.Usage().Queued; q != 0 {
+		t.Fatalf("queued after setting both aside = %d; want 0", q)
+	}
+	if _, err := s.ReplayDeadLetters(ctx, k, 0, t0); err != nil {
+		t.Fatal(err)
+	}
+	if q := s.Usage().Queued; q != 2 {
+		t.Errorf("queued after replaying both = %d; want 2", q)
+	}
+	r.setAside(state.Completion{Thread: k, Seq: seqs[0]}) // delivered
+	if q := s.Usage().Queued; q != 1 {
+		t.Errorf("queued after delivering one = %d; want 1", q)
+	}
+}

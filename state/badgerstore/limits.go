@@ -79,6 +79,8 @@ type queueCounts struct {
 	added      map[uint64]int32
 	addedTotal int
 	removed    []uint64
+	// restored are the dead letters the batch puts back in their queues.
+	restored []uint64
 }
 
 func newQueueCounts() *queueCounts {
@@ -94,6 +96,7 @@ func (q *queueCounts) begin() {
 	}
 	q.addedTotal = 0
 	q.removed = q.removed[:0]
+	q.restored = q.restored[:0]
 }
 
 // appending records an event the batch appends.
@@ -105,6 +108,9 @@ func (q *queueCounts) appending(k state.ThreadKey) {
 // removing records a queue item the batch takes out.
 func (q *queueCounts) removing(k state.ThreadKey) { q.removed = append(q.removed, q.hash(k)) }
 
+// restoring records a dead letter the batch puts back in its queue.
+func (q *queueCounts) restoring(k state.ThreadKey) { q.restored = append(q.restored, q.hash(k)) }
+
 // committed applies a written batch: every item it appended (enqueued
 // events and fired timers alike) and every item it removed. Counts never
 // go below zero: a completion naming an item already gone (possible
@@ -114,7 +120,10 @@ func (q *queueCounts) committed(appended []state.Queued) {
 	for i := range appended {
 		q.perThread[q.hash(appended[i].Thread)]++
 	}
-	total := q.total.Load() + int64(len(appended))
+	total := q.total.Load() + int64(len(appended)+len(q.restored))
+	for _, h := range q.restored {
+		q.perThread[h]++
+	}
 	for _, h := range q.removed {
 		if n, ok := q.perThread[h]; ok {
 			if n <= 1 {

@@ -1,0 +1,127 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/state"
+)
+
+// Ops pass a thread to an app, take it back and release it by hand: each
+// runs in the thread's order, reaches the platform once, moves the owner
+// with the operator as the actor, and leaves an "operator" entry in the
+// history.
+func TestOperationsRunInTheThreadsOrder(t *testing.T) {
+	r := newRig(t, handoffPolicy, nil)
+	ctx := context.Background()
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "hello", r.clock.Now()))
+	r.until("the bot owns the thread", func() bool { return r.thread("u").Owner.Kind == state.OwnerBot })
+
+	steps := []struct {
+		op    Operation
+		call  string
+		owner state.Owner
+	}{
+		{Operation{Kind: "pass", To: agentApp, Reason: "VIP customer"}, "pass:" + agentApp, state.Owner{Kind: state.OwnerApp, AppID: agentApp}},
+		{Operation{Kind: "take", Reason: "agent left"}, "take", state.Owner{Kind: state.OwnerBot}},
+		{Operation{Kind: "release"}, "release", state.Owner{Kind: state.OwnerIdle}},
+	}
+	for _, s := range steps {
+		if err := r.d.Operate(ctx, key("u"), s.op); err != nil {
+			t.Fatalf("%s: %v", s.op.Kind, err)
+		}
+		r.fire()
+		r.until(s.op.Kind+" at the platform", func() bool { return r.graph.count(s.call) == 1 })
+		r.until(s.op.Kind+" in the thread", func() bool { return r.thread("u").Owner == s.owner })
+		if th := r.thread("u"); th.Reason.Actor != "operator" || th.Reason.Rule != operatorRule {
+			t.Errorf("after %s the thread's reason is %+v; want the operator as actor", s.op.Kind, th.Reason)
+		}
+	}
+	notes := r.historyNotes("u", "operator")
+	want := []string{"pass to " + agentApp + ": VIP customer", "take: agent left", "release"}
+	if len(notes) != len(want) {
+		t.Fatalf("operator history %q; want %q", notes, want)
+	}
+	for i := range want {
+		if notes[i] != want[i] {
+			t.Errorf("operator history[%d] = %q; want %q", i, notes[i], want[i])
+		}
+	}
+	for _, action := range []string{"pass", "take", "release"} {
+		var m dto.Metric
+		if err := r.d.opts.Metrics.OperatorActions.WithLabelValues(action).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		if got := m.GetCounter().GetValue(); got != 1 {
+			t.Errorf("baton_operator_actions_total{action=%q} = %v; want 1", action, got)
+		}
+	}
+}
+
+// An operation on a thread never seen, or one that makes no sense, is
+// refused at once, and nothing is queued.
+func TestOperationsRefusedUpFront(t *testing.T) {
+	r := newRig(t, handoffPolicy, nil)
+	ctx := context.Background()
+	if err := r.d.Operate(ctx, key("nobody"), Operation{Kind: "take"}); !errors.Is(err, ErrUnknownThread) {
+		t.Errorf("take of an unknown thread: %v; want ErrUnknownThread", err)
+	}
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "hello", r.clock.Now()))
+	r.until("the bot owns the thread", func() bool { return r.thread("u").Owner.Kind == state.OwnerBot })
+	for _, op := range []Operation{{Kind: "pass"}, {Kind: "steal"}, {}} {
+		if err := r.d.Operate(ctx, key("u"), op); err == nil {
+			t.Errorf("Operate(%+v) = nil; want an error", op)
+		}
+	}
+	if timers := r.timers("u"); len(timers) != 0 {
+		if _, ok := timers[timerOperator]; ok {
+			t.Errorf("a refused operation was queued: %v", timers)
+		}
+	}
+}
+
+// Dead letters replayed while Baton runs reach the bot, in their order,
+// with the delivery ids they were tried with, though the thread's
+// delivery cursor has moved past them; the store counts them as queued
+// until they are delivered.
+func TestDeadLettersReplayedOnline(t *testing.T) {
+	bot := newRefusingBot("first", "second")
+	r := newRig(t, handoffPolicy, func(r *rig, o *Options) { bot.install(r, o) })
+	now := r.clock.Now()
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "first", now), text(t, messenger.Messaging, "u", "m2", "second", now),
+		text(t, messenger.Messaging, "u", "m3", "third", now))
+	r.advanceUntil("both refused events set aside and the third delivered", func() bool {
+		return len(r.deadLetters("u")) == 2 && r.bot.has("u", "third")
+	})
+	r.until("an empty queue", func() bool { return r.queued("u") == 0 })
+	dead := r.deadLetters("u")
+	wantIDs := []string{DeliveryID(dead[0].Seq, dead[0].Records[0]), DeliveryID(dead[1].Seq, dead[1].Records[0])}
+
+	bot.mu.Lock()
+	bot.refuse = map[string]bool{}
+	bot.mu.Unlock()
+	done, err := r.d.ReplayDeadLetters(context.Background(), key("u"), 0)
+	if err != nil || len(done) != 2 {
+		t.Fatalf("replay = %d, %v; want both", len(done), err)
+	}
+	r.until("the replayed events at the bot", func() bool { return len(r.bot.events()) == 3 })
+	got := r.bot.events()
+	if got[1].text != "first" || got[2].text != "second" || got[1].id != wantIDs[0] || got[2].id != wantIDs[1] {
+		t.Errorf("after the replay the bot got %+v; want first then second with ids %v", got[1:], wantIDs)
+	}
+	r.until("an empty queue again", func() bool { return r.queued("u") == 0 })
+	if q := r.store.Usage().Queued; q != 0 {
+		t.Errorf("the store counts %d queued events after the replayed ones were delivered; want 0", q)
+	}
+	if left := r.deadLetters("u"); len(left) != 0 {
+		t.Errorf("dead letters left: %+v", left)
+	}
+	// Discard: nothing to do now, and no error.
+	if done, err := r.d.DiscardDeadLetters(context.Background(), key("u"), 0); err != nil || len(done) != 0 {
+		t.Errorf("discard with none left = %v, %v", done, err)
+	}
+}
