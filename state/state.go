@@ -379,6 +379,41 @@ type DeadLetterStore interface {
 	DiscardDeadLetters(ctx context.Context, thread ThreadKey, seq uint64, at time.Time) ([]DeadLetter, error)
 }
 
+// ThreadFilter selects the threads ThreadLister lists; its zero value
+// selects every thread.
+type ThreadFilter struct {
+	Page string // only this page's threads
+	// Owner, when set, keeps the threads of this owner; OwnerApp with
+	// AppID "" keeps every other app's.
+	Owner *Owner
+	Tag   string // only threads carrying this tag
+	// IdleBefore, when set, keeps the threads whose last activity (the
+	// latest of LastUser, LastBot, LastOther) is before it.
+	IdleBefore  time.Time
+	DeadLetters bool // only threads with dead letters
+}
+
+// ThreadSummary is a listed thread with the sizes of its queue and of its
+// dead letters.
+type ThreadSummary struct {
+	Thread      Thread
+	Queued      int // events in its queue, decided ones waiting for delivery included
+	DeadLetters int
+}
+
+// ThreadLister pages through the stored threads, for ops. A page holds up
+// to limit threads matching f after cursor ("": from the first), and
+// the cursor of the next page ("": no more). A page may hold fewer than
+// limit threads while more follow: a lister bounds the threads it looks
+// at per page. A cursor a lister cannot read gets an error matching
+// ErrBadCursor.
+type ThreadLister interface {
+	ListThreads(ctx context.Context, f ThreadFilter, cursor string, limit int) ([]ThreadSummary, string, error)
+}
+
+// ErrBadCursor is returned for a ThreadLister cursor that is not one.
+var ErrBadCursor = errors.New("state: bad cursor")
+
 // Store is everything the pipeline needs from storage.
 type Store interface {
 	Queue
