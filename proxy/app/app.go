@@ -188,6 +188,7 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	disp.Store(a.disp)
+	a.metrics.RegisterOldestQueued(a.disp.OldestQueued)
 	// Workers stop before the store closes (teardown runs in reverse):
 	// calls in flight get shutdown_timeout, then are abandoned; what
 	// completed commits.

@@ -249,7 +249,10 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	buf := envelopes.Get().(*[]byte)
 	body := messenger.AppendEnvelope((*buf)[:0], &ev)
 	id := DeliveryID(pc.seq, pc.records[pc.sent])
+	sent := time.Now()
 	err := d.opts.Bot.Try(d.io, id, body)
+	m := &d.opts.Metrics.Operations
+	m.BotLatency.Observe(time.Since(sent).Seconds())
 	if cap(body) <= maxPooledEnvelope {
 		*buf = body
 		envelopes.Put(buf)
@@ -258,8 +261,10 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	switch {
 	case err == nil:
 		d.opts.Metrics.BotDelivered.Inc()
+		m.BotAttempts.WithLabelValues("ok").Inc()
 		pc.sent++
 	case errors.As(err, &rej):
+		m.BotAttempts.WithLabelValues("rejected").Inc()
 		if w.rejects++; w.rejects < d.opts.MaxRejects {
 			return err
 		}
@@ -267,6 +272,9 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 		d.log.Error("bot rejected event, set aside", zap.Stringer("thread", w.key), zap.String("delivery", id), zap.Error(err))
 		pc.markDead(deadRejected, err.Error())
 	default:
+		if d.io.Err() == nil {
+			m.BotAttempts.WithLabelValues("failed").Inc()
+		}
 		return err
 	}
 	pc.failing, pc.lastErr = time.Time{}, nil

@@ -111,6 +111,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 
 	final := out.thread
 	final.Key, final.Journal, final.Decided, final.Handled, final.HandledForward = q.Thread, nil, q.Seq, 0, false
+	d.observe(&th, &final, &ev, out.changes)
 	c := state.Completion{Thread: q.Thread, Seq: q.Seq, State: &final, Changes: out.changes, Arm: out.arm, Cancel: out.cancelled}
 	pc := &parcel{seq: q.Seq, events: out.deliver, enqueued: q.Enqueued}
 	switch {

@@ -7,6 +7,7 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -98,6 +99,13 @@ func TestDeadLettersReplayedOnline(t *testing.T) {
 		return len(r.deadLetters("u")) == 2 && r.bot.has("u", "third")
 	})
 	r.until("an empty queue", func() bool { return r.queued("u") == 0 })
+	var rejected dto.Metric
+	if err := r.d.opts.Metrics.BotAttempts.WithLabelValues("rejected").Write(&rejected); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := rejected.GetCounter().GetValue(), float64(2*forward.DefaultMaxRejects); got != want {
+		t.Errorf("baton_bot_delivery_attempts_total{outcome=\"rejected\"} = %v; want %v", got, want)
+	}
 	dead := r.deadLetters("u")
 	wantIDs := []string{DeliveryID(dead[0].Seq, dead[0].Records[0]), DeliveryID(dead[1].Seq, dead[1].Records[0])}
 
@@ -123,5 +131,23 @@ func TestDeadLettersReplayedOnline(t *testing.T) {
 	// Discard: nothing to do now, and no error.
 	if done, err := r.d.DiscardDeadLetters(context.Background(), key("u"), 0); err != nil || len(done) != 0 {
 		t.Errorf("discard with none left = %v, %v", done, err)
+	}
+}
+
+// A pass the platform refuses because another app owns the thread makes
+// Baton ask thread_owner and correct its record: one ownership repair.
+func TestARefusedPassCountsAnOwnershipRepair(t *testing.T) {
+	r := newRig(t, handoffPolicy, nil)
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "hello", r.clock.Now()))
+	r.until("the bot owns the thread", func() bool { return r.thread("u").Owner.Kind == state.OwnerBot })
+	r.graph.setOwner("u", agentApp) // the agent took it without Baton seeing
+	r.enqueue(text(t, messenger.Messaging, "u", "m2", "agent", r.clock.Now()))
+	r.until("the owner corrected", func() bool { return r.thread("u").Owner == state.Owner{Kind: state.OwnerApp, AppID: agentApp} })
+	var m dto.Metric
+	if err := r.d.opts.Metrics.OwnershipRepairs.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.GetCounter().GetValue(); got != 1 {
+		t.Errorf("baton_ownership_repairs_total = %v; want 1", got)
 	}
 }

@@ -159,6 +159,7 @@ type Client struct {
 	probeMin, probeMax time.Duration
 	clock              clock.Clock
 	log                *zap.Logger
+	metrics            *metrics.Metrics
 }
 
 // New validates opts, applies defaults and returns a Client. All problems
@@ -303,6 +304,7 @@ func New(opts Options) (*Client, error) {
 		probeMax:       opts.ProbeMax,
 		clock:          opts.Clock,
 		log:            opts.Logger.Named("graph"),
+		metrics:        opts.Metrics,
 	}
 	// Rate limits apply to a token, so pages sharing one share its backoff.
 	limits := make(map[string]*rateLimit, len(opts.Tokens))
@@ -503,14 +505,23 @@ func (c *Client) attempt(ctx context.Context, cl call, uri string) (answer, erro
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
+	sent := time.Now()
 	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+		c.metrics.GraphCall(cl.endpoint, -1, time.Since(sent))
 		return answer{}, newTransportError(cl.endpoint, err, c.redact)
 	}
+	took := time.Since(sent)
 	ans := answer{status: resp.StatusCode(), body: bytes.Clone(resp.Body())}
 	if ge := c.decodeError(cl.endpoint, ans); ge != nil {
 		ge.RegainAfter = regainAfter(resp.Header.Peek(HeaderBusinessUseCaseUsage))
+		code := ge.Code
+		if code <= 0 {
+			code = -2
+		}
+		c.metrics.GraphCall(cl.endpoint, code, took)
 		return ans, ge
 	}
+	c.metrics.GraphCall(cl.endpoint, 0, took)
 	return ans, nil
 }
 

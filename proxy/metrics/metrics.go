@@ -67,6 +67,8 @@ type Metrics struct {
 	// WithLabelValues hashes its labels on every call.
 	EventsAccepted, EventsDuplicate prometheus.Counter
 	BotDelivered, BotRejected       prometheus.Counter
+
+	Operations // ops.go
 }
 
 // StoreStats are the store's group-commit counters.
@@ -203,6 +205,7 @@ func NewWith(activeThreads, botWaiting func() float64) *Metrics {
 	reg.MustRegister(m.StoreRefused)
 	reg.MustRegister(m.StoreDiskFree)
 	reg.MustRegister(m.StoreDiskBytes)
+	m.Operations = newOperations(reg)
 	return m
 }
 
