@@ -261,10 +261,10 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 	switch {
 	case err == nil:
 		d.opts.Metrics.BotDelivered.Inc()
-		m.BotAttempts.WithLabelValues("ok").Inc()
+		m.BotAttemptOK.Inc()
 		pc.sent++
 	case errors.As(err, &rej):
-		m.BotAttempts.WithLabelValues("rejected").Inc()
+		m.BotAttemptRejected.Inc()
 		if w.rejects++; w.rejects < d.opts.MaxRejects {
 			return err
 		}
@@ -273,7 +273,7 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 		pc.markDead(deadRejected, err.Error())
 	default:
 		if d.io.Err() == nil {
-			m.BotAttempts.WithLabelValues("failed").Inc()
+			m.BotAttemptFailed.Inc()
 		}
 		return err
 	}

@@ -13,14 +13,16 @@ import (
 // thread's owner. No label takes its value from user input: endpoints are
 // Baton's own calls, codes are the Graph API's numbers.
 type Operations struct {
-	GraphCalls        *prometheus.CounterVec   // endpoint, code: ok | transport | http | the Graph error code
-	GraphLatency      *prometheus.HistogramVec // endpoint
-	BotAttempts       *prometheus.CounterVec   // outcome: ok | rejected | failed
-	BotLatency        prometheus.Histogram
-	FirstAgentReply   prometheus.Histogram
-	WithPeople        prometheus.Histogram
-	OwnershipRepairs  prometheus.Counter
-	oldestQueuedReady bool
+	GraphCalls       *prometheus.CounterVec   // endpoint, code: ok | transport | http | the Graph error code
+	GraphLatency     *prometheus.HistogramVec // endpoint
+	BotAttempts      *prometheus.CounterVec   // outcome: ok | rejected | failed
+	BotLatency       prometheus.Histogram
+	FirstAgentReply  prometheus.Histogram
+	WithPeople       prometheus.Histogram
+	OwnershipRepairs prometheus.Counter
+	// BotAttempts' children, looked up once: one is counted per POST.
+	BotAttemptOK, BotAttemptRejected, BotAttemptFailed prometheus.Counter
+	oldestQueuedReady                                  bool
 }
 
 // LatencyBuckets are the Graph API's and the bot's answer times: from a
@@ -59,6 +61,9 @@ func newOperations(reg *prometheus.Registry) Operations {
 			Name: "baton_ownership_repairs_total", Help: "Threads whose owner Baton corrected from the platform's answer (thread_owner, or a refused handover naming the owner).",
 		}),
 	}
+	o.BotAttemptOK = o.BotAttempts.WithLabelValues("ok")
+	o.BotAttemptRejected = o.BotAttempts.WithLabelValues("rejected")
+	o.BotAttemptFailed = o.BotAttempts.WithLabelValues("failed")
 	reg.MustRegister(o.GraphCalls, o.GraphLatency, o.BotAttempts, o.BotLatency, o.FirstAgentReply, o.WithPeople, o.OwnershipRepairs)
 	return o
 }
