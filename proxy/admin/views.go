@@ -1,0 +1,118 @@
+package admin
+
+import (
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/batonproxy/baton/proxy/dispatch"
+	"github.com/batonproxy/baton/proxy/messenger"
+	"github.com/batonproxy/baton/state"
+)
+
+// The JSON the API answers with. Times are RFC 3339 with nanoseconds and
+// left out when zero (omitzero).
+
+type threadView struct {
+	Page        string       `json:"page"`
+	User        string       `json:"user"`
+	Owner       string       `json:"owner"`                // bot, idle, unknown, app:ID
+	OwnerName   string       `json:"owner_name,omitempty"` // the app's name in the config, when it has one
+	Since       time.Time    `json:"since,omitzero"`
+	Reason      state.Reason `json:"reason"`
+	Tags        []string     `json:"tags"`
+	LastUser    time.Time    `json:"last_user,omitzero"`
+	LastBot     time.Time    `json:"last_bot,omitzero"`
+	LastOther   time.Time    `json:"last_other,omitzero"`
+	Queued      int          `json:"queued"`
+	DeadLetters int          `json:"dead_letters"`
+}
+
+func (s *Server) threadView(sum state.ThreadSummary) threadView {
+	t := &sum.Thread
+	v := threadView{
+		Page: t.Key.Page, User: t.Key.User, Owner: t.Owner.String(), Since: utc(t.Since), Reason: t.Reason,
+		Tags: t.Tags, LastUser: utc(t.LastUser), LastBot: utc(t.LastBot), LastOther: utc(t.LastOther),
+		Queued: sum.Queued, DeadLetters: sum.DeadLetters,
+	}
+	if t.Owner.Kind == state.OwnerApp {
+		v.OwnerName = s.appName[t.Owner.AppID]
+	}
+	if v.Tags == nil {
+		v.Tags = []string{}
+	}
+	return v
+}
+
+type timerView struct {
+	Kind string    `json:"kind"`
+	Due  time.Time `json:"due"`
+}
+
+// detailView answers GET /api/v1/threads/{page}/{user}. History is
+// state.Change as it marshals.
+type detailView struct {
+	Thread            threadView       `json:"thread"`
+	History           []state.Change   `json:"history"`
+	Timers            []timerView      `json:"timers"`
+	Queued            int              `json:"queued"`
+	PendingDeliveries int              `json:"pending_deliveries"`
+	DeadLetters       []deadLetterView `json:"dead_letters"`
+}
+
+// deadLetterView is a dead letter without its records' contents (users'
+// messages): the delivery ids and kinds find them, `baton dlq list
+// --json` offline shows them. An item that holds several events (a
+// batch the bot refused in part) has their delivery ids comma-separated.
+type deadLetterView struct {
+	Page       string    `json:"page"`
+	User       string    `json:"user"`
+	Seq        uint64    `json:"seq"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at,omitzero"`
+	Enqueued   time.Time `json:"enqueued,omitzero"`
+	DeliveryID string    `json:"delivery_id"`
+	Kinds      []string  `json:"kinds"`
+}
+
+func deadLetterViews(list []state.DeadLetter) []deadLetterView {
+	out := make([]deadLetterView, 0, len(list))
+	for _, d := range list {
+		v := deadLetterView{Page: d.Thread.Page, User: d.Thread.User, Seq: d.Seq, Reason: d.Reason,
+			At: utc(d.At), Enqueued: utc(d.Enqueued), Kinds: make([]string, 0, len(d.Records))}
+		ids := make([]string, 0, len(d.Records))
+		for _, r := range d.Records {
+			ids = append(ids, dispatch.DeliveryID(d.Seq, r))
+			v.Kinds = append(v.Kinds, eventKind(r))
+		}
+		v.DeliveryID = strings.Join(ids, ",")
+		out = append(out, v)
+	}
+	return out
+}
+
+// eventKind names what a record holds, without its text.
+func eventKind(record []byte) string {
+	ev, err := messenger.DecodeRecord(record)
+	if err != nil {
+		return "unreadable"
+	}
+	return ev.Kind.String()
+}
+
+func timerViews(timers []state.Timer) []timerView {
+	out := make([]timerView, 0, len(timers))
+	for _, t := range timers {
+		out = append(out, timerView{Kind: t.Kind, Due: utc(t.Due)})
+	}
+	slices.SortFunc(out, func(a, b timerView) int { return a.Due.Compare(b.Due) })
+	return out
+}
+
+// utc shows a time in UTC; the zero time stays zero.
+func utc(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC()
+}
