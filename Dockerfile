@@ -8,7 +8,8 @@
 # the policy files it names (relative paths resolve against it) at
 # /etc/baton, pass the secrets it refers to as ${VARS} in the environment,
 # and keep /var/lib/baton on a volume that serves this one Baton process
-# only. testdata/examples/ has a Kubernetes and a compose setup.
+# only (data_dir: /var/lib/baton, or a directory below it).
+# testdata/examples/ has a Kubernetes and a compose setup.
 
 # Build stage: the exact Go release go.mod names (no toolchain download),
 # pinned by digest as well.

@@ -258,7 +258,10 @@ type configMapProjection struct {
 }
 
 type volume struct {
-	Name      string               `yaml:"name"`
+	Name                  string `yaml:"name"`
+	PersistentVolumeClaim *struct {
+		ClaimName string `yaml:"claimName"`
+	} `yaml:"persistentVolumeClaim"`
 	ConfigMap *configMapProjection `yaml:"configMap"`
 	Projected *struct {
 		Sources []struct {
@@ -381,18 +384,19 @@ func TestKubernetesOneBatonOnItsOwnVolume(t *testing.T) {
 		t.Fatalf("%d volumeClaimTemplates; want one, for the data directory", len(s.Spec.VolumeClaimTemplates))
 	}
 	claim := s.Spec.VolumeClaimTemplates[0].Metadata.Name
-	mounted := false
+	var paths []string
 	for _, m := range c.VolumeMounts {
-		if m.MountPath == ex.cfg.DataDir {
-			mounted = true
-			if m.Name != claim || m.ReadOnly || m.SubPath != "" {
-				t.Errorf("data_dir %s is mounted from %q (read-only %v, subPath %q); want the claim %q, writable, whole",
-					ex.cfg.DataDir, m.Name, m.ReadOnly, m.SubPath, claim)
-			}
-		}
+		paths = append(paths, m.MountPath)
 	}
-	if !mounted {
-		t.Errorf("nothing is mounted at data_dir %s", ex.cfg.DataDir)
+	at, ok := mountOf(ex.cfg.DataDir, paths)
+	if !ok {
+		t.Errorf("no volume is mounted at data_dir %s or above it", ex.cfg.DataDir)
+	}
+	for _, m := range c.VolumeMounts {
+		if ok && m.MountPath == at && (m.Name != claim || m.ReadOnly || m.SubPath != "") {
+			t.Errorf("data_dir %s is on %q (read-only %v, subPath %q); want the claim %q, writable, whole",
+				ex.cfg.DataDir, m.Name, m.ReadOnly, m.SubPath, claim)
+		}
 	}
 
 	// The pod runs as the image's user, and the volume is made its own.
@@ -613,6 +617,66 @@ func TestKubernetesProbesAndPorts(t *testing.T) {
 	}
 }
 
+// TestKubernetesRestore checks the restore recipe: a one-off pod that
+// runs baton restore into data_dir on a new claim with the name the
+// StatefulSet's pod uses, so Baton starts on what was restored.
+func TestKubernetesRestore(t *testing.T) {
+	ex, k := loadExample(t), loadKube(t)
+	s, _ := k.baton(t)
+	file := examplesDir + "/kubernetes/restore/restore.yaml"
+	var claims []string
+	var pod struct {
+		Spec podSpec `yaml:"spec"`
+	}
+	for i, doc := range yamlDocs(t, file) {
+		var o object
+		decode(t, doc, &o, file, i)
+		switch o.Kind {
+		case "PersistentVolumeClaim":
+			claims = append(claims, o.Metadata.Name)
+		case "Pod":
+			decode(t, doc, &pod, file, i)
+		}
+	}
+	var stsName string // the one (k.baton checked)
+	for name := range k.statefulSets {
+		stsName = name
+	}
+	want := s.Spec.VolumeClaimTemplates[0].Metadata.Name + "-" + stsName + "-0"
+	if !slices.Contains(claims, want) {
+		t.Errorf("the recipe creates claims %v; the StatefulSet's pod uses %s", claims, want)
+	}
+	if len(pod.Spec.Containers) != 1 {
+		t.Fatalf("the restore pod has %d containers; want 1", len(pod.Spec.Containers))
+	}
+	c := pod.Spec.Containers[0]
+	if len(c.Args) == 0 || c.Args[0] != "restore" || flagValue(c.Args, "--data-dir") != ex.cfg.DataDir {
+		t.Errorf("the restore pod runs %q; want restore --data-dir %s", c.Args, ex.cfg.DataDir)
+	}
+	var paths []string
+	for _, m := range c.VolumeMounts {
+		paths = append(paths, m.MountPath)
+	}
+	at, ok := mountOf(ex.cfg.DataDir, paths)
+	if !ok {
+		t.Fatalf("the restore pod mounts nothing at data_dir %s or above it", ex.cfg.DataDir)
+	}
+	for _, m := range c.VolumeMounts {
+		if m.MountPath != at {
+			continue
+		}
+		for _, v := range pod.Spec.Volumes {
+			if v.Name == m.Name && (v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != want) {
+				t.Errorf("the restore pod's data volume is not the claim %s", want)
+			}
+		}
+	}
+	uid, gid := dockerUser(t, parseDockerfile(t))
+	if sc := pod.Spec.SecurityContext; sc.RunAsUser == nil || *sc.RunAsUser != uid || sc.FSGroup == nil || *sc.FSGroup != gid {
+		t.Errorf("the restore pod does not run as the image's user %d with fsGroup %d, which Baton must be able to write as", uid, gid)
+	}
+}
+
 // containerPort resolves a probe's or Service's port (a name or a number)
 // against the container's ports.
 func containerPort(t *testing.T, c container, n *yaml.Node) int {
@@ -703,12 +767,15 @@ func TestCompose(t *testing.T) {
 		t.Errorf("the config directory comes from %s, not from testdata/examples/config", src)
 	}
 
-	// The data directory is a named volume, which starts as the image's
-	// directory, owned by its non-root user.
-	vol, ok := mounts[ex.cfg.DataDir]
+	// The data directory is on a named volume, which starts as the
+	// image's directory, owned by its non-root user.
+	at, ok := mountOf(ex.cfg.DataDir, slices.Collect(maps.Keys(mounts)))
+	vol := mounts[at]
 	switch {
 	case !ok:
-		t.Errorf("nothing is mounted at data_dir %s", ex.cfg.DataDir)
+		t.Errorf("no volume is mounted at data_dir %s or above it", ex.cfg.DataDir)
+	case at != dockerVolume(t, df):
+		t.Errorf("data_dir's volume is mounted at %s; the image's VOLUME, owned by its user, is %s", at, dockerVolume(t, df))
 	case strings.HasPrefix(vol, ".") || strings.HasPrefix(vol, "/") || strings.HasPrefix(vol, "~"):
 		t.Errorf("data_dir is the bind mount %s; want a named volume", vol)
 	default:
@@ -854,6 +921,23 @@ func dockerUser(t *testing.T, df []instruction) (uid, gid int) {
 	return uid, gid
 }
 
+// dockerVolume returns the final stage's one VOLUME.
+func dockerVolume(t *testing.T, df []instruction) string {
+	t.Helper()
+	var vols []string
+	for _, in := range finalStage(df) {
+		if in.cmd == "VOLUME" {
+			if err := json.Unmarshal([]byte(in.args), &vols); err != nil {
+				vols = strings.Fields(in.args)
+			}
+		}
+	}
+	if len(vols) != 1 {
+		t.Fatalf("VOLUME %q; want one, for the data", vols)
+	}
+	return vols[0]
+}
+
 // dockerConfigPath returns the --config of the image's CMD.
 func dockerConfigPath(t *testing.T, df []instruction) string {
 	t.Helper()
@@ -943,12 +1027,19 @@ func TestDockerfile(t *testing.T) {
 	if !has("ENV", "GOMEMLIMIT=") {
 		t.Error("GOMEMLIMIT is not set")
 	}
-	if !has("VOLUME", ex.cfg.DataDir) {
-		t.Errorf("no VOLUME for data_dir %s", ex.cfg.DataDir)
+	vol := dockerVolume(t, df)
+	if _, ok := mountOf(ex.cfg.DataDir, []string{vol}); !ok {
+		t.Errorf("data_dir %s is not on the image's VOLUME %s", ex.cfg.DataDir, vol)
 	}
-	// The data directory is the user's, so a new named volume is writable.
-	if !has("COPY", "--chown="+strconv.Itoa(uid)+":"+strconv.Itoa(gid)) || !has("COPY", " "+ex.cfg.DataDir) {
-		t.Errorf("%s is not created owned by %d:%d", ex.cfg.DataDir, uid, gid)
+	// The volume's directory is the user's, so a new named volume is
+	// writable.
+	owned := false
+	for _, in := range final {
+		f := strings.Fields(in.args)
+		owned = owned || (in.cmd == "COPY" && slices.Contains(f, "--chown="+strconv.Itoa(uid)+":"+strconv.Itoa(gid)) && f[len(f)-1] == vol)
+	}
+	if !owned {
+		t.Errorf("%s is not created owned by %d:%d", vol, uid, gid)
 	}
 	for _, p := range []string{ex.cfg.Listen, ex.cfg.Admin.Listen} {
 		exposed := false
@@ -1127,6 +1218,18 @@ func port(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// mountOf returns the mount point, of those given, that dir is on: the
+// longest that is dir or one of its parents.
+func mountOf(dir string, mountPoints []string) (string, bool) {
+	best := ""
+	for _, m := range mountPoints {
+		if (dir == m || strings.HasPrefix(dir, strings.TrimSuffix(m, "/")+"/")) && len(m) > len(best) {
+			best = m
+		}
+	}
+	return best, best != ""
 }
 
 func flagValue(args []string, name string) string {
