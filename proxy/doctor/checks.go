@@ -127,14 +127,14 @@ func (d *doctor) checkDefaultApp(ctx context.Context, page, token string) (r res
 		r.status, r.detail = OK, fmt.Sprintf("app %s is the default app", d.cfg.App.ID)
 		return r, others
 	}
-	if ge := asGraphError(err); ge != nil && !ge.transient() {
+	if ge := asGraphError(err); ge != nil && ge.permission() {
 		r.status = Fail
 		r.detail = fmt.Sprintf("app %s is not the default app: %s refused: %s", d.cfg.App.ID, edgeSecondaryReceivers, ge.Error())
 		r.fix = d.defaultAppFix(page) + ", so that new and idle conversations reach the bot"
 		return r, nil
 	}
 	r.status, r.detail = Warn, "could not be checked: "+err.Error()
-	r.fix = "run doctor again once the Graph API answers"
+	r.fix = fmt.Sprintf("check in page %s's settings (Advanced messaging, Conversation Routing) that app %s is the default app", page, d.cfg.App.ID)
 	return r, nil
 }
 
@@ -170,7 +170,10 @@ func (d *doctor) checkTake(ctx context.Context, page, token string) result {
 		r.status, r.detail = OK, fmt.Sprintf("app %s may take control (the probe was refused only its made-up recipient)", d.cfg.App.ID)
 	default:
 		r.status, r.detail = Warn, "could not be checked: "+err.Error()
-		r.fix = "run doctor again once the Graph API answers"
+		r.fix = fmt.Sprintf("check in page %s's settings (Advanced messaging) that app %s may take control of conversations", page, d.cfg.App.ID)
+		if ge == nil || ge.transient() {
+			r.fix = "run doctor again once the Graph API answers"
+		}
 	}
 	return r
 }
@@ -187,7 +190,7 @@ func (d *doctor) checkWebhookFields(ctx context.Context, page, token string) res
 	}
 	if err != nil {
 		r.status, r.detail = Warn, "could not be read: "+err.Error()
-		if ge := asGraphError(err); ge != nil && !ge.transient() {
+		if ge := asGraphError(err); ge != nil && ge.permission() {
 			r.status = Fail
 			r.fix = fmt.Sprintf("give page %s's token the pages_manage_metadata permission so the subscription can be read, then run doctor again", page)
 		}
@@ -240,7 +243,7 @@ func (d *doctor) checkApps(page string, others []appRef) result {
 	}
 	sort.Strings(names)
 	if len(names) == 0 {
-		r.status, r.detail = OK, "apps: names no other app"
+		r.status, r.detail = OK, "no other app is named in apps:"
 		return r
 	}
 	if others == nil {

@@ -425,6 +425,25 @@ func TestBrokenSetUps(t *testing.T) {
 			},
 		},
 		{
+			// Answers that say nothing about the set-up are warnings.
+			name: "rate-limited, or an edge the API no longer has",
+			setup: func(*testing.T) setup {
+				return setup{before: func(p *sandbox.Platform) {
+					p.FailNext("subscribed_apps", 400, 613, 0, 1)
+					p.FailNext("secondary_receivers", 400, 100, 0, 1)
+					p.FailNext("take_thread_control", 503, 2, 0, 1)
+				}}
+			},
+			expect: []expect{
+				{pageName("webhook fields", page1), "warn", "could not be read", ""},
+				{pageName("default app", page1), "warn", "could not be checked", "that app " + botID + " is the default app"},
+				{pageName("take control", page1), "warn", "could not be checked", "run doctor again"},
+				{pageName("apps", page1), "warn", "could not be listed", ""},
+				{pageName("webhook fields", page2), "ok", "", ""},
+			},
+			ok: true,
+		},
+		{
 			name:   "bot down",
 			setup:  func(t *testing.T) setup { return setup{botURL: closedURL(t)} },
 			expect: []expect{{"bot url", "FAIL", "does not answer", "start the bot, or correct bot.url"}},

@@ -70,6 +70,11 @@ func (e *graphError) tokenRejected() bool {
 	return false
 }
 
+// permission reports a refusal for want of a right: code 10 and the
+// permission codes 200 to 299. Other refusals (an unknown path or field,
+// a bad parameter) say more about the request than about the set-up.
+func (e *graphError) permission() bool { return e.Code == 10 || e.Code >= 200 && e.Code <= 299 }
+
 // transient reports an answer that says nothing about the set-up: the
 // API was down or rate-limited, so a check cannot conclude from it.
 func (e *graphError) transient() bool {
