@@ -1,10 +1,11 @@
 package main
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 const testdata = "../../testdata"
@@ -71,15 +72,17 @@ bot: {url: "http://127.0.0.1:3000/webhook"}
 	}
 }
 
+// Flags may stand among the arguments, so "baton check a.yaml --apps
+// inbox=1" works as typed; "--" ends the flags.
 func TestParseArgs(t *testing.T) {
 	var sf sourceFlags
-	fs := flag.NewFlagSet("test", flag.ContinueOnError)
-	sf.register(fs)
-	rest, err := parseArgs(fs, []string{"a.yaml", "--policy", "b.yaml", "c.yaml", "--apps", "x=1", "--", "--d.yaml"})
-	if err != nil {
+	c := &cobra.Command{Use: "test"}
+	sf.register(c)
+	if err := c.ParseFlags([]string{"a.yaml", "--policy", "b.yaml", "c.yaml", "--apps", "x=1", "--", "--d.yaml"}); err != nil {
 		t.Fatal(err)
 	}
-	if got := []string(sf.policies); len(got) != 1 || got[0] != "b.yaml" || sf.apps != "x=1" {
+	rest := c.Flags().Args()
+	if got := sf.policies; len(got) != 1 || got[0] != "b.yaml" || sf.apps != "x=1" {
 		t.Errorf("flags: policies %q, apps %q", got, sf.apps)
 	}
 	if len(rest) != 3 || rest[0] != "a.yaml" || rest[1] != "c.yaml" || rest[2] != "--d.yaml" {

@@ -1,13 +1,21 @@
-// Package cli implements Baton's offline ops commands: `baton check`
-// (validate policy files, for CI), `baton explain` (which rule an event
-// matches, and why) and `baton replay` (run policy files over recorded
-// traffic). cmd/baton parses the flags and calls these; they write to the
-// writers they are given and return the process exit code, so tests run
-// them like the binary without starting one.
+// Package cli implements Baton's ops commands; cmd/baton defines the
+// commands and their flags and calls these.
 //
-// They judge events exactly as the running proxy does, through
-// dispatch.PolicyInput and policies.Set.Evaluate, and never touch the
-// network, the database or production secrets.
+// The offline ones work without a running Baton: `baton check` (validate
+// policy files, for CI), `baton explain` (which rule an event matches, and
+// why), `baton replay` (run policy files over recorded traffic), `baton
+// dlq --offline` (a stopped Baton's dead letters) and `baton restore`
+// (load a backup into a new data directory). They judge events exactly as
+// the running proxy does, through dispatch.PolicyInput and
+// policies.Set.Evaluate, and never touch the network or production
+// secrets.
+//
+// The others ask a running Baton over its admin API (Client): threads,
+// thread, take, pass, release, dlq, backup and healthcheck.
+//
+// Commands write to the writers they are given and return an error (a
+// usage problem wraps ErrUsage) or the process exit code, so tests run
+// them like the binary without starting one.
 package cli
 
 import (

@@ -3,8 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -21,93 +19,56 @@ import (
 	"github.com/batonproxy/baton/state/badgerstore"
 )
 
-// Unlike the other commands here, dlq opens Baton's database: it is the
-// offline form of what an admin API will serve on a running Baton, and
-// works on a stopped Baton's data directory (Badger allows one process).
-
-const dlqUsage = `usage:
-  baton dlq list    [--config baton.yaml] [--thread PAGE/USER [--seq N]] [--json]
-  baton dlq replay  [--config baton.yaml] (--thread PAGE/USER [--seq N] | --all)
-  baton dlq discard [--config baton.yaml] (--thread PAGE/USER [--seq N] | --all)
-
-Dead letters are events Baton set aside so that their thread could go on:
+// DLQHelp explains dead letters and the dlq commands; `baton dlq --help`
+// shows it.
+const DLQHelp = `Dead letters are events Baton set aside so that their thread could go on:
 the bot refused them (a 4xx, five times), kept failing past
 bot.retry_budget, or they could not be read. list shows them, oldest
 first in each thread. replay puts them back in their thread's queue, in
 their original order and with their delivery ids (X-Baton-Delivery-Id);
-only the delivery happens again, never the rules, and Baton delivers them
-to the bot when it starts. discard deletes them. Both say so in the
-thread's history.
+only the delivery happens again, never the rules. discard deletes them.
+Both say so in the thread's history.
 
-dlq works on the data directory (data_dir in the config): stop Baton
-first. Nothing is asked interactively.
-`
+By default dlq asks a running Baton, over its admin API (--admin, --token).
+With --offline (or --config) it works on the data directory (data_dir in
+the config) of a stopped Baton instead, which delivers replayed events to
+the bot when it starts. Nothing is asked interactively.
 
-// DLQ runs `baton dlq` with its arguments (the subcommand first) and
-// returns the exit code.
-func DLQ(args []string, out, errOut io.Writer, env func(string) (string, bool)) int {
-	if len(args) == 0 {
-		fmt.Fprint(errOut, dlqUsage)
-		return ExitUsage
-	}
-	sub := args[0]
-	switch sub {
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(out, dlqUsage)
-		return ExitOK
-	case "list", "replay", "discard":
-	default:
-		fmt.Fprintf(errOut, "baton dlq: unknown subcommand %q\n%s", sub, dlqUsage)
-		return ExitUsage
-	}
-	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
-	fs.SetOutput(errOut)
-	path := fs.String("config", "baton.yaml", "baton.yaml: its data_dir holds the dead letters")
-	thread := fs.String("thread", "", "one thread: PAGE/USER, as list prints it")
-	var seq uint64
-	var all, asJSON bool
-	fs.Uint64Var(&seq, "seq", 0, "with --thread: only the dead letter with this sequence number")
-	if sub == "list" {
-		fs.BoolVar(&asJSON, "json", false, "print JSON (every field, the events included) instead of a table")
-	} else {
-		fs.BoolVar(&all, "all", false, "every dead letter of every thread")
-	}
-	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), "%s\nflags of baton dlq %s:\n", dlqUsage, sub)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(out)
-			fs.Usage()
-			return ExitOK
-		}
-		return ExitUsage
-	}
-	sel, err := selection(sub, *thread, seq, all, fs.Args())
+  baton dlq list    [--thread PAGE/USER [--seq N]] [--json]
+  baton dlq replay  (--thread PAGE/USER [--seq N] | --all)
+  baton dlq discard (--thread PAGE/USER [--seq N] | --all)`
+
+// DLQRequest is one dlq command, its flags parsed.
+type DLQRequest struct {
+	Action string // list, replay or discard
+	Thread string // PAGE/USER; "" for every thread
+	Seq    uint64 // with Thread: only this dead letter
+	All    bool   // replay, discard: every thread's (list lists all without Thread)
+	JSON   bool   // list: JSON instead of a table
+}
+
+// DLQOffline runs a dlq command on the data directory of a stopped Baton,
+// the one the config at path names. Unlike the other commands here it
+// opens Baton's database (Badger allows one process); now is the time the
+// thread histories record.
+func DLQOffline(ctx context.Context, out io.Writer, path string, env func(string) (string, bool), now time.Time, req DLQRequest) error {
+	sel, err := req.selection()
 	if err != nil {
-		fmt.Fprintf(errOut, "baton dlq %s: %v\n", sub, err)
-		return ExitUsage
+		return err
 	}
-	store, err := openStore(*path, env)
+	store, err := openStore(path, env)
 	if err != nil {
-		fmt.Fprintf(errOut, "baton dlq %s: %v\n", sub, err)
-		return ExitFail
+		return err
 	}
-	ctx := context.Background()
-	if sub == "list" {
-		err = list(ctx, out, store, sel, asJSON)
+	if req.Action == "list" {
+		err = list(ctx, out, store, sel, req.JSON)
 	} else {
-		err = change(ctx, out, store, sel, sub == "replay")
+		err = change(ctx, out, store, sel, req.Action == "replay", now)
 	}
 	if cerr := store.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("closing the data directory: %w", cerr)
 	}
-	if err != nil {
-		fmt.Fprintf(errOut, "baton dlq %s: %v\n", sub, err)
-		return ExitFail
-	}
-	return ExitOK
+	return err
 }
 
 // selected is what a dlq command works on: one thread (and maybe one of
@@ -117,33 +78,37 @@ type selected struct {
 	seq    uint64
 }
 
-func selection(sub, thread string, seq uint64, all bool, rest []string) (selected, error) {
+// selection checks the request's flags; a problem wraps ErrUsage.
+func (r DLQRequest) selection() (selected, error) {
 	switch {
-	case len(rest) > 0:
-		return selected{}, fmt.Errorf("unexpected argument %q (flags name what to work on)", rest[0])
-	case all && thread != "":
-		return selected{}, errors.New("--all and --thread exclude each other")
-	case seq != 0 && thread == "":
-		return selected{}, errors.New("--seq needs --thread")
-	case sub != "list" && !all && thread == "":
-		return selected{}, errors.New("say which dead letters: --thread PAGE/USER (and --seq N for one), or --all")
-	case thread == "":
+	case r.Action != "list" && r.Action != "replay" && r.Action != "discard":
+		return selected{}, fmt.Errorf("%w: unknown dlq subcommand %q", ErrUsage, r.Action)
+	case r.All && r.Thread != "":
+		return selected{}, fmt.Errorf("%w: --all and --thread exclude each other", ErrUsage)
+	case r.Seq != 0 && r.Thread == "":
+		return selected{}, fmt.Errorf("%w: --seq needs --thread", ErrUsage)
+	case r.Action != "list" && !r.All && r.Thread == "":
+		return selected{}, fmt.Errorf("%w: say which dead letters: --thread PAGE/USER (and --seq N for one), or --all", ErrUsage)
+	case r.Thread == "":
 		return selected{}, nil
 	}
-	k, err := ParseThread(thread)
+	k, err := ParseThread(r.Thread)
 	if err != nil {
-		return selected{}, err
+		return selected{}, fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	return selected{thread: &k, seq: seq}, nil
+	return selected{thread: &k, seq: r.Seq}, nil
 }
 
 // ParseThread reads a thread as `baton dlq list` prints it: the page id, a
 // slash, and the user's id (which may be empty for page-level events, or
 // "ref:..." for a checkbox opt-in).
-func ParseThread(s string) (state.ThreadKey, error) {
+func ParseThread(s string) (state.ThreadKey, error) { return parseThread(s, "--thread") }
+
+// parseThread is ParseThread; name is what the error calls the argument.
+func parseThread(s, name string) (state.ThreadKey, error) {
 	page, user, ok := strings.Cut(s, "/")
 	if !ok || page == "" || strings.TrimSpace(s) != s || !utf8.ValidString(s) {
-		return state.ThreadKey{}, fmt.Errorf("--thread %q: want PAGE/USER, the page id, a slash and the user's id, as dlq list prints them", s)
+		return state.ThreadKey{}, fmt.Errorf("%s %q: want PAGE/USER, the page id, a slash and the user's id, as dlq list prints them", name, s)
 	}
 	return state.ThreadKey{Page: page, User: user}, nil
 }
@@ -180,35 +145,54 @@ func list(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel s
 	if asJSON {
 		return writeJSON(out, dead)
 	}
-	if len(dead) == 0 {
-		fmt.Fprintln(out, "no dead letters")
-		return nil
+	rows := make([]deadRow, 0, len(dead))
+	for _, d := range dead {
+		row := deadRow{thread: d.Thread.String(), seq: d.Seq, enqueued: d.Enqueued, at: d.At, reason: d.Reason}
+		for _, r := range d.Records {
+			row.ids = append(row.ids, dispatch.DeliveryID(d.Seq, r))
+			row.kinds = append(row.kinds, eventKind(r))
+		}
+		rows = append(rows, row)
+	}
+	return printDeadLetters(out, rows)
+}
+
+// deadRow is a dead letter as the list table shows it.
+type deadRow struct {
+	thread       string
+	seq          uint64
+	ids, kinds   []string
+	enqueued, at time.Time
+	reason       string
+}
+
+// printDeadLetters prints the list table, rows in thread order, and a
+// count of dead letters and threads.
+func printDeadLetters(out io.Writer, rows []deadRow) error {
+	if len(rows) == 0 {
+		_, err := fmt.Fprintln(out, "no dead letters")
+		return err
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "THREAD\tSEQ\tDELIVERY ID\tENQUEUED\tSET ASIDE\tEVENT\tREASON")
 	threads := 0
-	for i, d := range dead {
-		if i == 0 || d.Thread != dead[i-1].Thread {
+	for i, d := range rows {
+		if i == 0 || d.thread != rows[i-1].thread {
 			threads++
 		}
-		var ids, kinds []string
-		for _, r := range d.Records {
-			ids = append(ids, dispatch.DeliveryID(d.Seq, r))
-			kinds = append(kinds, eventKind(r))
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.Thread, d.Seq, strings.Join(ids, ","), stamp(d.Enqueued),
-			stamp(d.At), strings.Join(kinds, ","), oneLine(d.Reason, 100))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\n", d.thread, d.seq, strings.Join(d.ids, ","), stamp(d.enqueued),
+			stamp(d.at), strings.Join(d.kinds, ","), oneLine(d.reason, 100))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "%s in %s\n", plural(len(dead), "dead letter", "dead letters"), plural(threads, "thread", "threads"))
+	_, err := fmt.Fprintf(out, "%s in %s\n", plural(len(rows), "dead letter", "dead letters"), plural(threads, "thread", "threads"))
 	return err
 }
 
 // change replays or discards the selected dead letters, thread by thread
 // (each thread's atomically), and prints what it did.
-func change(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel selected, replay bool) error {
+func change(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel selected, replay bool, at time.Time) error {
 	verb, fn := "discarded", store.DiscardDeadLetters
 	if replay {
 		verb, fn = "replayed", store.ReplayDeadLetters
@@ -227,7 +211,6 @@ func change(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel
 			}
 		}
 	}
-	at := now()
 	items, touched := 0, 0
 	for _, k := range threads {
 		done, err := fn(ctx, k, sel.seq, at)
@@ -242,6 +225,16 @@ func change(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel
 			return err
 		}
 	}
+	suffix := ""
+	if replay {
+		suffix = "; Baton delivers them to the bot when it starts"
+	}
+	return changed(out, verb, items, touched, sel, suffix)
+}
+
+// changed ends a replay or discard: the count of what was done (suffix
+// after it), or why nothing was.
+func changed(out io.Writer, verb string, items, threads int, sel selected, suffix string) error {
 	switch {
 	case items == 0 && sel.thread == nil:
 		fmt.Fprintln(out, "no dead letters")
@@ -250,11 +243,7 @@ func change(ctx context.Context, out io.Writer, store state.DeadLetterStore, sel
 	case items == 0:
 		return fmt.Errorf("thread %s has no dead letters", sel.thread)
 	default:
-		fmt.Fprintf(out, "%s %s in %s", verb, plural(items, "dead letter", "dead letters"), plural(touched, "thread", "threads"))
-		if replay {
-			fmt.Fprint(out, "; Baton delivers them to the bot when it starts")
-		}
-		fmt.Fprintln(out)
+		fmt.Fprintf(out, "%s %s in %s%s\n", verb, plural(items, "dead letter", "dead letters"), plural(threads, "thread", "threads"), suffix)
 	}
 	return nil
 }
