@@ -330,7 +330,7 @@ func (d *doctor) checkClock() result {
 		r.fix = "synchronise this host's clock (NTP: chrony, systemd-timesyncd); Baton's timeouts, control expiry and the messaging window use it"
 		return r
 	}
-	r.status, r.detail = OK, fmt.Sprintf("within %s of the Graph API's (%s %s)", d.maxSkew, abs, dir)
+	r.status, r.detail = OK, fmt.Sprintf("within %s of the Graph API's (off by %s)", d.maxSkew, abs)
 	return r
 }
 
