@@ -58,6 +58,7 @@ func TestEveryCommandHasHelp(t *testing.T) {
 		{"", []string{"Running Baton:", "serve", "threads", "completion"}},
 		{"serve", []string{"--config"}},
 		{"demo", []string{"-v, --verbose"}},
+		{"doctor", []string{"--config"}},
 		{"bench", []string{"--reps", "--quick", "--out FILE"}},
 		{"bench-child", []string{"--kind"}},
 		{"check", []string{"[FILE...]", "--apps NAME=ID,..."}},
@@ -130,6 +131,7 @@ func TestErrorsAndExitCodes(t *testing.T) {
 		{[]string{"threads", "--admin", "ftp://x"}, 2, "want http://HOST:PORT"},
 		{[]string{"threads", "--limit", "-1", "--admin", "127.0.0.1:1"}, 2, "--limit -1"},
 		{[]string{"serve", "--config", filepath.Join(os.TempDir(), "no-such-baton.yaml")}, 1, "baton: "},
+		{[]string{"doctor", "--config", filepath.Join(os.TempDir(), "no-such-baton.yaml")}, 2, "baton: "},
 	}
 	for _, tt := range tests {
 		got := runBaton(tt.args...)

@@ -1,13 +1,14 @@
 // Command baton runs the Baton webhook proxy (serve), a self-contained
-// demonstration (demo), the offline commands on policy files (check,
-// explain, replay) and on a stopped Baton's data (dlq --offline, restore),
-// and the commands that ask a running Baton over its admin API (threads,
-// thread, take, pass, release, dlq, backup, healthcheck).
+// demonstration (demo), a check of a live set-up (doctor), the offline
+// commands on policy files (check, explain, replay) and on a stopped
+// Baton's data (dlq --offline, restore), and the commands that ask a
+// running Baton over its admin API (threads, thread, take, pass, release,
+// dlq, backup, healthcheck).
 //
 // It only defines the commands and their flags (with cobra, for
 // subcommands, --help on every command and shell completion) and turns
 // signals into context cancellation and reloads; the work happens in
-// proxy/app, proxy/demo, proxy/bench and proxy/cli.
+// proxy/app, proxy/demo, proxy/doctor, proxy/bench and proxy/cli.
 package main
 
 import (
@@ -141,7 +142,7 @@ func newRoot(e *env) *cobra.Command {
 			root.AddCommand(c)
 		}
 	}
-	add(groupRun, serveCmd(e), demoCmd(e), benchCmd(e), benchChildCmd(e))
+	add(groupRun, serveCmd(e), demoCmd(e), doctorCmd(e), benchCmd(e), benchChildCmd(e))
 	add(groupPolicies, checkCmd(e), explainCmd(e), replayCmd(e))
 	add(groupAdmin, threadsCmd(e), threadCmd(e), opCmd(e, "take"), passCmd(e), opCmd(e, "release"),
 		dlqCmd(e), backupCmd(e), healthcheckCmd(e))

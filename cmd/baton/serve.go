@@ -22,6 +22,7 @@ import (
 	"github.com/batonproxy/baton/proxy/bench"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
+	"github.com/batonproxy/baton/proxy/doctor"
 )
 
 func serveCmd(e *env) *cobra.Command {
@@ -82,6 +83,42 @@ func serve(e *env, path string) error {
 		return exitCode(1)
 	}
 	return nil
+}
+
+func doctorCmd(e *env) *cobra.Command {
+	var path string
+	c := &cobra.Command{
+		Use:   "doctor [--config baton.yaml]",
+		Short: "Check a live set-up through the Graph API and print a checklist with fixes",
+		Long: `Check a live set-up through the Graph API and print a checklist, with a
+fix under each failure: each page's token, its messaging features, that
+Baton's app is the page's default app and may take control, the webhook
+fields, the apps named in the config, the bot's URL and the clock.
+
+It needs the config's secrets (the page tokens), like serve. Exit 0 when
+every check passed, 1 when one failed, 2 when doctor could not run.`,
+		Args: noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			cfg, err := config.Load(path, e.lookup)
+			if err != nil {
+				fmt.Fprintf(e.stderr, "baton: %v\n", err)
+				return exitCode(2)
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			ok, err := doctor.Run(ctx, doctor.Options{Config: cfg, Out: e.stdout})
+			switch {
+			case err != nil:
+				fmt.Fprintf(e.stderr, "baton: %v\n", err)
+				return exitCode(2)
+			case !ok:
+				return exitCode(1)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&path, "config", "baton.yaml", "path of the configuration file")
+	return c
 }
 
 func jsonLogger(level zapcore.Level) (*zap.Logger, error) {
