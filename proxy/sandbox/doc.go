@@ -43,6 +43,13 @@
 //     injected clock) unless extended, up to 7 days.
 //   - Graph errors have Meta's shape {"error":{message,type,code,
 //     error_subcode,fbtrace_id}}; bad tokens get code 190.
+//   - The set-up reads `baton doctor` makes answer from the same state:
+//     the Page node (id, name, messaging_feature_status), subscribed_apps
+//     (every app starts subscribed to DefaultSubscribedFields on every
+//     page; SetSubscribedFields and a POST change that) and
+//     secondary_receivers, which answers only the default app. take
+//     refuses an app without routing or permission before it looks at
+//     the recipient.
 //
 // # Webhook delivery
 //
