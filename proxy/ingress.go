@@ -59,17 +59,16 @@ type IngressOptions struct {
 	Timeout time.Duration
 	Clock   clock.Clock
 	Logger  *zap.Logger
-	Metrics *metrics.Metrics // default: a private registry; /metrics serves it
+	Metrics *metrics.Metrics // default: a private registry
 	// Recorder, when set, is given every accepted (not duplicate) event.
 	Recorder Recorder
 }
 
 // Ingress is the fasthttp handler for Meta's webhooks.
 type Ingress struct {
-	opts         IngressOptions
-	log          *zap.Logger
-	serveMetrics fasthttp.RequestHandler
-	draining     atomic.Bool
+	opts     IngressOptions
+	log      *zap.Logger
+	draining atomic.Bool
 	// gate keeps refusals from flooding the log: a storm of bad or
 	// refused requests writes a line per kind every few seconds.
 	gate *logGate
@@ -106,19 +105,18 @@ func NewIngress(opts IngressOptions) (*Ingress, error) {
 		opts.Metrics = metrics.New(func() float64 { return 0 })
 	}
 	return &Ingress{
-		opts: opts, log: opts.Logger.Named("ingress"), serveMetrics: opts.Metrics.Handler(),
+		opts: opts, log: opts.Logger.Named("ingress"),
 		gate: &logGate{clock: opts.Clock, every: logEvery, keys: make(map[string]*gateKey)},
 	}, nil
 }
 
-// Handle serves the webhook path and a health check.
+// Handle serves the webhook path and a liveness check; metrics and the
+// rest are on the admin listener.
 func (in *Ingress) Handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	switch {
 	case path == "/healthz":
 		ctx.SetBodyString("ok")
-	case path == "/metrics" && ctx.IsGet():
-		in.serveMetrics(ctx)
 	case path != in.opts.Path:
 		ctx.Error("not found", fasthttp.StatusNotFound)
 	case ctx.IsGet():

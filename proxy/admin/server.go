@@ -432,6 +432,10 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if !sel.all && sel.seq != 0 && len(done) == 0 {
+		writeError(w, http.StatusNotFound, "thread %s has no dead letter #%d", sel.thread, sel.seq)
+		return
+	}
 	s.log.Info("dead letters changed by an operator", zap.String("op", r.PathValue("op")), zap.Int("items", len(done)), zap.Int("threads", len(threads)))
 	writeJSON(w, http.StatusOK, map[string][]deadLetterView{"done": deadLetterViews(done)})
 }

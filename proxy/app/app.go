@@ -1,6 +1,6 @@
 // Package app wires Baton together from its configuration: the Badger
 // store, the policy set, the Graph API client, the forwarder to the bot, the
-// per-thread dispatcher and the webhook ingress. It is kept out of cmd/ so
+// per-thread dispatcher, the webhook ingress and the admin listener. It is kept out of cmd/ so
 // tests and the demo run the very same Baton in-process; it never touches
 // OS signals.
 package app
@@ -14,11 +14,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy"
+	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/config"
@@ -42,6 +44,9 @@ type Options struct {
 	// Listener, when set, is served instead of listening on Config.Listen
 	// (tests pass an in-memory or pre-bound listener).
 	Listener net.Listener
+	// AdminListener, when set, is served instead of listening on
+	// Config.Admin.Listen.
+	AdminListener net.Listener
 	// Reload receives a value whenever the policy files should be re-read
 	// (SIGHUP in cmd/baton). With reload.watch on, Baton also re-reads them
 	// when their contents change.
@@ -76,12 +81,18 @@ type App struct {
 	ingress  *proxy.Ingress
 	server   *fasthttp.Server
 	ln       net.Listener
-	cancel   context.CancelFunc
-	served   chan error
-	fatal    chan error     // the store failed: Baton must stop and be restarted
-	onStop   []func() error // teardown in reverse order of creation
-	closed   atomic.Bool
-	reloadMu sync.Mutex // one reload at a time, so the last file read wins
+	admin    *admin.Server
+	adminLn  net.Listener
+	// draining is set when Close begins (readiness fails from then on);
+	// reloadErr holds the last policy load's error, nil when it succeeded.
+	draining  atomic.Bool
+	reloadErr atomic.Pointer[error]
+	cancel    context.CancelFunc
+	served    chan error
+	fatal     chan error     // the store failed: Baton must stop and be restarted
+	onStop    []func() error // teardown in reverse order of creation
+	closed    atomic.Bool
+	reloadMu  sync.Mutex // one reload at a time, so the last file read wins
 }
 
 // New builds every component; nothing is served until Start. On error,
@@ -91,12 +102,18 @@ func New(opts Options) (_ *App, err error) {
 		return nil, err
 	}
 	cfg := opts.Config
-	a := &App{opts: opts, log: opts.Logger, served: make(chan error, 1), fatal: make(chan error, 1)}
+	a := &App{opts: opts, log: opts.Logger, served: make(chan error, 2), fatal: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			a.teardown()
 		}
 	}()
+	// Both listeners first: an address in use is the likeliest mistake of
+	// a deployment, and is told before the store is opened (and replays
+	// what a crash left) for nothing.
+	if err := a.listen(); err != nil {
+		return nil, err
+	}
 
 	a.metrics = metrics.NewWith(func() float64 {
 		if a.disp == nil {
@@ -116,6 +133,8 @@ func New(opts Options) (_ *App, err error) {
 	a.policies.Store(set)
 	a.metrics.ReloadSuccess.Set(1)
 	a.metrics.ReloadTimestamp.SetToCurrentTime()
+	a.reloadErr.Store(new(error))
+	a.metrics.Registry.MustRegister(admin.BuildInfo())
 
 	// The store hands committed events straight to the dispatcher, which
 	// is built after it; nothing is enqueued before it exists.
@@ -217,7 +236,55 @@ func New(opts Options) (_ *App, err error) {
 		MaxBodyBytes: cfg.Webhook.MaxBodyBytes, ReadTimeout: cfg.Webhook.ReadTimeout, WriteTimeout: cfg.Webhook.WriteTimeout,
 		IdleTimeout: cfg.Webhook.IdleTimeout, MaxConns: cfg.Webhook.MaxConns,
 	})
+	pages := make([]string, 0, len(cfg.Pages))
+	for _, p := range cfg.Pages {
+		pages = append(pages, p.ID)
+	}
+	a.admin, err = admin.New(admin.Options{
+		Backend: adminBackend{a}, Token: cfg.Admin.Token.Reveal(), Apps: cfg.Apps, Pages: pages,
+		Metrics: promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}), Clock: opts.Clock, Logger: a.log,
+	})
+	if err != nil {
+		return nil, err
+	}
 	return a, nil
+}
+
+// listen binds the webhook and admin listeners, unless Options brought
+// them. Until Start serves them, teardown closes them.
+func (a *App) listen() error {
+	cfg := a.opts.Config
+	bind := func(given net.Listener, addr, what string) (net.Listener, error) {
+		if given != nil {
+			return given, nil
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: listen on %s: %w", what, addr, err)
+		}
+		return ln, nil
+	}
+	var err error
+	if a.ln, err = bind(a.opts.Listener, cfg.Listen, "webhook listener"); err != nil {
+		return err
+	}
+	a.onStop = append(a.onStop, closeListener(a.ln))
+	if a.adminLn, err = bind(a.opts.AdminListener, cfg.Admin.Listen, "admin listener"); err != nil {
+		return err
+	}
+	a.onStop = append(a.onStop, closeListener(a.adminLn))
+	return nil
+}
+
+// closeListener closes ln if its server has not (a server's shutdown
+// closes its listener first).
+func closeListener(ln net.Listener) func() error {
+	return func() error {
+		if err := ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("close listener %s: %w", ln.Addr(), err)
+		}
+		return nil
+	}
 }
 
 // Start resumes the threads left with queued events, starts the timers
@@ -236,15 +303,21 @@ func (a *App) Start() error {
 	}
 	a.disp.OnArm(sched.Wake)
 	a.onStop = append(a.onStop, func() error { stopTimers(); sched.Wait(); return nil })
-	ln := a.opts.Listener
-	if ln == nil {
-		var err error
-		if ln, err = net.Listen("tcp", a.opts.Config.Listen); err != nil {
-			return fmt.Errorf("listen on %s: %w", a.opts.Config.Listen, err)
+	ln := a.ln
+	// The admin listener stops after the webhook listener, so readiness
+	// answers "draining" while webhooks are refused, and before the
+	// workers and the store its API uses.
+	a.onStop = append(a.onStop, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), a.opts.Config.ShutdownTimeout)
+		defer cancel()
+		return a.admin.Shutdown(ctx)
+	})
+	go func() {
+		if err := a.admin.Serve(a.adminLn); err != nil {
+			a.served <- err
 		}
-	}
-	a.ln = ln
-	// The listener stops first: no new events once teardown begins. A
+	}()
+	// The webhook listener stops first: no new events once teardown begins. A
 	// webhook that comes meanwhile gets 503, and Meta delivers it again.
 	a.onStop = append(a.onStop, func() error {
 		a.ingress.Drain()
@@ -265,6 +338,7 @@ func (a *App) Start() error {
 		a.Reload()
 	}
 	a.log.Info("baton listening", zap.String("addr", ln.Addr().String()), zap.String("path", a.opts.Config.Webhook.Path),
+		zap.String("admin", a.adminLn.Addr().String()), zap.Bool("admin_token", !a.opts.Config.Admin.Token.IsZero()),
 		zap.Int("rules", a.policies.Load().Rules()))
 	return nil
 }
@@ -274,25 +348,39 @@ func (a *App) WebhookURL() string {
 	return "http://" + a.ln.Addr().String() + a.opts.Config.Webhook.Path
 }
 
+// AdminURL is the base URL of the admin listener (health, readiness,
+// metrics, /api/v1).
+func (a *App) AdminURL() string {
+	return "http://" + a.adminLn.Addr().String()
+}
+
 // Store exposes the state store (tests read thread history from it).
 func (a *App) Store() state.Store { return a.store }
 
 // Reload compiles the policy files again and swaps them in; on error the
 // running set stays.
 func (a *App) Reload() error {
+	_, err := a.reload()
+	return err
+}
+
+// reload is Reload, with the number of rules now running.
+func (a *App) reload() (int, error) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	set, err := policies.LoadFiles(a.opts.Config.Policies, a.opts.Config.Apps)
 	if err != nil {
 		a.metrics.ReloadSuccess.Set(0)
+		a.reloadErr.Store(&err)
 		a.log.Error("policy reload failed, keeping the running policies", zap.Error(err))
-		return err
+		return 0, err
 	}
 	a.policies.Store(set)
 	a.metrics.ReloadSuccess.Set(1)
 	a.metrics.ReloadTimestamp.SetToCurrentTime()
+	a.reloadErr.Store(new(error))
 	a.log.Info("policies reloaded", zap.Int("rules", set.Rules()))
-	return nil
+	return set.Rules(), nil
 }
 
 // Close stops serving, stops the workers and closes the store, once.
@@ -300,6 +388,7 @@ func (a *App) Close() error {
 	if !a.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	a.draining.Store(true)
 	return a.teardown()
 }
 

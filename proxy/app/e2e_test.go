@@ -64,7 +64,7 @@ func TestKeywordHandsOverAndAgentHandsBack(t *testing.T) {
 	}
 	h.checkSignatures()
 
-	_, exposition := getURL(t, strings.TrimSuffix(h.baton.WebhookURL(), "/webhook")+"/metrics")
+	_, exposition := getURL(t, h.baton.AdminURL()+"/metrics")
 	for _, line := range []string{
 		`baton_policy_decisions_total{mode="enforce",rule="talk-to-human"} 1`,
 		`baton_handovers_total{to="app"} 1`,

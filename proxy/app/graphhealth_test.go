@@ -46,6 +46,7 @@ func twoPageHarness(t *testing.T) (*harness, *sandbox.Faults) {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
+admin: {listen: 127.0.0.1:0}
 data_dir: data
 app: {id: %q, secret: "${APP_SECRET}", verify_token: %s}
 graph: {base_url: %s, version: %s, max_attempts: 3}

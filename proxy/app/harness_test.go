@@ -54,6 +54,7 @@ type harnessOpts struct {
 	extraConfig string // appended to the YAML config
 	botConfig   string // more keys of bot:, indented by two spaces
 	maxBody     int
+	adminConfig string // more keys of admin:, indented by two spaces
 	policy      string         // policy file contents; default demo.Policy
 	clock       *clockpkg.Fake // drives Baton and the sandbox; default the wall clock
 	// quiet keeps Baton's logs out of the test output (h.logs still has
@@ -109,7 +110,7 @@ func (h *harness) writeConfig(o harnessOpts) {
 		h.t.Fatal(err)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\ndata_dir: data\n")
+	fmt.Fprintf(&b, "listen: 127.0.0.1:0\ndata_dir: data\nadmin:\n  listen: 127.0.0.1:0\n%s", o.adminConfig)
 	fmt.Fprintf(&b, "app:\n  id: %q\n  secret: ${APP_SECRET}\n  verify_token: %s\n", botApp, verifyTok)
 	fmt.Fprintf(&b, "graph:\n  base_url: %s\n  version: %s\n  max_attempts: 3\n", h.p.URL(), h.p.Version())
 	fmt.Fprintf(&b, "pages:\n  - id: %q\n    token: ${PAGE_TOKEN}\n", page)

@@ -130,7 +130,7 @@ func (h *harness) count(u, kind string) int {
 
 // metrics is Baton's Prometheus exposition.
 func (h *harness) metrics() string {
-	_, body := getURL(h.t, strings.TrimSuffix(h.baton.WebhookURL(), h.cfg.Webhook.Path)+"/metrics")
+	_, body := getURL(h.t, h.baton.AdminURL()+"/metrics")
 	return body
 }
 

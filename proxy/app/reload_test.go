@@ -31,7 +31,7 @@ rules:
 func (h *harness) waitMetric(line string) {
 	h.t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	url := strings.TrimSuffix(h.baton.WebhookURL(), "/webhook") + "/metrics"
+	url := h.baton.AdminURL() + "/metrics"
 	for {
 		_, body := getURL(h.t, url)
 		if strings.Contains(body, line+"\n") {
