@@ -54,11 +54,12 @@ const (
 )
 
 // writeBatonConfig writes baton.yaml and its policy into dir.
-func writeBatonConfig(dir, listen, bot, dataDir string) (string, error) {
+func writeBatonConfig(dir, listen, admin, bot, dataDir string) (string, error) {
 	if err := os.WriteFile(filepath.Join(dir, "policy.yaml"), []byte(benchPolicy), 0o644); err != nil {
 		return "", fmt.Errorf("write policy: %w", err)
 	}
 	cfg := fmt.Sprintf(`listen: %q
+admin: {listen: %q}
 data_dir: %q
 app: {id: %q, secret: %q, verify_token: bench}
 graph: {base_url: "http://%s"}
@@ -69,7 +70,7 @@ reload: {watch: false}
 bot: {url: "http://%s/webhook", timeout: 10s, retry_min: 50ms, retry_max: 1s, batch: %d, parallel: %d}
 cache_size: 100000
 log: {level: info}
-`, listen, dataDir, benchAppID, benchSecret, bot, benchPage, bot, benchBotBatch, benchBotParallel)
+`, listen, admin, dataDir, benchAppID, benchSecret, bot, benchPage, bot, benchBotBatch, benchBotParallel)
 	path := filepath.Join(dir, "baton.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return "", fmt.Errorf("write config: %w", err)

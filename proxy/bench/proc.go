@@ -53,6 +53,7 @@ type proc struct {
 	name  string
 	cmd   *exec.Cmd
 	addr  string
+	admin string // Baton's admin listener (metrics)
 	stdin io.WriteCloser
 	log   string
 }

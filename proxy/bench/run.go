@@ -207,15 +207,20 @@ func startTarget(o Options, dir, target string, t *Traffic) (bot, srv *proc, err
 	return bot, srv, nil
 }
 
-// launchBaton writes a config for a free port and starts Baton on it.
+// launchBaton writes a config for free ports (webhook and admin) and
+// starts Baton on them.
 func launchBaton(dir, bot, data string) (*proc, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	var addrs [2]string
+	for i := range addrs {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		addrs[i] = ln.Addr().String()
+		ln.Close()
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cfg, err := writeBatonConfig(dir, addr, bot, data)
+	addr := addrs[0]
+	cfg, err := writeBatonConfig(dir, addr, addrs[1], bot, data)
 	if err != nil {
 		return nil, err
 	}
@@ -223,6 +228,7 @@ func launchBaton(dir, bot, data string) (*proc, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.admin = addrs[1]
 	if err := waitHealthy(addr, 30*time.Second); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("%w (see %s)", err, p.log)
@@ -261,7 +267,7 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 	if openLoopTargets[target] {
 		var syncs0 syncStats
 		if target == TargetBaton {
-			if syncs0, err = readSyncs(srv.addr); err != nil {
+			if syncs0, err = readSyncs(srv.admin); err != nil {
 				return r, err
 			}
 		}
@@ -276,7 +282,7 @@ func runTarget(o Options, target string, rep int) (targetRun, error) {
 			r.OpenCPUPerEvent = srvCPU / time.Duration(n)
 		}
 		if target == TargetBaton {
-			syncs1, err := readSyncs(srv.addr)
+			syncs1, err := readSyncs(srv.admin)
 			if err != nil {
 				return r, err
 			}

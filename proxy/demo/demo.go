@@ -53,6 +53,7 @@ rules:
 `
 
 const configTemplate = `listen: 127.0.0.1:0
+admin: {listen: "127.0.0.1:0"}
 data_dir: %s
 app:
   id: "%s"

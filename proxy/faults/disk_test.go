@@ -75,7 +75,7 @@ func diskStart(t *testing.T, dataDir string, free badgerstore.FreeSpaceFunc) *di
 	t.Cleanup(func() { r.bot.Close() })
 	dir := t.TempDir()
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\ndata_dir: %s\n", dataDir)
+	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ndata_dir: %s\n", dataDir)
 	fmt.Fprintf(&b, "app:\n  id: %q\n  secret: ${APP_SECRET}\n  verify_token: %s\n", diskBotApp, diskVerify)
 	fmt.Fprintf(&b, "graph:\n  base_url: %s\n  version: %s\n", r.p.URL(), r.p.Version())
 	fmt.Fprintf(&b, "pages:\n  - id: %q\n    token: ${PAGE_TOKEN}\n", diskPage)
@@ -105,7 +105,7 @@ func diskStart(t *testing.T, dataDir string, free badgerstore.FreeSpaceFunc) *di
 // refused reads Baton's count of webhooks refused for want of free disk.
 func (r *diskRig) refused() int {
 	r.t.Helper()
-	url := strings.TrimSuffix(r.a.WebhookURL(), "/webhook") + "/metrics"
+	url := r.a.AdminURL() + "/metrics"
 	status, body, err := fasthttp.GetTimeout(nil, url, 5*time.Second)
 	if err != nil || status != fasthttp.StatusOK {
 		r.t.Fatalf("GET /metrics: %d %v", status, err)

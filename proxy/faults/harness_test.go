@@ -168,7 +168,7 @@ func (r *rig) configure(c batonConfig) {
 	}
 	port := freePort(r.t)
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\ndata_dir: data\n", port)
+	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nadmin:\n  listen: 127.0.0.1:0\ndata_dir: data\n", port)
 	fmt.Fprintf(&b, "app:\n  id: %q\n  secret: ${APP_SECRET}\n  verify_token: %s\n", botApp, verifyToken)
 	fmt.Fprintf(&b, "graph:\n  base_url: %s\n  version: %s\n", c.graphURL, r.p.Version())
 	fmt.Fprintf(&b, "pages:\n  - id: %q\n    token: ${PAGE_TOKEN}\n", page)

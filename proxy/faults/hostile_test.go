@@ -178,7 +178,7 @@ func hostileStart(t *testing.T, sz hostileSize) *hostileHarness {
 		t.Fatal(err)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\ndata_dir: data\n")
+	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ndata_dir: data\n")
 	fmt.Fprintf(&b, "app:\n  id: %q\n  secret: ${APP_SECRET}\n  verify_token: hostile-verify\n", hostileBotApp)
 	fmt.Fprintf(&b, "graph:\n  base_url: %s\n  version: %s\n", h.p.URL(), h.p.Version())
 	fmt.Fprintf(&b, "pages:\n  - id: %q\n    token: ${PAGE_TOKEN}\n", hostilePage)
