@@ -12,12 +12,14 @@ package config_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"io/fs"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -29,11 +31,16 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"go.uber.org/zap/zaptest"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/batonproxy/baton/policies"
+	"github.com/batonproxy/baton/proxy/app"
+	"github.com/batonproxy/baton/proxy/cli"
 	"github.com/batonproxy/baton/proxy/config"
+	"github.com/batonproxy/baton/proxy/sandbox"
 )
 
 const (
@@ -120,6 +127,126 @@ func TestExampleConfigLoads(t *testing.T) {
 		if rel, err := filepath.Rel(absPath(t, exampleConfigDir), p); err != nil || strings.HasPrefix(rel, "..") {
 			t.Errorf("policy file %s is outside the config directory, which is all the examples mount", p)
 		}
+	}
+}
+
+// TestExampleServesItsProbes runs the example config for real: a Baton
+// (proxy/app) with the example's baton.yaml and policies, its data in a
+// temp dir instead of the volume, its listeners on loopback ports, against
+// the sandbox platform and a fake bot. The paths the probes ask answer
+// without a token, the rest of the admin API wants the one from the
+// environment (as the CLI finds it in BATON_ADMIN_TOKEN), baton
+// healthcheck passes, a backup streams, and Meta's verification gets the
+// verify token's answer.
+func TestExampleServesItsProbes(t *testing.T) {
+	ex := loadExample(t)
+	const secret = "example-app-secret"
+	apps := []sandbox.AppSpec{{ID: ex.cfg.App.ID, Secret: secret, CanTake: true}}
+	for _, id := range ex.cfg.Apps {
+		apps = append(apps, sandbox.AppSpec{ID: id, Secret: "secret-of-" + id, CanTake: true})
+	}
+	var pages []string
+	for _, pg := range ex.cfg.Pages {
+		pages = append(pages, pg.ID)
+	}
+	p, err := sandbox.Start(sandbox.Options{Pages: pages, DefaultApp: ex.cfg.App.ID, Apps: apps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	bot, err := sandbox.StartReceiver(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bot.Close() })
+
+	env := map[string]string{"BATON_APP_SECRET": secret, "PAGE_TOKEN": p.Token(pages[0], ex.cfg.App.ID)}
+	cfg, err := config.Load(exampleConfigDir+"/baton.yaml", func(name string) (string, bool) {
+		if v, ok := env[name]; ok {
+			return v, true
+		}
+		return "example-value-of-" + name, true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.DataDir = filepath.Join(t.TempDir(), "data")
+	cfg.Graph.BaseURL, cfg.Graph.Version = p.URL(), p.Version()
+	cfg.Bot.URL = bot.URL()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := app.New(app.Options{Config: cfg, Listener: ln, AdminListener: adminLn, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+
+	get := func(u, token string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.StatusCode, string(body)
+	}
+	// The kubelet asks without a token.
+	for _, path := range []string{healthyPath, readyPath} {
+		if code, body := get(a.AdminURL()+path, ""); code != http.StatusOK {
+			t.Errorf("GET %s without a token: %d %s; want 200", path, code, body)
+		}
+	}
+	token := cfg.Admin.Token.Reveal()
+	if code, _ := get(a.AdminURL()+"/api/v1/build", ""); code != http.StatusUnauthorized {
+		t.Errorf("GET /api/v1/build without a token: %d; want 401", code)
+	}
+	if code, body := get(a.AdminURL()+"/api/v1/build", token); code != http.StatusOK {
+		t.Errorf("GET /api/v1/build with the token: %d %s", code, body)
+	}
+
+	// What the image's HEALTHCHECK and the README's backup run.
+	c, err := cli.NewClient(a.AdminURL(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	for _, ready := range []bool{false, true} {
+		if err := cli.Healthcheck(ctx, &out, c, ready); err != nil {
+			t.Errorf("baton healthcheck (ready %v): %v", ready, err)
+		}
+	}
+	var backup bytes.Buffer
+	if n, err := c.Backup(ctx, &backup); err != nil || n == 0 {
+		t.Errorf("baton backup: %d bytes, %v", n, err)
+	}
+
+	// Meta's verification of the webhook, with the verify token from the
+	// environment.
+	q := url.Values{"hub.mode": {"subscribe"}, "hub.verify_token": {cfg.App.VerifyToken.Reveal()}, "hub.challenge": {"1158201444"}}
+	if code, body := get(a.WebhookURL()+"?"+q.Encode(), ""); code != http.StatusOK || body != "1158201444" {
+		t.Errorf("webhook verification: %d %q; want 200 and the challenge", code, body)
 	}
 }
 
@@ -1026,6 +1153,11 @@ func TestDockerfile(t *testing.T) {
 	}
 	if !has("ENV", "GOMEMLIMIT=") {
 		t.Error("GOMEMLIMIT is not set")
+	}
+	// The health check and the CLI find the admin listener where the
+	// example config puts it.
+	if !has("ENV", "BATON_ADMIN="+cli.DefaultAdmin) || port(t, strings.TrimPrefix(cli.DefaultAdmin, "http://")) != port(t, ex.cfg.Admin.Listen) {
+		t.Errorf("want ENV BATON_ADMIN=%s, on admin.listen's port (%s)", cli.DefaultAdmin, ex.cfg.Admin.Listen)
 	}
 	vol := dockerVolume(t, df)
 	if _, ok := mountOf(ex.cfg.DataDir, []string{vol}); !ok {
