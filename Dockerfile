@@ -60,8 +60,8 @@ VOLUME ["/var/lib/baton"]
 EXPOSE 8080 9090
 # Liveness of the process; readiness (baton healthcheck --ready) is for
 # orchestrators that route by it. Starting replays Badger's logs, hence
-# the start period.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+# the start period; the command gives up by itself after 5s and says why.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
     CMD ["/usr/local/bin/baton", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/baton"]
 CMD ["serve", "--config", "/etc/baton/baton.yaml"]

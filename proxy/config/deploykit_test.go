@@ -1261,7 +1261,7 @@ func TestDockerignoreKeepsTheBuild(t *testing.T) {
 			t.Errorf(".dockerignore leaves %s out of the build context, and the build reads it", f)
 		}
 	}
-	for _, f := range []string{".git/HEAD", "testdata/examples/config/baton.yaml", "policies/testdata/x.yaml", "proxy/config/deploykit_test.go", "faults.test"} {
+	for _, f := range []string{".git/HEAD", "testdata/examples/config/baton.yaml", "policies/testdata/x.yaml", "proxy/config/deploykit_test.go", "faults.test", "baton"} {
 		if !ignore.excludes(f) {
 			t.Errorf(".dockerignore sends %s to the build", f)
 		}
