@@ -769,6 +769,9 @@ func TestKubernetesRestore(t *testing.T) {
 	for name := range k.statefulSets {
 		stsName = name
 	}
+	if len(s.Spec.VolumeClaimTemplates) == 0 {
+		t.Fatal("the StatefulSet has no volume claim template to restore into")
+	}
 	want := s.Spec.VolumeClaimTemplates[0].Metadata.Name + "-" + stsName + "-0"
 	if !slices.Contains(claims, want) {
 		t.Errorf("the recipe creates claims %v; the StatefulSet's pod uses %s", claims, want)
