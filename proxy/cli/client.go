@@ -55,7 +55,7 @@ func NewClient(admin, token string) (*Client, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("%w: --admin: give the token with --token or BATON_ADMIN_TOKEN, not in the URL", ErrUsage)
 	}
-	u.Path = strings.TrimSuffix(u.Path, "/")
+	u.Path = strings.TrimRight(u.Path, "/")
 	return &Client{Base: u, Token: token}, nil
 }
 
@@ -157,8 +157,12 @@ func decodeError(resp *http.Response) error {
 		Error    string   `json:"error"`
 		Problems []string `json:"problems"`
 	}
+	// Printed on a terminal: one line each, control characters out.
 	if json.Unmarshal(data, &body) == nil && body.Error != "" {
-		e.Message, e.Problems = body.Error, body.Problems
+		e.Message = oneLine(body.Error, 500)
+		for _, p := range body.Problems {
+			e.Problems = append(e.Problems, oneLine(p, 500))
+		}
 	} else {
 		e.Message = oneLine(string(data), 200)
 		if e.Message == "" {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/batonproxy/baton/proxy/config"
@@ -283,10 +284,18 @@ func stamp(t time.Time) string {
 	return t.UTC().Format(time.RFC3339)
 }
 
-// oneLine keeps a reason on its table row: newlines and tabs become
-// spaces, and it is cut to limit runes.
+// oneLine keeps a text on its line or table row: newlines and tabs become
+// spaces, other control characters (a terminal's escape sequences among
+// them: texts come from users, apps and the admin API) become U+FFFD, and
+// it is cut to limit runes.
 func oneLine(s string, limit int) string {
 	s = strings.Join(strings.Fields(s), " ")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return utf8.RuneError
+		}
+		return r
+	}, s)
 	if utf8.RuneCountInString(s) > limit {
 		s = string([]rune(s)[:limit-1]) + "…"
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // DLQ runs a dlq command on a running Baton, over its admin API: the
@@ -28,8 +29,8 @@ func DLQ(ctx context.Context, out io.Writer, c *Client, req DLQRequest) error {
 				continue
 			}
 			kept = append(kept, raw[i])
-			rows = append(rows, deadRow{thread: d.Page + "/" + d.User, seq: d.Seq, ids: []string{d.DeliveryID},
-				kinds: d.Kinds, enqueued: d.Enqueued, at: d.At, reason: d.Reason})
+			rows = append(rows, deadRow{thread: oneLine(d.Page+"/"+d.User, 100), seq: d.Seq, ids: []string{oneLine(d.DeliveryID, 100)},
+				kinds: []string{oneLine(strings.Join(d.Kinds, ","), 100)}, enqueued: d.Enqueued, at: d.At, reason: d.Reason})
 		}
 		if req.JSON {
 			return writeValue(out, map[string]any{"dead_letters": kept})
@@ -51,7 +52,7 @@ func DLQ(ctx context.Context, out io.Writer, c *Client, req DLQRequest) error {
 		if i == 0 || d.Page != done[i-1].Page || d.User != done[i-1].User {
 			threads++
 		}
-		fmt.Fprintf(out, "%s %s/%s #%d (%s)\n", verb, d.Page, d.User, d.Seq, d.DeliveryID)
+		fmt.Fprintf(out, "%s %s #%d (%s)\n", verb, oneLine(d.Page+"/"+d.User, 100), d.Seq, oneLine(d.DeliveryID, 100))
 	}
 	return changed(out, verb, len(done), threads, sel, "")
 }

@@ -58,11 +58,11 @@ func ListThreads(ctx context.Context, out io.Writer, c *Client, q ThreadQuery, l
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return fmt.Errorf("reading threads: %w", err)
 		}
-		tags := strings.Join(t.Tags, ",")
+		tags := oneLine(strings.Join(t.Tags, ","), 60)
 		if tags == "" {
 			tags = "-"
 		}
-		fmt.Fprintf(tw, "%s/%s\t%s\t%s\t%s\t%d\t%d\t%s\n", t.Page, t.User, ownerLabel(t.Owner, t.OwnerName),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", t.key(), ownerLabel(t.Owner, t.OwnerName),
 			stamp(t.Since), stamp(t.lastActivity()), t.Queued, t.DeadLetters, tags)
 	}
 	if err := tw.Flush(); err != nil {
@@ -91,10 +91,13 @@ func (t Thread) lastActivity() time.Time {
 // the config's apps section when the API knows it: "app:2639… (helpdesk)".
 func ownerLabel(owner, name string) string {
 	if name == "" {
-		return owner
+		return oneLine(owner, 60)
 	}
-	return owner + " (" + name + ")"
+	return oneLine(owner+" ("+name+")", 100)
 }
+
+// key is the thread as PAGE/USER, fit for one line.
+func (t Thread) key() string { return oneLine(t.Page+"/"+t.User, 100) }
 
 // ShowThread prints one thread: its state, timers, queue, dead letters and
 // history, or with asJSON the API's answer as it came.
@@ -110,30 +113,37 @@ func ShowThread(ctx context.Context, out io.Writer, c *Client, thread string, as
 	if asJSON {
 		return writeValue(out, raw)
 	}
+	return printThread(out, d)
+}
+
+// printThread renders a thread's detail for people.
+func printThread(out io.Writer, d ThreadDetail) error {
 	t := d.Thread
 	w := &errWriter{w: out}
-	w.printf("thread:   %s/%s\n", t.Page, t.User)
+	w.printf("thread:   %s\n", t.key())
 	w.printf("owner:    %s since %s\n", ownerLabel(t.Owner, t.OwnerName), stamp(t.Since))
 	if r := reasonText(t.Reason); r != "" {
 		w.printf("reason:   %s\n", r)
 	}
 	if len(t.Tags) > 0 {
-		w.printf("tags:     %s\n", strings.Join(t.Tags, ", "))
+		w.printf("tags:     %s\n", oneLine(strings.Join(t.Tags, ", "), 200))
 	}
 	w.printf("activity: user %s, bot %s, other %s\n", stamp(t.LastUser), stamp(t.LastBot), stamp(t.LastOther))
 	w.printf("queue:    %d queued, %d waiting for the bot, %s\n", d.Queued, d.PendingDeliveries,
 		plural(len(d.DeadLetters), "dead letter", "dead letters"))
 	for _, tm := range d.Timers {
-		w.printf("timer:    %s due %s\n", tm.Kind, stamp(tm.Due))
+		w.printf("timer:    %s due %s\n", oneLine(tm.Kind, 40), stamp(tm.Due))
 	}
 	for _, dl := range d.DeadLetters {
-		w.printf("dead:     #%d (%s) %s, set aside %s: %s\n", dl.Seq, dl.DeliveryID, strings.Join(dl.Kinds, ","),
+		w.printf("dead:     #%d (%s) %s, set aside %s: %s\n", dl.Seq, oneLine(dl.DeliveryID, 100), oneLine(strings.Join(dl.Kinds, ","), 100),
 			stamp(dl.At), oneLine(dl.Reason, 100))
 	}
 	if len(d.History) == 0 {
 		w.printf("history:  none\n")
 		return w.err
 	}
+	// Everything in the tabular history comes from the API's answer:
+	// one line per change, whatever the texts hold.
 	w.printf("history:\n")
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	for _, ch := range d.History {
@@ -141,7 +151,7 @@ func ShowThread(ctx context.Context, out io.Writer, c *Client, thread string, as
 		if ch.From != ch.To {
 			move = ch.From.String() + " -> " + ch.To.String()
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", stamp(ch.At), ch.Kind, move, reasonText(ch.Reason))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", stamp(ch.At), oneLine(ch.Kind, 40), oneLine(move, 100), reasonText(ch.Reason))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -162,7 +172,7 @@ func reasonText(r state.Reason) string {
 	if r.Actor != "" {
 		parts = append(parts, "by "+r.Actor)
 	}
-	s := strings.Join(parts, ", ")
+	s := oneLine(strings.Join(parts, ", "), 200)
 	if r.Note != "" {
 		if s != "" {
 			s += ": "
