@@ -42,13 +42,35 @@ activity, queued events, dead letters and tags. The filters combine.`,
 	return c
 }
 
+// completeThread completes a PAGE/USER argument with a running Baton's
+// threads, asked briefly: a Baton that does not answer completes nothing.
+func completeThread(e *env, af *adminFlags) cobra.CompletionFunc {
+	return func(_ *cobra.Command, args []string, prefix string) ([]string, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		client, err := af.client(e)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		names, err := cli.ThreadNames(ctx, client, prefix, 200)
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveError
+		}
+		return names, cobra.ShellCompDirectiveNoFileComp
+	}
+}
+
 func threadCmd(e *env) *cobra.Command {
 	var af adminFlags
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "thread PAGE/USER [--json]",
-		Short: "Show one thread: owner, timers, queue, dead letters and history",
-		Args:  oneThread,
+		Use:               "thread PAGE/USER [--json]",
+		Short:             "Show one thread: owner, timers, queue, dead letters and history",
+		Args:              oneThread,
+		ValidArgsFunction: completeThread(e, &af),
 		RunE: func(_ *cobra.Command, args []string) error {
 			client, err := af.client(e)
 			if err != nil {
@@ -78,7 +100,8 @@ func opCmd(e *env, op string) *cobra.Command {
 The operation is queued on the thread and runs in its order, like a
 decision of the rules; the thread's history records it with actor
 operator.`,
-		Args: oneThread,
+		Args:              oneThread,
+		ValidArgsFunction: completeThread(e, &af),
 		RunE: func(_ *cobra.Command, args []string) error {
 			client, err := af.client(e)
 			if err != nil {
@@ -103,7 +126,8 @@ func passCmd(e *env) *cobra.Command {
 The operation is queued on the thread and runs in its order, like a
 decision of the rules; the thread's history records it with actor
 operator.`,
-		Args: oneThread,
+		Args:              oneThread,
+		ValidArgsFunction: completeThread(e, &af),
 		RunE: func(_ *cobra.Command, args []string) error {
 			client, err := af.client(e)
 			if err != nil {

@@ -201,7 +201,8 @@ func TestThreadsAndOperations(t *testing.T) {
 	l.userSays("2222", "hi there")
 	u1 := apiPage + "/1111"
 
-	out := l.must("threads")
+	// A new thread is listed from the store's next group commit on.
+	out := l.eventually("2 threads\n", "threads")
 	for _, want := range []string{"THREAD", u1 + "  bot", apiPage + "/2222", "2 threads\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("threads does not show %q:\n%s", want, out)
@@ -223,6 +224,11 @@ func TestThreadsAndOperations(t *testing.T) {
 	// --limit follows the API's pages and says when there are more.
 	if out := l.must("threads", "--limit", "1"); strings.Count(out, apiPage+"/") != 1 || !strings.Contains(out, "1 thread (more:") {
 		t.Errorf("threads --limit 1:\n%s", out)
+	}
+
+	// The shell completes a thread argument from the running Baton.
+	if out := l.must("__complete", "pass", apiPage+"/11"); !strings.Contains(out, u1+"\n") || strings.Contains(out, "/2222") {
+		t.Errorf("completing %s/11:\n%s", apiPage, out)
 	}
 
 	// An operator passes a thread to the helpdesk: queued, then done in
@@ -367,6 +373,7 @@ func TestDeadLettersOverTheAPI(t *testing.T) {
 func TestBackupAndRestore(t *testing.T) {
 	l := startBaton(t)
 	l.userSays("4444", "remember me")
+	l.eventually(apiPage+"/4444", "threads") // written, not only promised
 	got := l.run("backup")
 	if got.code != 0 || len(got.stdout) == 0 {
 		t.Fatalf("backup: exit %d, %d bytes, %s", got.code, len(got.stdout), got.stderr)
@@ -396,7 +403,7 @@ func TestBackupAndRestore(t *testing.T) {
 	}
 	th, err := s.Thread(context.Background(), state.ThreadKey{Page: apiPage, User: "4444"})
 	s.Close()
-	if err != nil || th.LastUser.IsZero() {
+	if err != nil || th.Owner.Kind != state.OwnerBot {
 		t.Errorf("the restored store's thread: %+v, %v", th, err)
 	}
 	if got := l.runIn(backup, "restore", "--data-dir", dir); got.code != 1 || !strings.Contains(got.stderr, "is not empty") {

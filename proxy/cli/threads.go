@@ -224,3 +224,37 @@ func (e *errWriter) Write(p []byte) (int, error) {
 }
 
 func (e *errWriter) printf(format string, args ...any) { fmt.Fprintf(e, format, args...) }
+
+// ThreadNames lists the threads whose PAGE/USER starts with prefix, at
+// most limit of them, for shell completion: a running Baton's first pages
+// of threads, filtered here (the API filters by page, not by prefix).
+func ThreadNames(ctx context.Context, c *Client, prefix string, limit int) ([]string, error) {
+	var names []string
+	q := ThreadQuery{Limit: maxPage}
+	if page, _, ok := strings.Cut(prefix, "/"); ok {
+		q.Page = page
+	}
+	for range 10 {
+		l, err := c.Threads(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		for _, raw := range l.Threads {
+			var t Thread
+			if json.Unmarshal(raw, &t) != nil {
+				continue
+			}
+			if k := t.key(); strings.HasPrefix(k, prefix) {
+				names = append(names, k)
+				if len(names) == limit {
+					return names, nil
+				}
+			}
+		}
+		if l.NextCursor == "" || len(l.Threads) == 0 {
+			break
+		}
+		q.Cursor = l.NextCursor
+	}
+	return names, nil
+}
