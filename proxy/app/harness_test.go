@@ -54,7 +54,7 @@ type harnessOpts struct {
 	extraConfig string // appended to the YAML config
 	botConfig   string // more keys of bot:, indented by two spaces
 	maxBody     int
-	adminConfig string // more keys of admin:, indented by two spaces
+	adminConfig string         // more keys of admin:, indented by two spaces
 	policy      string         // policy file contents; default demo.Policy
 	clock       *clockpkg.Fake // drives Baton and the sandbox; default the wall clock
 	// quiet keeps Baton's logs out of the test output (h.logs still has
