@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -743,5 +744,34 @@ func TestAdminWithoutATokenOnLoopback(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	if a := h.callWith("", "GET", "/api/v1/threads", ""); a.status != http.StatusOK {
 		t.Errorf("threads without a token: %d %s", a.status, a.body)
+	}
+}
+
+// An address in use fails the start before the store is opened: the data
+// directory is not even created.
+func TestAdminAddressInUseFailsFirst(t *testing.T) {
+	t.Parallel()
+	h := adminHarness(t, harnessOpts{})
+	h.baton.Close()
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	for _, which := range []string{"admin", "webhook"} {
+		cfg := *h.cfg
+		cfg.DataDir = filepath.Join(t.TempDir(), "never-opened")
+		if which == "admin" {
+			cfg.Admin.Listen = taken.Addr().String()
+		} else {
+			cfg.Listen = taken.Addr().String()
+		}
+		_, err := app.New(app.Options{Config: &cfg})
+		if err == nil || !strings.Contains(err.Error(), which+" listener: listen on "+taken.Addr().String()) {
+			t.Errorf("%s address in use: %v", which, err)
+		}
+		if _, err := os.Stat(cfg.DataDir); !os.IsNotExist(err) {
+			t.Errorf("%s address in use: the store was opened (%v)", which, err)
+		}
 	}
 }
