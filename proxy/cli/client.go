@@ -55,7 +55,10 @@ func NewClient(admin, token string) (*Client, error) {
 	if u.User != nil {
 		return nil, fmt.Errorf("%w: --admin: give the token with --token or BATON_ADMIN_TOKEN, not in the URL", ErrUsage)
 	}
-	u.Path = strings.TrimRight(u.Path, "/")
+	if u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return nil, fmt.Errorf("%w: --admin %q: want the listener's address, without a query", ErrUsage, admin)
+	}
+	u.Path, u.RawPath = strings.TrimRight(u.Path, "/"), strings.TrimRight(u.RawPath, "/")
 	return &Client{Base: u, Token: token}, nil
 }
 
@@ -92,15 +95,20 @@ func (e *APIError) Is(target error) bool {
 	return target == ErrNotFound && e.Status == http.StatusNotFound
 }
 
+// endpoint is the URL of path, already escaped (threadPath), with query.
+func (c *Client) endpoint(path string, query url.Values) string {
+	s := c.Base.String() + path
+	if q := query.Encode(); q != "" {
+		s += "?" + q
+	}
+	return s
+}
+
 // request sends one request to path (with query, when not nil) and returns
 // the response when its status is one of ok (any status when ok is
 // empty); otherwise the answer is turned into an *APIError and the body
-// closed. body, when not nil, is
-// sent as JSON.
+// closed. body, when not nil, is sent as JSON.
 func (c *Client) request(ctx context.Context, method, path string, query url.Values, body any, ok ...int) (*http.Response, error) {
-	u := *c.Base
-	u.Path += path
-	u.RawQuery = query.Encode()
 	var rd io.Reader
 	if body != nil {
 		data, err := json.Marshal(body)
@@ -109,7 +117,7 @@ func (c *Client) request(ctx context.Context, method, path string, query url.Val
 		}
 		rd = bytes.NewReader(data)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), rd)
+	req, err := http.NewRequestWithContext(ctx, method, c.endpoint(path, query), rd)
 	if err != nil {
 		return nil, fmt.Errorf("admin API request: %w", err)
 	}

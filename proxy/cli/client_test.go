@@ -6,9 +6,12 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/batonproxy/baton/state"
 )
 
 // The admin API commands against a running Baton are tested in cmd/baton
@@ -28,7 +31,7 @@ func FuzzNewClient(f *testing.F) {
 			return
 		}
 		u := c.Base
-		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || strings.HasSuffix(u.Path, "/") {
+		if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || strings.HasSuffix(u.Path, "/") {
 			t.Fatalf("NewClient(%q) accepted %#v", admin, u)
 		}
 	})
@@ -80,4 +83,27 @@ func FuzzAPIAnswers(f *testing.F) {
 			t.Fatalf("printed %d lines, want %d:\n%q", got, lines, out.String())
 		}
 	})
+}
+
+// Thread ids stay one path segment each, whatever they hold: a user id
+// may be "ref:..." (a checkbox opt-in) and the API takes any.
+func TestEndpointEscapesThreadIDs(t *testing.T) {
+	c, err := NewClient("http://127.0.0.1:9090/baton/", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for user, want := range map[string]string{
+		"1111":    "http://127.0.0.1:9090/baton/api/v1/threads/104/1111",
+		"ref:abc": "http://127.0.0.1:9090/baton/api/v1/threads/104/ref:abc",
+		"a/b?c#d": "http://127.0.0.1:9090/baton/api/v1/threads/104/a%2Fb%3Fc%23d",
+		"50% off": "http://127.0.0.1:9090/baton/api/v1/threads/104/50%25%20off",
+	} {
+		if got := c.endpoint(threadPath(state.ThreadKey{Page: "104", User: user}), nil); got != want {
+			t.Errorf("user %q: %s; want %s", user, got, want)
+		}
+	}
+	q := url.Values{"thread": {"104/a&b"}}
+	if got, want := c.endpoint("/api/v1/dead-letters", q), "http://127.0.0.1:9090/baton/api/v1/dead-letters?thread=104%2Fa%26b"; got != want {
+		t.Errorf("query: %s; want %s", got, want)
+	}
 }
