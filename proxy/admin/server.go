@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -125,6 +126,29 @@ type Server struct {
 	appName map[string]string // app id -> name
 	handler http.Handler
 	srv     *http.Server
+	refused logOften // 401s, logged sparingly
+}
+
+// logOften lets a log line through at most once per refusedLogEvery and
+// counts the ones it held back: requests without the token can come as
+// fast as a client sends them, and must not flood the log.
+type logOften struct {
+	mu   sync.Mutex
+	next time.Time
+	held int
+}
+
+const refusedLogEvery = 5 * time.Second
+
+func (l *logOften) pass(now time.Time) (held int, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Before(l.next) {
+		l.held++
+		return 0, false
+	}
+	held, l.held, l.next = l.held, 0, now.Add(refusedLogEvery)
+	return held, true
 }
 
 // New builds the server; nothing is served until Serve.
@@ -219,8 +243,10 @@ func (s *Server) auth(next http.Handler) http.Handler {
 		}
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
-			s.log.Warn("admin request refused: missing or wrong token",
-				zap.String("method", r.Method), zap.String("path", clip(r.URL.Path)), zap.String("remote", r.RemoteAddr))
+			if held, ok := s.refused.pass(s.opts.Clock.Now()); ok {
+				s.log.Warn("admin request refused: missing or wrong token", zap.String("method", r.Method),
+					zap.String("path", clip(r.URL.Path)), zap.String("remote", r.RemoteAddr), zap.Int("held_back", held))
+			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="baton"`)
 			writeError(w, http.StatusUnauthorized, "missing or wrong bearer token")
 			return
@@ -471,6 +497,10 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Disposition", `attachment; filename="baton.backup"`)
 		w.WriteHeader(http.StatusOK)
 	}}
+	if r.Method == http.MethodHead {
+		out.start() // not a whole database read for nothing
+		return
+	}
 	started := time.Now()
 	err := s.opts.Backend.Backup(r.Context(), out)
 	switch {

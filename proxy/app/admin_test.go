@@ -775,3 +775,57 @@ func TestAdminAddressInUseFailsFirst(t *testing.T) {
 		}
 	}
 }
+
+// While Baton stops, and a webhook still holds its listener, readiness
+// fails with the draining check and operations are refused.
+func TestAdminDrainingWhileStopping(t *testing.T) {
+	t.Parallel()
+	h := adminHarness(t, harnessOpts{})
+	const u = "9701"
+	h.p.UserText(page, u, "hello")
+	h.waitText(h.bot, u, "hello")
+	h.ready(http.StatusOK)
+
+	// A webhook whose body never comes keeps the webhook listener's
+	// shutdown waiting (up to shutdown_timeout), and the admin listener up.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(strings.TrimSuffix(h.baton.WebhookURL(), h.cfg.Webhook.Path), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "POST "+h.cfg.Webhook.Path+" HTTP/1.1\r\nHost: baton\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{\"object\""); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- h.baton.Close() }()
+
+	var r readiness
+	h.until(func() bool {
+		a := h.callWith("", "GET", "/-/ready", "")
+		if a.status != http.StatusServiceUnavailable {
+			return false
+		}
+		a.decode(t, &r)
+		return true
+	}, func() string { return "readiness never failed while stopping" })
+	if c := r.check("draining"); r.Ready || c.OK || !strings.Contains(c.Error, "stopping") {
+		t.Errorf("while stopping: %+v", r)
+	}
+	a := h.call("POST", "/api/v1/threads/"+page+"/"+u+"/take", "")
+	wantStatus(t, a, http.StatusServiceUnavailable, "take while stopping")
+	if got := h.p.Owner(page, u); got != botApp {
+		t.Errorf("owner %q after a refused take", got)
+	}
+	conn.Close()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Errorf("close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Baton never stopped")
+	}
+	if _, err := http.Get(h.baton.AdminURL() + "/-/healthy"); err == nil {
+		t.Error("the admin listener still answers after Close")
+	}
+}
