@@ -41,6 +41,7 @@ type liveBaton struct {
 	p     *sandbox.Platform
 	bot   *sandbox.Receiver
 	baton *app.App
+	dir   string            // the config's directory: baton.yaml, policy.yaml
 	env   map[string]string // what the commands see: BATON_ADMIN, BATON_ADMIN_TOKEN
 }
 
@@ -98,7 +99,7 @@ bot: {url: %q, retry_min: 5ms, retry_max: 20ms}
 	}
 	t.Cleanup(func() { a.Close() })
 	p.SetWebhook(apiBotApp, a.WebhookURL())
-	l.baton = a
+	l.baton, l.dir = a, dir
 	l.env = map[string]string{"BATON_ADMIN": a.AdminURL(), "BATON_ADMIN_TOKEN": adminSecret}
 	return l
 }
@@ -181,6 +182,20 @@ func TestHealthcheck(t *testing.T) {
 	if got := runWith(map[string]string{"BATON_ADMIN": l.baton.AdminURL()}, nil, "healthcheck"); got.code != 0 {
 		t.Errorf("healthcheck without a token: %v", got)
 	}
+	// A policy file that no longer loads: alive, but not ready.
+	if err := os.WriteFile(filepath.Join(l.dir, "policy.yaml"), []byte("rules: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.baton.Reload(); err == nil {
+		t.Fatal("a broken policy file reloaded")
+	}
+	if got := l.run("healthcheck", "--ready"); got.code != 1 || !strings.HasPrefix(got.stderr, "baton: not ready (HTTP 503): policies: ") {
+		t.Errorf("healthcheck --ready after a failed reload: %v", got)
+	}
+	if got := l.run("healthcheck"); got.code != 0 {
+		t.Errorf("healthcheck after a failed reload: %v", got)
+	}
+
 	// Nothing listening: exit 1, for the container to be restarted.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

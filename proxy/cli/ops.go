@@ -21,10 +21,6 @@ func Version(out io.Writer, info buildinfo.Info) error {
 	return err
 }
 
-// ErrUnhealthy is returned by Healthcheck when Baton answered but is not
-// healthy (or not ready).
-var ErrUnhealthy = errors.New("not healthy")
-
 // Healthcheck asks a running Baton whether it is alive (/-/healthy) or,
 // with ready, ready to take traffic (/-/ready), and prints the answer in
 // one line. It returns nil only on a 200, for container health checks.
@@ -44,13 +40,13 @@ func Healthcheck(ctx context.Context, out io.Writer, c *Client, ready bool) erro
 	var failing []string
 	for _, c := range h.Checks {
 		if !c.OK {
-			failing = append(failing, strings.TrimSpace(c.Name+": "+c.Error))
+			failing = append(failing, oneLine(strings.TrimSpace(c.Name+": "+c.Error), 300))
 		}
 	}
 	if len(failing) == 0 {
-		return fmt.Errorf("%w: not %s (HTTP %d)", ErrUnhealthy, what, h.Status)
+		return fmt.Errorf("not %s (HTTP %d)", what, h.Status)
 	}
-	return fmt.Errorf("%w: not %s (HTTP %d): %s", ErrUnhealthy, what, h.Status, strings.Join(failing, "; "))
+	return fmt.Errorf("not %s (HTTP %d): %s", what, h.Status, strings.Join(failing, "; "))
 }
 
 // Backup streams a running Baton's database backup into out, which must
