@@ -35,9 +35,15 @@ func (f *sourceFlags) sources(files []string) (cli.Sources, error) {
 	return cli.Sources{Config: f.config, Policies: append(f.policies, files...), Apps: apps}, nil
 }
 
-// fail prints err as proxy/cli prints its problems and ends with its
-// exit code.
-func fail(e *env, err error) error { return codeErr(cli.Fail(e.stderr, err)) }
+// fail ends a command with err: a usage error as every command's, other
+// errors as proxy/cli prints them (unprefixed, so that file:line:col
+// problems stay at the start of their lines for editors and CI).
+func fail(e *env, err error) error {
+	if errors.Is(err, cli.ErrUsage) {
+		return err
+	}
+	return codeErr(cli.Fail(e.stderr, err))
+}
 
 func checkCmd(e *env) *cobra.Command {
 	var sf sourceFlags
