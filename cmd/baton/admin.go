@@ -110,7 +110,7 @@ operator.`,
 			return cli.Operate(context.Background(), e.stdout, client, op, args[0], "", reason)
 		},
 	}
-	c.Flags().StringVar(&reason, "reason", "", "why, for the thread's history")
+	c.Flags().StringVar(&reason, "reason", "", "the reason `R`, for the thread's history")
 	af.register(c)
 	return c
 }
@@ -137,7 +137,7 @@ operator.`,
 		},
 	}
 	c.Flags().StringVar(&to, "to", "", "the `APP`: a name from the config's apps section, or an app id")
-	c.Flags().StringVar(&reason, "reason", "", "why, for the thread's history")
+	c.Flags().StringVar(&reason, "reason", "", "the reason `R`, for the thread's history")
 	c.MarkFlagRequired("to")
 	af.register(c)
 	return c
@@ -175,7 +175,7 @@ at it and start Baton. No Baton may run on DIR meanwhile.`,
 		Args: noArgs,
 		RunE: func(*cobra.Command, []string) error { return cli.Restore(dir, e.stdin) },
 	}
-	c.Flags().StringVar(&dir, "data-dir", "", "the new data directory `DIR`")
+	c.Flags().StringVar(&dir, "data-dir", "", "the data directory `DIR`: a new one, or an empty one")
 	c.MarkFlagRequired("data-dir")
 	c.MarkFlagDirname("data-dir")
 	return c
