@@ -1,8 +1,8 @@
 // Package app wires Baton together from its configuration: the Badger
 // store, the policy set, the Graph API client, the forwarder to the bot, the
-// per-thread dispatcher, the webhook ingress and the admin listener. It is kept out of cmd/ so
-// tests and the demo run the very same Baton in-process; it never touches
-// OS signals.
+// per-thread dispatcher, the webhook ingress and the admin listener. It is
+// kept out of cmd/ so tests and the demo run the very same Baton
+// in-process; it never touches OS signals.
 package app
 
 import (
@@ -318,8 +318,9 @@ func (a *App) Start() error {
 			a.served <- err
 		}
 	}()
-	// The webhook listener stops first: no new events once teardown begins. A
-	// webhook that comes meanwhile gets 503, and Meta delivers it again.
+	// The webhook listener stops first: no new events once teardown
+	// begins. A webhook that comes meanwhile gets 503, and Meta delivers
+	// it again.
 	a.onStop = append(a.onStop, func() error {
 		a.ingress.Drain()
 		ctx, cancel := context.WithTimeout(context.Background(), a.opts.Config.ShutdownTimeout)
