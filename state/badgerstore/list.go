@@ -31,12 +31,18 @@ var _ state.ThreadLister = (*Store)(nil)
 // every thread in one request.
 const listScanBudget = 50_000
 
-// ListThreads implements state.ThreadLister.
+// ListThreads implements state.ThreadLister. With f.DeadLetters it walks
+// the dead letters' keys rather than every thread's: the threads with dead
+// letters are few, and are found without looking at the others.
 func (s *Store) ListThreads(ctx context.Context, f state.ThreadFilter, cursor string, limit int) ([]state.ThreadSummary, string, error) {
 	if limit <= 0 {
 		limit = 100
 	}
-	prefix := []byte{spaceThread}
+	space := byte(spaceThread) // one key per thread
+	if f.DeadLetters {
+		space = spaceDead // a key per dead letter, under its thread's prefix
+	}
+	prefix := []byte{space}
 	if f.Page != "" {
 		prefix = binary.AppendUvarint(prefix, uint64(len(f.Page)))
 		prefix = append(prefix, f.Page...)
@@ -47,9 +53,9 @@ func (s *Store) ListThreads(ctx context.Context, f state.ThreadFilter, cursor st
 		if err != nil {
 			return nil, "", err
 		}
-		// The smallest key after the cursor's; a cursor of another page
+		// The first key past the cursor's thread; a cursor of another page
 		// than f's starts at f's first thread or ends the walk.
-		if next := append(after, 0); bytes.Compare(next, prefix) > 0 {
+		if next := pastThread(space, after); bytes.Compare(next, prefix) > 0 {
 			start = next
 		}
 	}
@@ -62,19 +68,31 @@ func (s *Store) ListThreads(ctx context.Context, f state.ThreadFilter, cursor st
 		it := txn.NewIterator(o)
 		defer it.Close()
 		scanned := 0
-		for it.Seek(start); it.ValidForPrefix(prefix); it.Next() {
+		for it.Seek(start); it.ValidForPrefix(prefix); {
 			if scanned%256 == 0 {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
 			}
 			scanned++
-			k := it.Item().KeyCopy(nil)
-			key, err := parseThreadKey(k[1:])
+			k := it.Item().Key()
+			if space == spaceDead {
+				if len(k) < 9 {
+					return fmt.Errorf("dead letter key %x: %w", k, errBadKey)
+				}
+				k = k[:len(k)-8]
+			}
+			tk := bytes.Clone(k[1:])
+			key, err := parseThreadKey(tk)
 			if err != nil {
 				return fmt.Errorf("thread key %x: %w", k, err)
 			}
-			t, err := s.listedThread(key, it.Item())
+			var t state.Thread
+			if space == spaceThread {
+				t, err = s.listedThread(key, it.Item())
+			} else {
+				t, err = s.threadIn(txn, key)
+			}
 			if err != nil {
 				return err
 			}
@@ -90,10 +108,14 @@ func (s *Store) ListThreads(ctx context.Context, f state.ThreadFilter, cursor st
 					out = append(out, sum)
 				}
 			}
+			if space == spaceThread {
+				it.Next() // cheaper than a seek, which restarts in every level
+			} else {
+				it.Seek(pastThread(space, tk)) // past the thread's other dead letters
+			}
 			if len(out) == limit || scanned >= listScanBudget {
-				it.Next()
 				if it.ValidForPrefix(prefix) {
-					next = encodeCursor(k)
+					next = encodeCursor(tk)
 				}
 				return nil
 			}
@@ -106,18 +128,40 @@ func (s *Store) ListThreads(ctx context.Context, f state.ThreadFilter, cursor st
 	return out, next, nil
 }
 
+// pastThread is the first key of space after every key of the thread
+// whose key (without its space) is tk: in the thread space the next
+// possible key, in a space of sequence numbers the key past the largest.
+func pastThread(space byte, tk []byte) []byte {
+	b := append([]byte{space}, tk...)
+	if space == spaceThread {
+		return append(b, 0)
+	}
+	return append(b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+}
+
+// threadIn is the newest state of a thread, read in txn if it is not in
+// memory; a thread with no stored state (only dead letters, say) is
+// returned with its key alone.
+func (s *Store) threadIn(txn *badger.Txn, key state.ThreadKey) (state.Thread, error) {
+	if t, ok := s.memoryThread(key); ok {
+		return t, nil
+	}
+	item, err := txn.Get(threadPrefix(spaceThread, key))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return state.Thread{Key: key}, nil
+	}
+	if err != nil {
+		return state.Thread{}, fmt.Errorf("read thread %s: %w", key, err)
+	}
+	return s.listedThread(key, item)
+}
+
 // listedThread is the newest state of a thread whose stored copy item is.
 // The cache is only peeked at: a listing must not push the threads at work
 // out of it.
 func (s *Store) listedThread(key state.ThreadKey, item *badger.Item) (state.Thread, error) {
-	if t, ok := s.unsyncedState(key); ok {
+	if t, ok := s.memoryThread(key); ok {
 		return t, nil
-	}
-	if ct, ok := s.cache.Peek(key); ok {
-		return ct.thread(key), nil
-	}
-	if ct, ok := s.evictedThread(key); ok {
-		return ct.thread(key), nil
 	}
 	t := state.Thread{Key: key}
 	if err := item.Value(func(v []byte) error { return json.Unmarshal(v, &t) }); err != nil {
@@ -125,6 +169,21 @@ func (s *Store) listedThread(key state.ThreadKey, item *badger.Item) (state.Thre
 	}
 	t.Key = key
 	return t, nil
+}
+
+// memoryThread is the thread's state held in memory, ahead of the disk:
+// promised by a lazy completion, cached, or evicted unwritten.
+func (s *Store) memoryThread(key state.ThreadKey) (state.Thread, bool) {
+	if t, ok := s.unsyncedState(key); ok {
+		return t, true
+	}
+	if ct, ok := s.cache.Peek(key); ok {
+		return ct.thread(key), true
+	}
+	if ct, ok := s.evictedThread(key); ok {
+		return ct.thread(key), true
+	}
+	return state.Thread{}, false
 }
 
 // matches reports whether t passes f (but for f.DeadLetters).
@@ -192,10 +251,12 @@ func parseThreadKey(b []byte) (state.ThreadKey, error) {
 	return state.ThreadKey{Page: parts[0], User: parts[1]}, nil
 }
 
-// A cursor is the thread's key, base64 (URL alphabet, so it needs no
-// escaping in a query string).
-func encodeCursor(key []byte) string { return base64.RawURLEncoding.EncodeToString(key[1:]) }
+// A cursor is the thread's key without its key space, base64 (URL
+// alphabet, so it needs no escaping in a query string): the same in
+// every walk.
+func encodeCursor(tk []byte) string { return base64.RawURLEncoding.EncodeToString(tk) }
 
+// decodeCursor returns the thread key (without key space) a cursor holds.
 func decodeCursor(c string) ([]byte, error) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || len(b) > 4<<10 {
@@ -204,7 +265,7 @@ func decodeCursor(c string) ([]byte, error) {
 	if _, err := parseThreadKey(b); err != nil {
 		return nil, fmt.Errorf("%w: not one this store made", state.ErrBadCursor)
 	}
-	return append([]byte{spaceThread}, b...), nil
+	return b, nil
 }
 
 // QueueSizes reports the items in the thread's queue and, of them, those
@@ -232,13 +293,7 @@ func (s *Store) QueueSizes(ctx context.Context, key state.ThreadKey, decided uin
 // Seen reports whether Baton ever stored anything of the thread: its
 // state, a queued event, history or a dead letter.
 func (s *Store) Seen(ctx context.Context, key state.ThreadKey) (bool, error) {
-	if _, ok := s.unsyncedState(key); ok {
-		return true, nil
-	}
-	if _, ok := s.cache.Peek(key); ok {
-		return true, nil
-	}
-	if _, ok := s.evictedThread(key); ok {
+	if _, ok := s.memoryThread(key); ok {
 		return true, nil
 	}
 	seen := false
