@@ -197,8 +197,9 @@ func New(o Options) (*Server, error) {
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// No WriteTimeout: a backup streams for as long as the database
-		// takes to read; a client that stops reading ends it through the
-		// request's context once its connection is gone.
+		// takes to read. Its writes have a deadline each instead
+		// (backupStall), so a client that stops reading does not hold
+		// the database's snapshot open.
 		IdleTimeout:    time.Minute,
 		MaxHeaderBytes: 16 << 10,
 		ErrorLog:       zap.NewStdLog(s.log.WithOptions(zap.IncreaseLevel(zap.WarnLevel))),
@@ -492,7 +493,11 @@ func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
-	out := &startedWriter{w: w, start: func() {
+	rc := http.NewResponseController(w)
+	out := &startedWriter{w: w, deadline: func() error {
+		// Network time, not Baton's clock: this bounds a socket write.
+		return rc.SetWriteDeadline(time.Now().Add(backupStall))
+	}, start: func() {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Disposition", `attachment; filename="baton.backup"`)
 		w.WriteHeader(http.StatusOK)
@@ -520,19 +525,28 @@ func (s *Server) backup(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// backupStall is how long one write of a backup stream may wait for the
+// client to read.
+const backupStall = time.Minute
+
 // startedWriter sends the response's header with its first byte, so an
-// error before any is still answered with a status of its own.
+// error before any is still answered with a status of its own, and sets
+// each write's deadline.
 type startedWriter struct {
-	w       io.Writer
-	start   func()
-	started bool
-	n       int64
+	w        io.Writer
+	start    func()
+	deadline func() error
+	started  bool
+	n        int64
 }
 
 func (s *startedWriter) Write(p []byte) (int, error) {
 	if !s.started {
 		s.started = true
 		s.start()
+	}
+	if err := s.deadline(); err != nil {
+		return 0, fmt.Errorf("backup stream: %w", err)
 	}
 	n, err := s.w.Write(p)
 	s.n += int64(n)
