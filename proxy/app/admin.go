@@ -64,32 +64,13 @@ func (b adminBackend) Thread(ctx context.Context, k state.ThreadKey) (admin.Deta
 	return d, nil
 }
 
-// operatorTimer is the kind of timer the dispatcher arms for an operation
-// (dispatch's timerOperator): one per thread, kept until the operation's
-// decision is settled.
-const operatorTimer = "operator"
-
-// Operate queues op unless an earlier operation on the thread is still
-// pending. The dispatcher keeps one operation timer per thread: a second
-// one armed before the first is settled would replace it (the first never
-// runs) or be cancelled with it (the second never runs). So the second is
-// refused with a conflict, and the operator tries again a moment later.
+// Operate queues op on the thread: it runs in the thread's order, after
+// any operation queued before it.
 func (b adminBackend) Operate(ctx context.Context, k state.ThreadKey, op admin.Operation) error {
 	if b.a.draining.Load() {
 		return fmt.Errorf("%w: baton is stopping", admin.ErrUnavailable)
 	}
-	b.a.opMu.Lock()
-	defer b.a.opMu.Unlock()
-	timers, err := b.a.store.ThreadTimers(ctx, k)
-	if err != nil {
-		return err
-	}
-	for _, t := range timers {
-		if t.Kind == operatorTimer {
-			return fmt.Errorf("%w: an earlier operation on thread %s has not finished; try again in a moment", admin.ErrConflict, k)
-		}
-	}
-	err = b.a.disp.Operate(ctx, k, dispatch.Operation{Kind: op.Kind, To: op.To, Reason: op.Reason})
+	err := b.a.disp.Operate(ctx, k, dispatch.Operation{Kind: op.Kind, To: op.To, Reason: op.Reason})
 	if errors.Is(err, dispatch.ErrUnknownThread) {
 		return fmt.Errorf("thread %s: %w", k, admin.ErrUnknownThread)
 	}

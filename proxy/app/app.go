@@ -93,7 +93,6 @@ type App struct {
 	onStop    []func() error // teardown in reverse order of creation
 	closed    atomic.Bool
 	reloadMu  sync.Mutex // one reload at a time, so the last file read wins
-	opMu      sync.Mutex // one operator operation queued at a time (admin.go)
 }
 
 // New builds every component; nothing is served until Start. On error,

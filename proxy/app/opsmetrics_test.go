@@ -1,11 +1,14 @@
 package app_test
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/batonproxy/baton/state"
 )
 
 // A conversation handed to an agent who answers two minutes later and
@@ -16,7 +19,13 @@ func TestOperationsMetricsFollowAConversation(t *testing.T) {
 	t.Parallel()
 	h := timelineHarness(t, "")
 	const u = "8101"
+	h.p.UserText(page, u, "hello")
+	h.waitText(h.bot, u, "hello")
 	h.handOver(u)
+	// The clock moves once Baton has recorded the handover, so the two
+	// minutes count from it.
+	h.until(func() bool { return h.thread(u).Owner.Kind == state.OwnerApp },
+		func() string { return fmt.Sprintf("Baton's owner after the pass: %v", h.thread(u).Owner) })
 	h.advance(2 * time.Minute)
 	if _, err := h.p.Send(agentApp, page, u, "Hi, Sam here."); err != nil {
 		t.Fatal(err)
@@ -24,9 +33,13 @@ func TestOperationsMetricsFollowAConversation(t *testing.T) {
 	h.until(func() bool { return !h.thread(u).LastOther.IsZero() }, func() string { return "the agent's answer was never decided" })
 	h.advance(3 * time.Minute)
 	h.p.UserText(page, u, "back to bot")
+	h.until(func() bool { return strings.Contains(h.metrics(), `baton_bot_delivery_attempts_total{outcome="ok"}`) },
+		func() string { return "no delivery to the bot counted" })
 	h.waitKind(h.agent, u, "take_thread_control")
 	h.until(func() bool { return strings.Contains(h.metrics(), "baton_with_people_seconds_count 1\n") },
-		func() string { return "time with people never observed:\n" + grepMetrics(h.metrics(), "baton_with_people") })
+		func() string {
+			return "time with people never observed:\n" + grepMetrics(h.metrics(), "baton_with_people")
+		})
 
 	m := h.metrics()
 	if got := metricValue(t, m, "baton_first_agent_reply_seconds_count"); got != 1 {

@@ -357,7 +357,8 @@ func (dc *decider) decideTimer(p *Plan, w *work) {
 	case timerBotRecovered:
 		dc.decideBotRecovered(p, w)
 		return
-	case timerOperator:
+	}
+	if isOperatorTimer(ev.Text) {
 		dc.decideOperator(p, w)
 		return
 	}

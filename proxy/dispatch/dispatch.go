@@ -110,8 +110,9 @@ type Options struct {
 
 // Dispatcher owns the per-thread workers.
 type Dispatcher struct {
-	opts Options
-	log  *zap.Logger
+	opts  Options
+	log   *zap.Logger
+	opSeq atomic.Uint64 // numbers operations' timers (operate.go)
 	// ctx ends when Baton stops taking work; io, which calls outside
 	// Baton use, ends when Stop's time is up.
 	ctx      context.Context
@@ -242,6 +243,9 @@ func New(ctx context.Context, opts Options) (*Dispatcher, error) {
 	}
 	d := &Dispatcher{opts: opts, log: opts.Logger.Named("dispatch"), ctx: ctx, running: map[state.ThreadKey]*worker{},
 		refused: map[state.ThreadKey]uint64{}}
+	// Operations' timers are numbered from the wall clock, so the numbers
+	// keep growing across restarts.
+	d.opSeq.Store(uint64(time.Now().UnixNano()))
 	d.circuit = circuit{opts: opts.Circuit, warned: map[state.ThreadKey]bool{}, handedOver: map[state.ThreadKey]bool{}}
 	d.io, d.cancelIO = context.WithCancel(context.WithoutCancel(ctx))
 	d.decide = pool{wake: sync.NewCond(&d.mu), max: opts.Runners, run: d.drain}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.uber.org/zap"
 
@@ -17,8 +18,9 @@ import (
 // letters while Baton runs. An operation is not done on the spot: it is
 // armed as a timer due now, so it becomes an event in the thread's queue,
 // after what is queued already, and is decided, journaled and acted on
-// like any rule's actions. A second operation on the same thread before
-// the first ran replaces it: the last word of ops wins.
+// like any rule's actions. Each operation has a timer of its own, named
+// in the order they were asked for, so operations queued back to back all
+// run, in that order.
 
 // Operation is a change of owner asked for by an operator.
 type Operation struct {
@@ -31,7 +33,9 @@ type Operation struct {
 var ErrUnknownThread = errors.New("dispatch: thread never seen")
 
 const (
-	timerOperator = "operator"
+	// timerOperator prefixes an operation's timer kind; a number that
+	// grows with each operation follows (opSeq).
+	timerOperator = "operator:"
 	// operatorRule names an operation's steps, in the history and the
 	// metrics, where a rule's name would be.
 	operatorRule = "operator"
@@ -61,12 +65,18 @@ func (d *Dispatcher) Operate(ctx context.Context, k state.ThreadKey, op Operatio
 		return err
 	}
 	now := d.opts.Clock.Now()
-	if err := d.commitNow(ctx, state.Completion{Thread: k, Arm: []state.Timer{{Kind: timerOperator, Due: now, Data: data}}}); err != nil {
+	// Timers due at once fire in the order of their kinds: zero-padded,
+	// the numbers sort as they were given out.
+	kind := fmt.Sprintf("%s%020d", timerOperator, d.opSeq.Add(1))
+	if err := d.commitNow(ctx, state.Completion{Thread: k, Arm: []state.Timer{{Kind: kind, Due: now, Data: data}}}); err != nil {
 		return fmt.Errorf("queue %s on %s: %w", op.Kind, k, err)
 	}
 	d.wakeTimers()
 	return nil
 }
+
+// isOperatorTimer reports an operation's timer kind.
+func isOperatorTimer(kind string) bool { return strings.HasPrefix(kind, timerOperator) }
 
 // decideOperator plans an operation. Unlike a rule, it does not look at
 // who owns the thread: ops asked for this owner, and the platform's answer

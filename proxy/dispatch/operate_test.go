@@ -78,9 +78,9 @@ func TestOperationsRefusedUpFront(t *testing.T) {
 			t.Errorf("Operate(%+v) = nil; want an error", op)
 		}
 	}
-	if timers := r.timers("u"); len(timers) != 0 {
-		if _, ok := timers[timerOperator]; ok {
-			t.Errorf("a refused operation was queued: %v", timers)
+	for kind := range r.timers("u") {
+		if isOperatorTimer(kind) {
+			t.Errorf("a refused operation was queued: %v", r.timers("u"))
 		}
 	}
 }
@@ -150,4 +150,32 @@ func TestARefusedPassCountsAnOwnershipRepair(t *testing.T) {
 	if got := m.GetCounter().GetValue(); got != 1 {
 		t.Errorf("baton_ownership_repairs_total = %v; want 1", got)
 	}
+}
+
+// Operations queued back to back, before the first has run, all run, in
+// the order they were asked for.
+func TestOperationsBackToBackAllRunInOrder(t *testing.T) {
+	r := newRig(t, handoffPolicy, nil)
+	ctx := context.Background()
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "hello", r.clock.Now()))
+	r.until("the bot owns the thread", func() bool { return r.thread("u").Owner.Kind == state.OwnerBot })
+	for _, op := range []Operation{{Kind: "pass", To: agentApp}, {Kind: "take"}, {Kind: "pass", To: agentApp, Reason: "again"}} {
+		if err := r.d.Operate(ctx, key("u"), op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.fire()
+	r.until("three calls at the platform", func() bool { return len(r.graph.callList()) == 3 })
+	if got := r.graph.callList(); got[0] != "pass:"+agentApp || got[1] != "take" || got[2] != "pass:"+agentApp {
+		t.Errorf("platform calls %v; want pass, take, pass", got)
+	}
+	r.until("the thread with the agent", func() bool { return r.thread("u").Owner == state.Owner{Kind: state.OwnerApp, AppID: agentApp} })
+	r.until("no operation left armed", func() bool {
+		for kind := range r.timers("u") {
+			if isOperatorTimer(kind) {
+				return false
+			}
+		}
+		return true
+	})
 }

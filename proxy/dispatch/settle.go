@@ -94,7 +94,7 @@ func (sl *settler) settle(p *Plan, ev *messenger.Event, done int, fail *failure)
 			// A fired timeout is done; the others follow the new owner.
 			w.cancel(p.TimerKind)
 			sl.planTimers(w, p.Before)
-		case p.Timer == timerBotDown || p.Timer == timerBotRecovered || p.Timer == timerOperator:
+		case p.Timer == timerBotDown || p.Timer == timerBotRecovered || isOperatorTimer(p.Timer):
 			sl.planTimers(w, p.Before)
 			if (p.Timer == timerBotDown && done > 0) || p.AwaitBot {
 				// Durable, so that a restart during the outage does not
