@@ -110,9 +110,10 @@ type Options struct {
 
 // Dispatcher owns the per-thread workers.
 type Dispatcher struct {
-	opts  Options
-	log   *zap.Logger
-	opSeq atomic.Uint64 // numbers operations' timers (operate.go)
+	opts   Options
+	log    *zap.Logger
+	opSeq  atomic.Uint64 // numbers operations' timers (operate.go)
+	recent handoverRing  // the last handovers, for the dashboard (recent.go)
 	// ctx ends when Baton stops taking work; io, which calls outside
 	// Baton use, ends when Stop's time is up.
 	ctx      context.Context

@@ -301,6 +301,10 @@ func messagingWindow(lastUser, now time.Time) window {
 }
 
 func (d *Dispatcher) logHandover(ev *messenger.Event, seq uint64, from, to state.Owner, rule string) {
+	if from.Kind == state.OwnerUnknown {
+		return // the first contact with a thread: Baton learns its owner, nothing moved
+	}
+	d.recent.add(HandoverRecord{At: d.opts.Clock.Now(), Thread: state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()}, From: from, To: to, Cause: rule})
 	d.opts.Metrics.Handovers.WithLabelValues(ownerLabel(to)).Inc()
 	d.log.Info("handover",
 		zap.String("page", ev.PageID), zap.String("user", ev.ThreadUser()),

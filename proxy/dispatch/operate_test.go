@@ -52,6 +52,24 @@ func TestOperationsRunInTheThreadsOrder(t *testing.T) {
 			t.Errorf("operator history[%d] = %q; want %q", i, notes[i], want[i])
 		}
 	}
+	// The dashboard's recent handovers: newest first, each with its cause;
+	// the first contact (unknown to bot) is no handover.
+	recent := r.d.RecentHandovers(10)
+	if len(recent) != 3 {
+		t.Fatalf("recent handovers %+v; want the three operations only", recent)
+	}
+	for i, want := range []state.OwnerKind{state.OwnerIdle, state.OwnerBot, state.OwnerApp} {
+		if h := recent[i]; h.To.Kind != want || h.Cause != operatorRule || h.Thread != key("u") {
+			t.Errorf("recent[%d] = %+v; want a move to %v by the operator", i, h, want)
+		}
+	}
+	var bot dto.Metric
+	if err := r.d.opts.Metrics.Handovers.WithLabelValues("bot").Write(&bot); err != nil {
+		t.Fatal(err)
+	}
+	if got := bot.GetCounter().GetValue(); got != 1 {
+		t.Errorf("baton_handovers_total{to=\"bot\"} = %v; want 1 (the take, not the first contact)", got)
+	}
 	for _, action := range []string{"pass", "take", "release"} {
 		var m dto.Metric
 		if err := r.d.opts.Metrics.OperatorActions.WithLabelValues(action).Write(&m); err != nil {
