@@ -17,7 +17,9 @@
 //
 // What the server does is behind Backend, which the app implements over
 // its store, dispatcher, policies and Graph client, so this package
-// depends on none of them.
+// depends on none of them. The dashboard (package admin/ui) is mounted
+// under /ui/ through Options.UI and checks the token itself: a browser
+// carries it in a cookie, which no other route accepts.
 package admin
 
 import (
@@ -83,6 +85,60 @@ type Backend interface {
 	Reload() (rules int, err error)
 	// Backup streams a backup of the store (badgerstore.Backup) into w.
 	Backup(ctx context.Context, w io.Writer) error
+
+	// RecentHandovers returns up to n of the last changes of a thread's
+	// owner since Baton started, newest first.
+	RecentHandovers(n int) []Handover
+	// PolicyStatus says which policies run and how the last reload went.
+	PolicyStatus() PolicyStatus
+	// Figures are the handover counts and times since Baton started.
+	Figures() Figures
+}
+
+// Handover is one change of a thread's owner, for the dashboard.
+type Handover struct {
+	At       time.Time
+	Thread   state.ThreadKey
+	From, To state.Owner
+	// Cause is what moved it: a rule's name, "timeout:KIND", "bot_down",
+	// "operator"; empty when the platform showed a change another app made.
+	Cause string
+}
+
+// PolicyStatus is the state of the policy files.
+type PolicyStatus struct {
+	Rules int // rules running
+	// LoadedAt is when the running rules were loaded.
+	LoadedAt time.Time
+	// Err is the last reload's error, nil when it succeeded; a
+	// yamlfile.Problems lists every problem with its file:line:col.
+	Err error
+}
+
+// Figures are what people wait for and how often threads change hands.
+type Figures struct {
+	// Handovers counts changes of owner by the new owner's kind: "bot",
+	// "app", "idle".
+	Handovers map[string]uint64
+	// FirstAgentReply is the time from a thread going to another app to
+	// that app's first message; WithPeople the time a thread stayed with
+	// another app, counted when it left.
+	FirstAgentReply, WithPeople Distribution
+}
+
+// Distribution summarises a histogram: how many were observed and their
+// sum.
+type Distribution struct {
+	Count uint64
+	Sum   time.Duration
+}
+
+// Mean is the average observation, 0 when there is none.
+func (d Distribution) Mean() time.Duration {
+	if d.Count == 0 {
+		return 0
+	}
+	return d.Sum / time.Duration(d.Count)
 }
 
 // Detail is one thread for GET /api/v1/threads/{page}/{user}.
@@ -115,8 +171,13 @@ type Options struct {
 	Pages []string
 	// Metrics serves GET /metrics; nil answers 404.
 	Metrics http.Handler
-	Clock   clock.Clock // default: the wall clock (idle_since durations)
-	Logger  *zap.Logger // default: nop
+	// UI, when set, serves the dashboard: every path under /ui/, with GET
+	// / redirected there. It checks the token itself (a browser sends a
+	// cookie its login form set, not a header), so its requests skip the
+	// bearer check here and never reach the API's routes.
+	UI     http.Handler
+	Clock  clock.Clock // default: the wall clock (idle_since durations)
+	Logger *zap.Logger // default: nop
 }
 
 // Server is the admin HTTP server.
@@ -233,12 +294,19 @@ func (s *Server) Shutdown(ctx context.Context) error {
 var unauthenticated = []string{"/-/healthy", "/-/ready"}
 
 func (s *Server) auth(next http.Handler) http.Handler {
-	if s.opts.Token == "" {
-		return next
-	}
 	want := []byte(s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if slices.Contains(unauthenticated, r.URL.Path) {
+		if ui := s.opts.UI; ui != nil {
+			switch p := r.URL.Path; {
+			case p == "/" && (r.Method == http.MethodGet || r.Method == http.MethodHead):
+				http.Redirect(w, r, "/ui/", http.StatusFound)
+				return
+			case p == "/ui" || strings.HasPrefix(p, "/ui/"):
+				ui.ServeHTTP(w, r)
+				return
+			}
+		}
+		if len(want) == 0 || slices.Contains(unauthenticated, r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}

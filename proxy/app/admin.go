@@ -5,8 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/batonproxy/baton/proxy/admin"
+	"github.com/batonproxy/baton/proxy/admin/ui"
 	"github.com/batonproxy/baton/proxy/dispatch"
 	"github.com/batonproxy/baton/state"
 )
@@ -17,6 +23,13 @@ import (
 type adminBackend struct{ a *App }
 
 var _ admin.Backend = adminBackend{}
+
+// dashboard is the admin listener's web pages, over the same Backend and
+// token as the API.
+func (a *App) dashboard() (*ui.UI, error) {
+	cfg := a.opts.Config
+	return ui.New(ui.Options{Backend: adminBackend{a}, Token: cfg.Admin.Token.Reveal(), Apps: cfg.Apps, Clock: a.opts.Clock, Logger: a.log})
+}
 
 func (b adminBackend) StoreWritable() error { return b.a.store.Writable() }
 
@@ -98,3 +111,72 @@ func (b adminBackend) DiscardDeadLetters(ctx context.Context, k state.ThreadKey,
 func (b adminBackend) Reload() (int, error) { return b.a.reload() }
 
 func (b adminBackend) Backup(ctx context.Context, w io.Writer) error { return b.a.store.Backup(ctx, w) }
+
+func (b adminBackend) RecentHandovers(n int) []admin.Handover {
+	recent := b.a.disp.RecentHandovers(n)
+	out := make([]admin.Handover, 0, len(recent))
+	for _, h := range recent {
+		out = append(out, admin.Handover{At: h.At, Thread: h.Thread, From: h.From, To: h.To, Cause: h.Cause})
+	}
+	return out
+}
+
+func (b adminBackend) PolicyStatus() admin.PolicyStatus {
+	st := admin.PolicyStatus{Rules: b.a.policies.Load().Rules()}
+	if err := b.a.reloadErr.Load(); err != nil {
+		st.Err = *err
+	}
+	// The gauge is the one record of when the running rules were loaded.
+	for _, m := range collect(b.a.metrics.ReloadTimestamp) {
+		if g := m.GetGauge(); g != nil && g.GetValue() > 0 {
+			sec, frac := math.Modf(g.GetValue())
+			st.LoadedAt = time.Unix(int64(sec), int64(frac*1e9))
+		}
+	}
+	return st
+}
+
+// Figures reads the dashboard's figures from the metrics, so they agree
+// with what Prometheus scrapes.
+func (b adminBackend) Figures() admin.Figures {
+	m := b.a.metrics
+	f := admin.Figures{Handovers: map[string]uint64{}}
+	for _, c := range collect(m.Handovers) {
+		for _, l := range c.GetLabel() {
+			if l.GetName() == "to" {
+				f.Handovers[l.GetValue()] += uint64(c.GetCounter().GetValue())
+			}
+		}
+	}
+	f.FirstAgentReply = distribution(m.FirstAgentReply)
+	f.WithPeople = distribution(m.WithPeople)
+	return f
+}
+
+// collect reads a collector's metrics as Prometheus would scrape them.
+func collect(c prometheus.Collector) []*dto.Metric {
+	ch := make(chan prometheus.Metric)
+	go func() {
+		c.Collect(ch)
+		close(ch)
+	}()
+	var out []*dto.Metric
+	for m := range ch {
+		var d dto.Metric
+		if m.Write(&d) == nil {
+			out = append(out, &d)
+		}
+	}
+	return out
+}
+
+func distribution(h prometheus.Histogram) admin.Distribution {
+	var d admin.Distribution
+	for _, m := range collect(h) {
+		if hist := m.GetHistogram(); hist != nil {
+			d.Count += hist.GetSampleCount()
+			d.Sum += time.Duration(hist.GetSampleSum() * float64(time.Second))
+		}
+	}
+	return d
+}

@@ -240,9 +240,13 @@ func New(opts Options) (_ *App, err error) {
 	for _, p := range cfg.Pages {
 		pages = append(pages, p.ID)
 	}
+	dashboard, err := a.dashboard()
+	if err != nil {
+		return nil, err
+	}
 	a.admin, err = admin.New(admin.Options{
 		Backend: adminBackend{a}, Token: cfg.Admin.Token.Reveal(), Apps: cfg.Apps, Pages: pages,
-		Metrics: promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}), Clock: opts.Clock, Logger: a.log,
+		Metrics: promhttp.HandlerFor(a.metrics.Registry, promhttp.HandlerOpts{}), UI: dashboard, Clock: opts.Clock, Logger: a.log,
 	})
 	if err != nil {
 		return nil, err
