@@ -1,0 +1,217 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/batonproxy/baton/state"
+)
+
+// The dashboard in a real browser: Debian's chromium, headless, driven
+// over the DevTools protocol. A conversation goes through the sandbox
+// until the agent's app has the thread; the dashboard shows it with its
+// owner, its page shows the timeline, and "Take back" on that page gives
+// the thread to the bot's app on the platform.
+//
+// Without chromium the test skips, unless CI is set: there it fails, so
+// CI never passes without having run it (.ci/run installs chromium).
+//
+// BATON_DASHBOARD_SCREENSHOT=testdata/screenshots/dashboard.png (a path
+// from the repository's root, or absolute) saves the overview as the
+// README shows it.
+
+// chromiumPaths are where Debian's package puts the browser.
+var chromiumPaths = []string{"/usr/bin/chromium", "/usr/lib/chromium/chromium"}
+
+func findChromium(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("chromium"); err == nil {
+		return p
+	}
+	for _, p := range chromiumPaths {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	const msg = "chromium is not installed (apt-get install chromium): the dashboard's browser test needs it"
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + "; CI must run this test")
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// browser starts a headless chromium for the test and returns a tab.
+func browser(t *testing.T) context.Context {
+	t.Helper()
+	path := findChromium(t)
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		chromedp.Headless,
+		chromedp.NoSandbox, // CI runs as root, where chromium's sandbox cannot start
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.WindowSize(1280, 900),
+	)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	t.Cleanup(cancelAlloc)
+	tab, cancelTab := chromedp.NewContext(alloc)
+	t.Cleanup(cancelTab)
+	return tab
+}
+
+func TestDashboardInABrowser(t *testing.T) {
+	t.Parallel()
+	h := adminHarness(t, harnessOpts{})
+	// After Baton, so the browser is gone before Baton stops: the admin
+	// server's shutdown waits for a connection the browser opened ahead
+	// of a request (up to 5 s in net/http).
+	tab := browser(t)
+
+	// A user asks for a human: the demo's rule passes the thread to the
+	// agent's app (helpdesk). Two more threads make the overview a real one.
+	const u, other, chat = "7700112233", "7700445566", "7700778899"
+	for _, user := range []string{u, other} {
+		h.p.UserText(page, user, "hello")
+		h.waitText(h.bot, user, "hello")
+		h.p.UserText(page, user, "talk to a human")
+		h.waitKind(h.agent, user, "pass_thread_control")
+		h.untilOwner(user, agentApp)
+		h.until(func() bool { return h.thread(user).Owner.Kind == state.OwnerApp },
+			func() string { return "the handover was never recorded" })
+	}
+	h.p.UserText(page, chat, "hello")
+	h.waitText(h.bot, chat, "hello")
+	if _, err := h.p.Send(agentApp, page, other, "Hi, I'm Sam from support. How can I help?"); err != nil {
+		t.Fatal(err)
+	}
+
+	admin := h.baton.AdminURL()
+	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(tab, steps...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	text := func(sel string) string {
+		t.Helper()
+		s, err := chromedp.Run(tab, chromedp.Text(chromedp.CSS(sel)))
+		if err != nil {
+			t.Fatalf("text of %s: %v", sel, err)
+		}
+		return s
+	}
+
+	// The dashboard asks for the token first.
+	run("sign in",
+		chromedp.Navigate(admin+"/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), adminToken),
+		chromedp.Submit(chromedp.ID("token")),
+		chromedp.WaitVisible(chromedp.ID("with-people")),
+	)
+	withPeople := text("#with-people")
+	for _, user := range []string{u, other} {
+		if !strings.Contains(withPeople, page+"/"+user) {
+			t.Errorf("with people: %q lacks %s", withPeople, user)
+		}
+	}
+	if strings.Contains(withPeople, chat) || !strings.Contains(withPeople, "helpdesk") {
+		t.Errorf("with people: %q; want the two threads with helpdesk, not %s", withPeople, chat)
+	}
+	if got := text("#handovers"); !strings.Contains(got, "talk-to-human") || !strings.Contains(got, "helpdesk") {
+		t.Errorf("recent handovers: %q; want talk-to-human to helpdesk", got)
+	}
+	h.until(func() bool {
+		run("reload the overview", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("figures")))
+		return strings.Contains(text("#figures"), "mean of 1")
+	}, func() string { return "the first agent reply was never counted: " + text("#figures") })
+	if shot := os.Getenv("BATON_DASHBOARD_SCREENSHOT"); shot != "" {
+		saveScreenshot(t, tab, shot)
+	}
+
+	// The thread's page: owner and timeline.
+	run("open the thread",
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#with-people a[href="/ui/threads/%s/%s"]`, page, u))),
+		chromedp.WaitVisible(chromedp.ID("timeline")),
+	)
+	if got := text("#owner"); got != "helpdesk" {
+		t.Errorf("thread page owner %q; want helpdesk", got)
+	}
+	if got := text("#timeline"); !strings.Contains(got, "bot → helpdesk") || !strings.Contains(got, "talk-to-human") {
+		t.Errorf("timeline %q; want the handover to helpdesk by talk-to-human", got)
+	}
+
+	// Take it back from the page: the platform's owner becomes the bot's app.
+	run("take back",
+		chromedp.SendKeys(chromedp.ID("reason"), "customer asked for the bot"),
+		chromedp.Click(chromedp.ID("take")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")),
+	)
+	if got := text(".flash"); !strings.Contains(got, "Take back queued") {
+		t.Errorf("message after the take: %q", got)
+	}
+	h.untilOwner(u, botApp)
+	h.until(func() bool {
+		run("reload the thread", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("timeline")))
+		return text("#owner") == "bot" && strings.Contains(text("#timeline"), "take: customer asked for the bot")
+	}, func() string {
+		return fmt.Sprintf("the thread's page never showed the take: owner %q, timeline %q", text("#owner"), text("#timeline"))
+	})
+	if got := text("#timeline"); !strings.Contains(got, "helpdesk → bot") || !strings.Contains(got, "by operator") {
+		t.Errorf("timeline after the take %q; want helpdesk → bot by operator", got)
+	}
+}
+
+// saveScreenshot writes the tab as a PNG to path, taken from the
+// repository's root when relative.
+func saveScreenshot(t *testing.T, tab context.Context, path string) {
+	t.Helper()
+	png, err := chromedp.Run(tab, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if !filepath.IsAbs(path) {
+		root, err := repoRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = filepath.Join(root, path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dashboard screenshot: %s (%d bytes)", path, len(png))
+}
+
+// repoRoot is the directory holding go.mod, above the test's.
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the test's directory")
+		}
+		dir = parent
+	}
+}
