@@ -13,6 +13,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	clockpkg "github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/demo"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -73,29 +75,53 @@ func browser(t *testing.T) context.Context {
 
 func TestDashboardInABrowser(t *testing.T) {
 	t.Parallel()
-	h := adminHarness(t, harnessOpts{})
+	// Baton and the sandbox run on a fake clock, so the figures and the
+	// "for how long" are minutes, as in a real day, not milliseconds. It
+	// starts at the wall clock's time, which the policies' load time
+	// shows.
+	h := adminHarness(t, harnessOpts{
+		clock:       clockpkg.NewFake(time.Now().UTC().Truncate(time.Second)),
+		policy:      demo.Policy + firstReplyTimeout,
+		extraConfig: "reload:\n  watch: false\n",
+	})
 	// After Baton, so the browser is gone before Baton stops: the admin
 	// server's shutdown waits for a connection the browser opened ahead
 	// of a request (up to 5 s in net/http).
 	tab := browser(t)
 
-	// A user asks for a human: the demo's rule passes the thread to the
-	// agent's app (helpdesk). Two more threads make the overview a real one.
-	const u, other, chat = "7700112233", "7700445566", "7700778899"
-	for _, user := range []string{u, other} {
-		h.p.UserText(page, user, "hello")
-		h.waitText(h.bot, user, "hello")
+	// Users ask for a human and the demo's rule passes their threads to
+	// the agent's app (helpdesk). The agent answers two of them; nobody
+	// answers the third, whose agent_first_reply timeout takes it back
+	// after 10 minutes. A fourth user only talks to the bot.
+	const u, answered, unanswered, chat = "7700112233", "7700445566", "7700998877", "7700778899"
+	handOver := func(user string) {
+		t.Helper()
 		h.p.UserText(page, user, "talk to a human")
 		h.waitKind(h.agent, user, "pass_thread_control")
-		h.untilOwner(user, agentApp)
 		h.until(func() bool { return h.thread(user).Owner.Kind == state.OwnerApp },
 			func() string { return "the handover was never recorded" })
 	}
-	h.p.UserText(page, chat, "hello")
-	h.waitText(h.bot, chat, "hello")
-	if _, err := h.p.Send(agentApp, page, other, "Hi, I'm Sam from support. How can I help?"); err != nil {
-		t.Fatal(err)
+	agentSays := func(user, text string) {
+		t.Helper()
+		if _, err := h.p.Send(agentApp, page, user, text); err != nil {
+			t.Fatal(err)
+		}
+		h.until(func() bool { return !h.thread(user).LastOther.IsZero() }, func() string { return "the agent's answer was never decided" })
 	}
+	handOver(unanswered)
+	h.advance(2 * time.Minute)
+	handOver(u)
+	h.advance(3 * time.Minute)
+	agentSays(u, "Hi, I'm Sam from support. How can I help?")
+	handOver(answered)
+	h.advance(2 * time.Minute)
+	agentSays(answered, "Hello! Ana here, looking at your order now.")
+	h.p.UserText(page, chat, "what are your opening hours?")
+	h.waitText(h.bot, chat, "what are your opening hours?")
+	h.advance(4 * time.Minute)
+	h.waitKind(h.agent, unanswered, "take_thread_control")
+	h.until(func() bool { return h.thread(unanswered).Owner.Kind == state.OwnerBot },
+		func() string { return "the timeout's take was never recorded" })
 
 	admin := h.baton.AdminURL()
 	run := func(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -122,21 +148,27 @@ func TestDashboardInABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.ID("with-people")),
 	)
 	withPeople := text("#with-people")
-	for _, user := range []string{u, other} {
+	for _, user := range []string{u, answered} {
 		if !strings.Contains(withPeople, page+"/"+user) {
 			t.Errorf("with people: %q lacks %s", withPeople, user)
 		}
 	}
-	if strings.Contains(withPeople, chat) || !strings.Contains(withPeople, "helpdesk") {
-		t.Errorf("with people: %q; want the two threads with helpdesk, not %s", withPeople, chat)
+	if strings.Contains(withPeople, chat) || strings.Contains(withPeople, unanswered) || !strings.Contains(withPeople, "helpdesk") {
+		t.Errorf("with people: %q; want two threads with helpdesk, not %s or %s", withPeople, chat, unanswered)
 	}
-	if got := text("#handovers"); !strings.Contains(got, "talk-to-human") || !strings.Contains(got, "helpdesk") {
-		t.Errorf("recent handovers: %q; want talk-to-human to helpdesk", got)
+	// Oldest first, with how long: u's since 10:02, 9 minutes.
+	if i, j := strings.Index(withPeople, u), strings.Index(withPeople, answered); i > j || !strings.Contains(withPeople, "9m") {
+		t.Errorf("with people: %q; want %s first, with people for 9m", withPeople, u)
 	}
-	h.until(func() bool {
-		run("reload the overview", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("figures")))
-		return strings.Contains(text("#figures"), "mean of 1")
-	}, func() string { return "the first agent reply was never counted: " + text("#figures") })
+	if got := text("#handovers"); !strings.Contains(got, "talk-to-human") || !strings.Contains(got, "timeout:agent_first_reply") {
+		t.Errorf("recent handovers: %q; want talk-to-human and the timeout", got)
+	}
+	// The first replies took 3 and 2 minutes; the thread nobody answered
+	// left people when its timeout ran (10 minutes, and the minute the
+	// clock moved on while it ran).
+	if got := text("#figures"); !strings.Contains(got, "2m30s") || !strings.Contains(got, "mean of 2") || !strings.Contains(got, "mean of 1") {
+		t.Errorf("figures: %q; want a first reply of 2m30s in the mean of 2, one time with people", got)
+	}
 	if shot := os.Getenv("BATON_DASHBOARD_SCREENSHOT"); shot != "" {
 		saveScreenshot(t, tab, shot)
 	}

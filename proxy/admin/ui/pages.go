@@ -398,7 +398,8 @@ func when(t time.Time) string {
 	return t.UTC().Format("2006-01-02 15:04:05Z")
 }
 
-// span shows a duration the way people say it: 45s, 12m, 3h05m, 2d04h.
+// span shows a duration the way people say it: 45s, 2m30s, 12m, 3h05m,
+// 2d04h.
 func span(d time.Duration) string {
 	if d < 0 {
 		d = 0
@@ -406,6 +407,8 @@ func span(d time.Duration) string {
 	switch {
 	case d < time.Minute:
 		return fmt.Sprintf("%ds", int(d/time.Second))
+	case d < 10*time.Minute && d%time.Minute >= time.Second:
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
 	case d < time.Hour:
 		return fmt.Sprintf("%dm", int(d/time.Minute))
 	case d < 24*time.Hour:
