@@ -103,8 +103,16 @@ func execute(e env) int {
 		fmt.Fprintf(e.stderr, "baton: %s\nSee '%s --help'.\n", msg, cmd.CommandPath())
 		return cli.ExitUsage
 	}
-	fmt.Fprintf(e.stderr, "baton: %v\n", err)
+	printError(e.stderr, err)
 	return cli.ExitFail
+}
+
+// printError prints err as "baton: ..." lines, one per line of its text
+// (a config with several problems has one line each).
+func printError(w io.Writer, err error) {
+	for line := range strings.Lines(err.Error()) {
+		fmt.Fprintf(w, "baton: %s\n", strings.TrimRight(line, "\n"))
+	}
 }
 
 func newRoot(e *env) *cobra.Command {

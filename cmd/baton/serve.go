@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	_ "net/http/pprof" // served only when BATON_PPROF is set
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/batonproxy/baton/proxy/app"
 	"github.com/batonproxy/baton/proxy/bench"
+	"github.com/batonproxy/baton/proxy/buildinfo"
 	"github.com/batonproxy/baton/proxy/config"
 	"github.com/batonproxy/baton/proxy/demo"
 	"github.com/batonproxy/baton/proxy/doctor"
@@ -78,11 +81,46 @@ func serve(e *env, path string) error {
 			}
 		}
 	}()
+	log.Info("baton starting", startupFields(cfg)...)
 	if err := app.Run(ctx, app.Options{Config: cfg, Logger: log, Reload: reload}); err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("baton stopped", zap.Error(err))
+		printError(e.stderr, err)
 		return exitCode(1)
 	}
 	return nil
+}
+
+// startupFields are the first log line's: the build, and what the config
+// sets up, without its secrets (tokens and the app secret are never
+// fields of these).
+func startupFields(cfg *config.Config) []zap.Field {
+	b := buildinfo.Get()
+	pages := make([]string, 0, len(cfg.Pages))
+	for _, p := range cfg.Pages {
+		pages = append(pages, p.ID)
+	}
+	apps := make([]string, 0, len(cfg.Apps))
+	for name := range cfg.Apps {
+		apps = append(apps, name)
+	}
+	slices.Sort(apps)
+	return []zap.Field{
+		zap.String("version", b.Version), zap.String("commit", b.Commit), zap.String("go", b.Go),
+		zap.String("listen", cfg.Listen), zap.String("admin", cfg.Admin.Listen), zap.String("data_dir", cfg.DataDir),
+		zap.Strings("pages", pages), zap.Strings("apps", apps), zap.Strings("policies", cfg.Policies),
+		zap.String("bot_url", redactURL(cfg.Bot.URL)), zap.String("graph", cfg.Graph.BaseURL+"/"+cfg.Graph.Version),
+	}
+}
+
+// redactURL drops a URL's user information and query, which may carry
+// credentials.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable)"
+	}
+	u.User, u.RawQuery, u.Fragment = nil, "", ""
+	return u.String()
 }
 
 func doctorCmd(e *env) *cobra.Command {
@@ -124,6 +162,9 @@ every check passed, 1 when one failed, 2 when doctor could not run.`,
 func jsonLogger(level zapcore.Level) (*zap.Logger, error) {
 	cfg := zap.NewProductionConfig()
 	cfg.Level = zap.NewAtomicLevelAt(level)
+	// Errors are Baton's own words with their causes; a stack trace on
+	// each says nothing more to ops.
+	cfg.DisableStacktrace = true
 	// No sampling: every handover must leave its line, however busy.
 	cfg.Sampling = nil
 	log, err := cfg.Build()
