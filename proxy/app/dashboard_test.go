@@ -301,3 +301,72 @@ func TestDashboardWithoutAToken(t *testing.T) {
 	h.waitText(h.bot, "9701", "hello")
 	wantPage(t, h.dash(dashReq{method: "POST", path: "/ui/threads/" + page + "/9701/take", form: url.Values{}}), http.StatusForbidden, "", "take without an origin")
 }
+
+// submit posts a form of the dashboard as a browser would (with the
+// session and the dashboard's Origin), follows the redirect with the
+// message the POST left, and returns that page.
+func (h *harness) submit(path string, form url.Values, session *http.Cookie) pageAnswer {
+	h.t.Helper()
+	a := h.dash(dashReq{method: "POST", path: path, form: form, cookie: session, header: h.origin()})
+	if a.status != http.StatusSeeOther {
+		h.t.Fatalf("POST %s: %d; want 303\n%s", path, a.status, a.body)
+	}
+	cookies := session.Name + "=" + session.Value
+	for _, c := range (&http.Response{Header: a.header}).Cookies() {
+		if c.Name == "baton_flash" {
+			cookies += "; " + c.Name + "=" + c.Value
+		}
+	}
+	return h.dash(dashReq{path: a.header.Get("Location"), header: map[string]string{"Cookie": cookies}})
+}
+
+// Dead letters show on the overview and the thread's page, which replays
+// them; a failed reload's problems show on the overview.
+func TestDashboardDeadLettersAndPolicyProblems(t *testing.T) {
+	t.Parallel()
+	h := adminHarness(t, harnessOpts{extraConfig: "reload:\n  watch: false\n"})
+	const u = "9801"
+	h.bot.SetFailing(http.StatusBadRequest)
+	h.p.UserText(page, u, "first")
+	h.until(func() bool {
+		return strings.Contains(string(h.call("GET", "/api/v1/dead-letters?thread="+page+"/"+u, "").body), `"seq"`)
+	}, func() string { return "no dead letter" })
+	h.bot.SetFailing(0)
+	seq := h.detail(u).DeadLetters[0].Seq
+	c := h.signIn()
+
+	thread := "/ui/threads/" + page + "/" + u
+	over := h.dash(dashReq{path: "/ui/", cookie: c})
+	dead := over.body[strings.Index(over.body, `id="dead-letters"`):]
+	if !strings.Contains(dead, `href="`+thread+`"`) || !strings.Contains(dead, "<td>1</td>") {
+		t.Errorf("overview's dead letters lack %s with 1:\n%s", thread, dead)
+	}
+	p := h.dash(dashReq{path: thread, cookie: c})
+	if !strings.Contains(p.body, fmt.Sprintf(`name="seq" value="%d"`, seq)) || !strings.Contains(p.body, "message") {
+		t.Errorf("thread page lacks dead letter #%d:\n%s", seq, p.body)
+	}
+
+	p = h.submit(thread+"/replay", url.Values{"seq": {"999999"}}, c)
+	if !strings.Contains(p.body, "No dead letter #999999") {
+		t.Errorf("replay of a dead letter that is not there:\n%s", p.body)
+	}
+	p = h.submit(thread+"/replay", url.Values{"seq": {fmt.Sprint(seq)}}, c)
+	if !strings.Contains(p.body, "Replayed 1 dead letters") {
+		t.Errorf("replay's message missing:\n%s", p.body)
+	}
+	h.waitText(h.bot, u, "first")
+	if d := h.detail(u); len(d.DeadLetters) != 0 {
+		t.Errorf("dead letters after the replay: %+v", d.DeadLetters)
+	}
+	wantPage(t, h.dash(dashReq{method: "POST", path: thread + "/replay", form: url.Values{"seq": {"x"}}, cookie: c, header: h.origin()}),
+		http.StatusBadRequest, "", "replay of seq x")
+
+	h.writePolicy("version: 1\nrules:\n  - name: x\n    do: [{pas: {to: \"<b>helpdesk</b>\"}}]\n")
+	if err := h.baton.Reload(); err == nil {
+		t.Fatal("a bad policy reloaded")
+	}
+	over = h.dash(dashReq{path: "/ui/", cookie: c})
+	if !strings.Contains(over.body, "reload failed") || !strings.Contains(over.body, "policy.yaml:4") || strings.Contains(over.body, "<b>helpdesk") {
+		t.Errorf("overview after a failed reload:\n%s", over.body)
+	}
+}
