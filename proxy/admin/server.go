@@ -28,6 +28,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"io"
 	"net"
 	"net/http"
@@ -449,7 +450,7 @@ func (s *Server) operate(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.log.Info("operator operation queued", zap.String("op", o.Kind), zap.Stringer("thread", k), zap.String("to", o.To))
+	s.log.Info("operator operation queued", zap.String("op", o.Kind), logkeys.Thread(k), zap.String("to", o.To))
 	writeJSON(w, http.StatusAccepted, map[string]bool{"accepted": true})
 }
 
@@ -517,7 +518,7 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request) {
 		done = append(done, did...)
 		if err != nil {
 			// What was done stays done: say so with the error.
-			s.log.Warn("dead letters changed in part", zap.String("op", r.PathValue("op")), zap.Stringer("thread", k),
+			s.log.Warn("dead letters changed in part", zap.String("op", r.PathValue("op")), logkeys.Thread(k),
 				zap.Int("done", len(done)), zap.Error(err))
 			status, msg := s.status(err)
 			writeJSON(w, status, struct {

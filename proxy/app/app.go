@@ -196,7 +196,7 @@ func New(opts Options) (_ *App, err error) {
 	a.cancel = cancel
 	a.disp, err = dispatch.New(ctx, dispatch.Options{
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
-		AppID: cfg.App.ID, ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
+		AppID: cfg.App.ID, AppNames: appNames(cfg.Apps), ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
 		GraphRetryLater:  graph.Transient,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
@@ -442,4 +442,13 @@ loop:
 		return fmt.Errorf("serve: %w", serveErr)
 	}
 	return ctx.Err()
+}
+
+// appNames inverts the config's apps: map (name -> app id) for log lines.
+func appNames(apps map[string]string) map[string]string {
+	names := make(map[string]string, len(apps))
+	for name, id := range apps {
+		names[id] = name
+	}
+	return names
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy/graph"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -74,7 +75,7 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 			}
 			d.opts.Metrics.ActionFailures.WithLabelValues(st.Action.Kind.String()).Inc()
 			d.log.Error("rule action failed", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
-				zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Error(err))
+				logkeys.Thread(threadOf(ev)), zap.Error(err))
 			if st.Action.Kind == policies.ActionNotify {
 				// The conversation must not hinge on an outside ticketing
 				// hook: the failure is recorded and the rest go on.
@@ -130,12 +131,12 @@ func (d *Dispatcher) waitForGraph(ctx context.Context, th state.Thread, p *Plan,
 			return &graphWait{delay: d.opts.Retry.Delay(1), err: jerr}, true
 		}
 		d.log.Warn("rule action waits: the Graph API refused it for now", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
-			zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Duration("budget", d.opts.GraphRetryBudget), zap.Error(err))
+			logkeys.Thread(threadOf(ev)), zap.Duration("budget", d.opts.GraphRetryBudget), zap.Error(err))
 	}
 	waited := now.Sub(p.Waiting)
 	if waited >= d.opts.GraphRetryBudget {
 		d.log.Error("rule action gave up waiting for the Graph API", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
-			zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Duration("waited", waited), zap.Error(err))
+			logkeys.Thread(threadOf(ev)), zap.Duration("waited", waited), zap.Error(err))
 		return nil, false
 	}
 	d.opts.Metrics.GraphWaits.Inc()
@@ -158,8 +159,7 @@ func (d *Dispatcher) alreadyDone(ctx context.Context, ev *messenger.Event, st *S
 	}
 	o := d.lookupOwner(ctx, ev)
 	done := o != nil && *o == want
-	d.log.Info("handover in doubt after a restart settled with thread_owner", zap.String("page", ev.PageID),
-		zap.String("user", ev.UserID), zap.Stringer("action", st.Action.Kind), zap.Bool("already_done", done))
+	d.log.Info("handover in doubt after a restart settled with thread_owner", logkeys.Thread(threadOf(ev)), zap.Stringer("action", st.Action.Kind), zap.Bool("already_done", done))
 	return done
 }
 
@@ -225,7 +225,7 @@ func (d *Dispatcher) effect(ctx context.Context, p *Plan, ev *messenger.Event, s
 func (d *Dispatcher) lookupOwner(ctx context.Context, ev *messenger.Event) *state.Owner {
 	o, err := d.opts.Graph.ThreadOwner(ctx, ev.PageID, ev.UserID)
 	if err != nil {
-		d.log.Warn("thread_owner lookup failed", zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.Error(err))
+		d.log.Warn("thread_owner lookup failed", logkeys.Thread(threadOf(ev)), zap.Error(err))
 		return nil
 	}
 	to := state.Owner{Kind: state.OwnerIdle}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/proxy/forward"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -262,7 +263,7 @@ func (d *Dispatcher) botDownRan(k state.ThreadKey) {
 // an event in the thread's queue, after what is queued already.
 func (d *Dispatcher) armCircuitTimer(k state.ThreadKey, kind string, now time.Time) {
 	if err := d.commitNow(d.io, state.Completion{Thread: k, Arm: []state.Timer{{Kind: kind, Due: now}}}); err != nil {
-		d.log.Error("circuit timer not armed", zap.Stringer("thread", k), zap.String("timer", kind), zap.Error(err))
+		d.log.Error("circuit timer not armed", logkeys.Thread(k), zap.String("timer", kind), zap.Error(err))
 		return
 	}
 	d.wakeTimers()

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/proxy/forward"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -70,7 +71,7 @@ func (d *Dispatcher) spent(w *worker, pc *parcel, err error) bool {
 	}
 	reason := fmt.Sprintf("retry budget %v spent: the bot failed for %v, %d attempts in a row; last answer: %v",
 		d.opts.RetryBudget, failed.Round(time.Second), w.attempt, last)
-	d.log.Error("bot kept failing past the retry budget, event set aside", zap.Stringer("thread", w.key),
+	d.log.Error("bot kept failing past the retry budget, event set aside", logkeys.Thread(w.key),
 		zap.String("delivery", DeliveryID(pc.seq, pc.records[pc.sent])), zap.Int("attempts", w.attempt),
 		zap.Duration("failing_for", failed), zap.Error(last))
 	for pc.sent < len(pc.records) {

@@ -9,7 +9,9 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/batonproxy/baton/proxy/backoff"
 	"github.com/batonproxy/baton/proxy/forward"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -88,7 +90,7 @@ func (d *Dispatcher) deliverThread(w *worker) {
 		d.mu.Unlock()
 		if spilled {
 			if err := d.readBack(w); err != nil {
-				d.log.Error("reading decided items back failed, will retry", zap.Stringer("thread", w.key), zap.Error(err))
+				d.log.Error("reading decided items back failed, will retry", logkeys.Thread(w.key), zap.Error(err))
 				d.park(w, d.opts.Retry.Delay(1))
 				return
 			}
@@ -132,8 +134,12 @@ func (d *Dispatcher) deliverThread(w *worker) {
 			if d.spent(w, pc, err) {
 				break
 			}
-			if ce := d.log.Check(zap.WarnLevel, "bot delivery failed, thread parked"); ce != nil {
-				ce.Write(zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Int("attempt", w.attempt), zap.Error(err))
+			// Logged at each doubling of the attempts only (the circuit says
+			// when the bot is down as a whole).
+			if backoff.LogStep(w.attempt) {
+				if ce := d.log.Check(zap.WarnLevel, "bot delivery failed, thread parked"); ce != nil {
+					ce.Write(logkeys.Thread(w.key), zap.Uint64("seq", pc.seq), zap.Int("attempt", w.attempt), zap.Error(err))
+				}
 			}
 			d.park(w, d.retryDelay(w, err))
 			return
@@ -147,7 +153,7 @@ func (d *Dispatcher) deliverThread(w *worker) {
 			err = d.setAside(w, pc)
 		}
 		if err != nil {
-			d.log.Error("delivery not committed; the item will be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
+			d.log.Error("delivery not committed; the item will be delivered again", logkeys.Thread(w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
 		}
 		d.mu.Lock()
 		w.outbox[0] = nil
@@ -173,7 +179,7 @@ func (d *Dispatcher) keepProgress(w *worker, pc *parcel) {
 	}
 	rest := pc.records[pc.sent:]
 	if err := d.commitNow(d.io, state.Completion{Thread: w.key, Seq: pc.seq, Outbox: rest}); err != nil {
-		d.log.Error("delivery progress not committed; the delivered part may be delivered again", zap.Stringer("thread", w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
+		d.log.Error("delivery progress not committed; the delivered part may be delivered again", logkeys.Thread(w.key), zap.Uint64("seq", pc.seq), zap.Error(err))
 		return
 	}
 	d.mu.Lock()
@@ -269,7 +275,7 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 			return err
 		}
 		d.opts.Metrics.BotRejected.Inc()
-		d.log.Error("bot rejected event, set aside", zap.Stringer("thread", w.key), zap.String("delivery", id), zap.Error(err))
+		d.log.Error("bot rejected event, set aside", logkeys.Thread(w.key), zap.String("delivery", id), zap.Error(err))
 		pc.markDead(deadRejected, err.Error())
 	default:
 		if d.io.Err() == nil {

@@ -17,6 +17,7 @@ package dispatch
 import (
 	"context"
 	"errors"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,10 @@ type Bot interface {
 
 // Options configure a Dispatcher.
 type Options struct {
-	Store    state.Store
+	Store state.Store
+	// AppNames names apps in log lines (app id -> the name from the
+	// config's apps: map); an app without one shows as app:ID.
+	AppNames map[string]string
 	Policies func() *policies.Set // the current policy snapshot; nil func or nil Set: no rules
 	Graph    Graph
 	Bot      Bot
@@ -448,7 +452,7 @@ func (d *Dispatcher) next(w *worker) ([]state.Queued, bool, error) {
 				d.pendingBytes -= len(w.pending[i].Record)
 				d.opts.Metrics.StaleItems.Inc()
 				d.log.Error("queue item announced at or below its thread's cursor, dropped",
-					zap.Stringer("thread", w.key), zap.Uint64("seq", w.pending[i].Seq), zap.Uint64("cursor", w.lastSeq))
+					logkeys.Thread(w.key), zap.Uint64("seq", w.pending[i].Seq), zap.Uint64("cursor", w.lastSeq))
 				i++
 			}
 			w.pending = w.pending[i:]
@@ -565,7 +569,9 @@ func (d *Dispatcher) drain(w *worker) {
 			d.parkFor(&d.decide, w, wait.delay)
 			return
 		}
-		d.log.Error("thread worker failed, will retry", zap.Stringer("thread", w.key), zap.Int("attempt", attempt), zap.Error(err))
+		if backoff.LogStep(attempt) {
+			d.log.Error("thread worker failed, will retry", logkeys.Thread(w.key), zap.Int("attempt", attempt), zap.Error(err))
+		}
 		if clock.Sleep(d.ctx, d.opts.Clock, d.opts.Retry.Delay(attempt)) != nil {
 			continue
 		}

@@ -9,6 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/policies"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -51,7 +52,7 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	}
 	ev, err := decode(q)
 	if err != nil {
-		d.log.Error("unreadable queue item set aside", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
+		d.log.Error("unreadable queue item set aside", logkeys.Thread(q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
 		return nil, d.opts.Store.Complete(ctx, state.Completion{Thread: q.Thread, Seq: q.Seq, DeadLetter: "unreadable: " + err.Error()})
 	}
 	set := d.opts.Policies()
@@ -61,14 +62,14 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 	if j := th.Journal; j != nil && j.Seq == q.Seq {
 		p = new(Plan)
 		if err := json.Unmarshal(j.Plan, p); err != nil {
-			d.log.Error("unreadable journal entry: the item is decided again", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
+			d.log.Error("unreadable journal entry: the item is decided again", logkeys.Thread(q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
 			p = nil
 		} else if start = j.Done; d.takeRefused(q.Thread, q.Seq) {
 			// This process parked the plan after the Graph API refused
 			// its next call: that call is not in doubt.
 		} else {
 			resumed = true
-			d.log.Info("resuming a journaled plan", zap.Stringer("thread", q.Thread), zap.Uint64("seq", q.Seq), zap.Int("done", j.Done), zap.Int("steps", len(p.Steps)))
+			d.log.Info("resuming a journaled plan", logkeys.Thread(q.Thread), zap.Uint64("seq", q.Seq), zap.Int("done", j.Done), zap.Int("steps", len(p.Steps)))
 		}
 	}
 	if p == nil && ev.Kind == messenger.KindTimer {
@@ -213,18 +214,18 @@ func (d *Dispatcher) report(p *Plan, ev *messenger.Event) {
 		if st.Skip != "" {
 			d.opts.Metrics.SendsSkipped.WithLabelValues(st.Action.Kind.String()).Inc()
 			d.log.Info("message skipped: outside the messaging window", zap.String("rule", st.Rule), zap.Stringer("action", st.Action.Kind),
-				zap.String("page", ev.PageID), zap.String("user", ev.UserID))
+				logkeys.Thread(threadOf(ev)))
 		}
 	}
 	if p.Observe {
 		// Shadow mode: say what would have happened, do none of it.
 		d.log.Info("rule matched in observe mode, nothing done", zap.String("rule", p.Rule), zap.String("trigger", p.Trigger),
-			zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.String("event", eventID(ev, p.Seq)),
+			logkeys.Thread(threadOf(ev)), zap.String("event", eventID(ev, p.Seq)),
 			zap.Stringers("would_do", p.Would))
 		return
 	}
 	d.log.Info("rule matched", zap.String("rule", p.Rule), zap.String("trigger", p.Trigger),
-		zap.String("page", ev.PageID), zap.String("user", ev.UserID), zap.String("event", eventID(ev, p.Seq)))
+		logkeys.Thread(threadOf(ev)), zap.String("event", eventID(ev, p.Seq)))
 }
 
 // commitNow commits even if ctx is being cancelled, within commitTimeout.
@@ -307,8 +308,8 @@ func (d *Dispatcher) logHandover(ev *messenger.Event, seq uint64, from, to state
 	d.recent.add(HandoverRecord{At: d.opts.Clock.Now(), Thread: state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()}, From: from, To: to, Cause: rule})
 	d.opts.Metrics.Handovers.WithLabelValues(ownerLabel(to)).Inc()
 	d.log.Info("handover",
-		zap.String("page", ev.PageID), zap.String("user", ev.ThreadUser()),
-		zap.Stringer("from", from), zap.Stringer("to", to), zap.String("rule", rule),
+		logkeys.Thread(threadOf(ev)),
+		logkeys.Owner("from", from, d.opts.AppNames), logkeys.Owner("to", to, d.opts.AppNames), zap.String("rule", rule),
 		zap.String("event", eventID(ev, seq)))
 }
 

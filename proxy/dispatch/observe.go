@@ -63,3 +63,8 @@ func (d *Dispatcher) OldestQueued() float64 {
 	}
 	return max(d.opts.Clock.Now().Sub(oldest).Seconds(), 0)
 }
+
+// threadOf is the thread an event belongs to, for log lines.
+func threadOf(ev *messenger.Event) state.ThreadKey {
+	return state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()}
+}

@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/policies"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -163,5 +164,5 @@ func (d *Dispatcher) redeliver(k state.ThreadKey, done []state.DeadLetter) {
 		w.delivering = true
 		d.scheduleLocked(&d.deliver, w)
 	}
-	d.log.Info("dead letters replayed", zap.Stringer("thread", k), zap.Int("items", len(done)))
+	d.log.Info("dead letters replayed", logkeys.Thread(k), zap.Int("items", len(done)))
 }

@@ -6,6 +6,9 @@ import (
 	"testing"
 
 	dto "github.com/prometheus/client_model/go"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/messenger"
@@ -196,4 +199,23 @@ func TestOperationsBackToBackAllRunInOrder(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// Log lines name a thread with the same keys everywhere, and apps by
+// their names from the config.
+func TestHandoverLogLineNamesTheAppAndTheThread(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	r := newRig(t, handoffPolicy, func(_ *rig, o *Options) {
+		o.Logger, o.AppNames = zap.New(core), map[string]string{agentApp: "inbox"}
+	})
+	r.enqueue(text(t, messenger.Messaging, "u", "m1", "agent", r.clock.Now()))
+	r.until("passed", func() bool { return r.graph.count("pass:"+agentApp) == 1 })
+	r.until("the handover logged", func() bool { return logs.FilterMessage("handover").Len() == 1 })
+	got := logs.FilterMessage("handover").All()[0].ContextMap()
+	want := map[string]any{"thread": rigPage + "/u", "page": rigPage, "user": "u", "from": "bot", "to": "inbox", "rule": "handoff"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("handover line: %s = %v; want %v (all: %v)", k, got[k], v, got)
+		}
+	}
 }

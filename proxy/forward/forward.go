@@ -251,8 +251,12 @@ func (f *Forwarder) DeliverID(ctx context.Context, id string, body []byte) error
 		if ctx.Err() != nil {
 			return fmt.Errorf("deliver to bot after %d attempts: %w", attempt, ctx.Err())
 		}
-		if ce := f.log.Check(zap.WarnLevel, "bot delivery failed, will retry"); ce != nil {
-			ce.Write(zap.Int("attempt", attempt), zap.Int("status", o.status), zap.Error(o.err))
+		// Logged at each doubling of the attempts only (the circuit says
+		// when the bot is down as a whole).
+		if backoff.LogStep(attempt) {
+			if ce := f.log.Check(zap.WarnLevel, "bot delivery failed, will retry"); ce != nil {
+				ce.Write(zap.Int("attempt", attempt), zap.Int("status", o.status), zap.Error(o.err))
+			}
 		}
 		if err := clock.Sleep(ctx, f.opts.Clock, f.opts.Retry.Delay(attempt)); err != nil {
 			return fmt.Errorf("deliver to bot after %d attempts: %w", attempt, err)
