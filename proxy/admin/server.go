@@ -28,7 +28,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/batonproxy/baton/proxy/logkeys"
 	"io"
 	"net"
 	"net/http"
@@ -42,6 +41,7 @@ import (
 	"github.com/batonproxy/baton/policies/yamlfile"
 	"github.com/batonproxy/baton/proxy/buildinfo"
 	"github.com/batonproxy/baton/proxy/clock"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/state"
 )
 
