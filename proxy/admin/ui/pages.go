@@ -27,8 +27,12 @@ const (
 	// withPeopleMost bounds the threads listed as with people; the
 	// oldest of those read are shown first.
 	withPeopleMost = 500
-	recentMost     = 50
-	deadThreadMost = 100
+	// withPeoplePages bounds the store's pages one overview reads: the
+	// store has no index by owner, a page looks at up to 50,000 threads,
+	// and the overview reloads every 10 seconds.
+	withPeoplePages = 2
+	recentMost      = 50
+	deadThreadMost  = 100
 )
 
 // pageNames are the templates under templates/, each rendered inside
@@ -207,7 +211,7 @@ func (u *UI) withPeople(ctx context.Context) ([]state.ThreadSummary, bool, error
 	f := state.ThreadFilter{Owner: &state.Owner{Kind: state.OwnerApp}}
 	var out []state.ThreadSummary
 	cursor := ""
-	for {
+	for range withPeoplePages {
 		list, next, err := u.opts.Backend.ListThreads(ctx, f, cursor, admin.MaxLimit)
 		if err != nil {
 			return nil, false, err
