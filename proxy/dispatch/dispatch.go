@@ -17,7 +17,6 @@ package dispatch
 import (
 	"context"
 	"errors"
-	"github.com/batonproxy/baton/proxy/logkeys"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,6 +29,7 @@ import (
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/forward"
 	"github.com/batonproxy/baton/proxy/graph"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/proxy/metrics"
 	"github.com/batonproxy/baton/proxy/notify"
 	"github.com/batonproxy/baton/state"
