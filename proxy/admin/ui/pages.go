@@ -18,6 +18,7 @@ import (
 	"github.com/batonproxy/baton/policies/yamlfile"
 	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/proxy/buildinfo"
+	"github.com/batonproxy/baton/proxy/logkeys"
 	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
@@ -318,11 +319,11 @@ func (u *UI) take(w http.ResponseWriter, r *http.Request) {
 		return
 	case err != nil:
 		if statusOf(err) >= 500 {
-			u.log.Error("dashboard take failed", zap.Stringer("thread", k), zap.Error(err))
+			u.log.Error("dashboard take failed", logkeys.Thread(k), zap.Error(err))
 		}
 		setFlash(w, r, "Not taken back: "+err.Error())
 	default:
-		u.log.Info("operator operation queued from the dashboard", zap.String("op", "take"), zap.Stringer("thread", k))
+		u.log.Info("operator operation queued from the dashboard", zap.String("op", "take"), logkeys.Thread(k))
 		setFlash(w, r, "Take back queued: it runs in the thread's order, and the timeline shows it once done.")
 	}
 	http.Redirect(w, r, threadPath(k), http.StatusSeeOther)
@@ -349,13 +350,13 @@ func (u *UI) replay(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil:
 		if statusOf(err) >= 500 {
-			u.log.Error("dashboard replay failed", zap.Stringer("thread", k), zap.Int("done", len(done)), zap.Error(err))
+			u.log.Error("dashboard replay failed", logkeys.Thread(k), zap.Int("done", len(done)), zap.Error(err))
 		}
 		setFlash(w, r, fmt.Sprintf("Replayed %d dead letters, then: %v", len(done), err))
 	case len(done) == 0 && seq != 0:
 		setFlash(w, r, fmt.Sprintf("No dead letter #%d to replay.", seq))
 	default:
-		u.log.Info("dead letters replayed from the dashboard", zap.Stringer("thread", k), zap.Int("items", len(done)))
+		u.log.Info("dead letters replayed from the dashboard", logkeys.Thread(k), zap.Int("items", len(done)))
 		setFlash(w, r, fmt.Sprintf("Replayed %d dead letters: back in the thread's queue, delivered in its order.", len(done)))
 	}
 	http.Redirect(w, r, threadPath(k), http.StatusSeeOther)
