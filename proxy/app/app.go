@@ -134,7 +134,6 @@ func New(opts Options) (_ *App, err error) {
 	a.metrics.ReloadSuccess.Set(1)
 	a.metrics.ReloadTimestamp.SetToCurrentTime()
 	a.reloadErr.Store(new(error))
-	a.metrics.Registry.MustRegister(admin.BuildInfo())
 
 	// The store hands committed events straight to the dispatcher, which
 	// is built after it; nothing is enqueued before it exists.

@@ -195,7 +195,7 @@ func (tt *threadTimers) current(kind string, at int64) bool {
 // report logs and counts what a decision matched.
 func (d *Dispatcher) report(p *Plan, ev *messenger.Event) {
 	if f := ev.Feedback; ev.Kind == messenger.KindFeedback && f != nil {
-		d.opts.Metrics.Feedback.WithLabelValues(f.Type, f.Score).Inc()
+		d.opts.Metrics.Feedback.WithLabelValues(feedbackLabels(f)).Inc()
 	}
 	if len(p.Rules) == 0 {
 		return

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,4 +68,26 @@ func (d *Dispatcher) OldestQueued() float64 {
 // threadOf is the thread an event belongs to, for log lines.
 func threadOf(ev *messenger.Event) state.ThreadKey {
 	return state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()}
+}
+
+// feedbackScales are the survey's question types and their score ranges
+// (csat 1-5, nps 0-10, ces 1-7); free_form has no score.
+var feedbackScales = map[string][2]int{"csat": {1, 5}, "nps": {0, 10}, "ces": {1, 7}}
+
+// feedbackLabels are a feedback answer's metric labels, limited to the
+// survey's fixed values: a type or score from outside that set counts as
+// "other", so a forged webhook cannot grow the metric without bound.
+func feedbackLabels(f *messenger.Feedback) (typ, score string) {
+	if f.Type == "free_form" {
+		return "free_form", ""
+	}
+	scale, ok := feedbackScales[f.Type]
+	if !ok {
+		return "other", "other"
+	}
+	n, err := strconv.Atoi(f.Score)
+	if err != nil || n < scale[0] || n > scale[1] || strconv.Itoa(n) != f.Score {
+		return f.Type, "other"
+	}
+	return f.Type, f.Score
 }

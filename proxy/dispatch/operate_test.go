@@ -219,3 +219,18 @@ func TestHandoverLogLineNamesTheAppAndTheThread(t *testing.T) {
 		}
 	}
 }
+
+// A feedback answer's labels are the survey's fixed values; anything else
+// from a webhook counts as "other".
+func TestFeedbackLabelsAreBounded(t *testing.T) {
+	for _, c := range []struct{ typ, score, wantType, wantScore string }{
+		{"csat", "5", "csat", "5"}, {"csat", "6", "csat", "other"}, {"nps", "0", "nps", "0"}, {"nps", "10", "nps", "10"},
+		{"ces", "7", "ces", "7"}, {"ces", "07", "ces", "other"}, {"csat", "<script>", "csat", "other"},
+		{"free_form", "anything", "free_form", ""}, {"made-up", "3", "other", "other"},
+	} {
+		typ, score := feedbackLabels(&messenger.Feedback{Type: c.typ, Score: c.score})
+		if typ != c.wantType || score != c.wantScore {
+			t.Errorf("feedbackLabels(%q, %q) = %q, %q; want %q, %q", c.typ, c.score, typ, score, c.wantType, c.wantScore)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/batonproxy/baton/proxy/buildinfo"
 )
 
 // Operations is what ops alert on besides faults: how the Graph API and
@@ -64,6 +66,13 @@ func newOperations(reg *prometheus.Registry) Operations {
 	o.BotAttemptOK = o.BotAttempts.WithLabelValues("ok")
 	o.BotAttemptRejected = o.BotAttempts.WithLabelValues("rejected")
 	o.BotAttemptFailed = o.BotAttempts.WithLabelValues("failed")
+	info := buildinfo.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "baton_build_info", Help: "Always 1; its labels say which build of Baton runs (as GET /api/v1/build on the admin listener).",
+		ConstLabels: prometheus.Labels{"version": info.Version, "commit": info.Commit, "go": info.Go},
+	})
+	build.Set(1)
+	reg.MustRegister(build)
 	reg.MustRegister(o.GraphCalls, o.GraphLatency, o.BotAttempts, o.BotLatency, o.FirstAgentReply, o.WithPeople, o.OwnershipRepairs)
 	return o
 }
