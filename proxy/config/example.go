@@ -11,8 +11,14 @@ const Example = `# Baton configuration, read by: baton serve --config baton.yaml
 # resolved against this file's directory. Unknown keys are errors, and
 # every problem is reported at once with its line and column.
 
-# Address for Meta's webhooks and the admin endpoints. Default ":8080".
+# Address for Meta's webhooks (and a liveness answer). Default ":8080".
 listen: ":8080"
+
+# The admin listener: /-/healthy, /-/ready, /metrics, the admin API, the
+# dashboard and the CLI's commands. Off loopback it needs a token.
+admin:
+  listen: 127.0.0.1:9090
+  # token: ${BATON_ADMIN_TOKEN}   # required when listen is not loopback
 
 # Where Baton keeps thread state, queues and timers. Required.
 data_dir: /var/lib/baton
