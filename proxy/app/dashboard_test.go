@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/batonproxy/baton/proxy/buildinfo"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -110,9 +111,16 @@ func TestDashboardSignIn(t *testing.T) {
 	if !strings.Contains(login.body, `name="token"`) || !strings.Contains(login.header.Get("Content-Security-Policy"), "default-src 'none'") {
 		t.Errorf("login form: %s\nCSP %q", login.body, login.header.Get("Content-Security-Policy"))
 	}
-	// The style sheet is no secret: the login form uses it.
+	// The style sheet is no secret: the login form uses it. The files'
+	// list is none of a stranger's business, nor is Baton's version.
 	if css := h.dash(dashReq{path: "/ui/static/style.css"}); css.status != http.StatusOK || !strings.HasPrefix(css.header.Get("Content-Type"), "text/css") {
 		t.Errorf("style sheet: %d %q", css.status, css.header.Get("Content-Type"))
+	}
+	if list := h.dash(dashReq{path: "/ui/static/"}); list.status == http.StatusOK || strings.Contains(list.body, "style.css") {
+		t.Errorf("the static files are listed: %d\n%s", list.status, list.body)
+	}
+	if v := buildinfo.Get().Version; strings.Contains(login.body, `class="build">`+v) {
+		t.Errorf("the login form shows the version %s", v)
 	}
 
 	for _, wrong := range []string{"", "wrong", adminToken + "x", strings.ToUpper(adminToken)} {

@@ -77,16 +77,19 @@ func (u *UI) parsePages() (map[string]*template.Template, error) {
 type frame struct {
 	Title   string
 	Flash   string
-	Refresh bool // reload the page every 10 s
-	Logout  bool // signed in with a cookie: offer to sign out
-	Build   buildinfo.Info
+	Refresh bool           // reload the page every 10 s
+	Logout  bool           // signed in with a cookie: offer to sign out
+	Build   buildinfo.Info // empty before signing in
 	Content any
 }
 
 // render writes page with data inside the layout. It renders into a
 // buffer first, so a template error still gets an error status.
 func (u *UI) render(w http.ResponseWriter, r *http.Request, status int, page string, data any) {
-	f := frame{Content: data, Build: buildinfo.Get(), Logout: u.opts.Token != ""}
+	f := frame{Content: data, Logout: u.opts.Token != ""}
+	if u.authorized(r) {
+		f.Build = buildinfo.Get() // the API tells it only with the token too
+	}
 	switch v := data.(type) {
 	case overviewView:
 		f.Title, f.Flash, f.Refresh = "Baton", v.Flash, true

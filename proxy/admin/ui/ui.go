@@ -124,7 +124,10 @@ func New(o Options) (*UI, error) {
 		return nil, fmt.Errorf("ui: static files: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /ui/static/", http.StripPrefix("/ui/static/", http.FileServerFS(static)))
+	serveStatic := http.StripPrefix("/ui/static/", http.FileServerFS(static))
+	mux.HandleFunc("GET /ui/static/{file}", func(w http.ResponseWriter, r *http.Request) {
+		serveStatic.ServeHTTP(w, r) // a file, never the directory's listing
+	})
 	mux.HandleFunc("GET /ui/login", u.loginForm)
 	mux.HandleFunc("POST /ui/login", u.sameOrigin(u.login))
 	mux.HandleFunc("POST /ui/logout", u.sameOrigin(u.logout))
