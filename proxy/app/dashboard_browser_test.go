@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,7 +94,7 @@ func TestDashboardInABrowser(t *testing.T) {
 	// the agent's app (helpdesk). The agent answers two of them; nobody
 	// answers the third, whose agent_first_reply timeout takes it back
 	// after 10 minutes. A fourth user only talks to the bot.
-	const u, answered, unanswered, chat = "7700112233", "7700445566", "7700998877", "7700778899"
+	const u, answered, unanswered, chat, refused = "7700112233", "7700445566", "7700998877", "7700778899", "7700665544"
 	handOver := func(user string) {
 		t.Helper()
 		h.p.UserText(page, user, "talk to a human")
@@ -118,6 +119,15 @@ func TestDashboardInABrowser(t *testing.T) {
 	agentSays(answered, "Hello! Ana here, looking at your order now.")
 	h.p.UserText(page, chat, "what are your opening hours?")
 	h.waitText(h.bot, chat, "what are your opening hours?")
+	// The bot refuses a message until it is set aside as a dead letter:
+	// its retries wait on the clock, which moves on while they do.
+	h.bot.SetFailing(http.StatusBadRequest)
+	h.p.UserText(page, refused, "my order number is 4411")
+	h.until(func() bool {
+		h.clock.Advance(100 * time.Millisecond)
+		return strings.Contains(string(h.call("GET", "/api/v1/dead-letters?thread="+page+"/"+refused, "").body), `"seq"`)
+	}, func() string { return "the refused message never became a dead letter" })
+	h.bot.SetFailing(0)
 	h.advance(4 * time.Minute)
 	h.waitKind(h.agent, unanswered, "take_thread_control")
 	h.until(func() bool { return h.thread(unanswered).Owner.Kind == state.OwnerBot },
@@ -169,6 +179,9 @@ func TestDashboardInABrowser(t *testing.T) {
 	if got := text("#figures"); !strings.Contains(got, "2m30s") || !strings.Contains(got, "mean of 2") || !strings.Contains(got, "mean of 1") {
 		t.Errorf("figures: %q; want a first reply of 2m30s in the mean of 2, one time with people", got)
 	}
+	if got := text("#dead-letters"); !strings.Contains(got, page+"/"+refused) {
+		t.Errorf("dead letters: %q; want %s's", got, refused)
+	}
 	if shot := os.Getenv("BATON_DASHBOARD_SCREENSHOT"); shot != "" {
 		saveScreenshot(t, tab, shot)
 	}
@@ -204,6 +217,20 @@ func TestDashboardInABrowser(t *testing.T) {
 	if got := text("#timeline"); !strings.Contains(got, "helpdesk → bot") || !strings.Contains(got, "by operator") {
 		t.Errorf("timeline after the take %q; want helpdesk → bot by operator", got)
 	}
+
+	// The refused message, replayed from its thread's page, reaches the bot.
+	run("replay a dead letter",
+		chromedp.Navigate(admin+"/ui/"),
+		chromedp.WaitVisible(chromedp.ID("dead-letters")),
+		chromedp.Click(chromedp.CSS(fmt.Sprintf(`#dead-letters a[href="/ui/threads/%s/%s"]`, page, refused))),
+		chromedp.WaitVisible(chromedp.ID("replay-all")),
+		chromedp.Click(chromedp.ID("replay-all")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")),
+	)
+	if got := text(".flash"); !strings.Contains(got, "Replayed 1 dead letter:") {
+		t.Errorf("message after the replay: %q", got)
+	}
+	h.waitText(h.bot, refused, "my order number is 4411")
 }
 
 // saveScreenshot writes the tab as a PNG to path, taken from the

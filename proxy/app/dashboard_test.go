@@ -359,7 +359,7 @@ func TestDashboardDeadLettersAndPolicyProblems(t *testing.T) {
 		t.Errorf("replay of a dead letter that is not there:\n%s", p.body)
 	}
 	p = h.submit(thread+"/replay", url.Values{"seq": {fmt.Sprint(seq)}}, c)
-	if !strings.Contains(p.body, "Replayed 1 dead letters") {
+	if !strings.Contains(p.body, "Replayed 1 dead letter:") {
 		t.Errorf("replay's message missing:\n%s", p.body)
 	}
 	h.waitText(h.bot, u, "first")

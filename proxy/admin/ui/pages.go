@@ -355,14 +355,23 @@ func (u *UI) replay(w http.ResponseWriter, r *http.Request) {
 		if statusOf(err) >= 500 {
 			u.log.Error("dashboard replay failed", logkeys.Thread(k), zap.Int("done", len(done)), zap.Error(err))
 		}
-		setFlash(w, r, fmt.Sprintf("Replayed %d dead letters, then: %v", len(done), err))
+		setFlash(w, r, fmt.Sprintf("Replayed %s, then: %v", deadLetters(len(done)), err))
 	case len(done) == 0 && seq != 0:
 		setFlash(w, r, fmt.Sprintf("No dead letter #%d to replay.", seq))
 	default:
 		u.log.Info("dead letters replayed from the dashboard", logkeys.Thread(k), zap.Int("items", len(done)))
-		setFlash(w, r, fmt.Sprintf("Replayed %d dead letters: back in the thread's queue, delivered in its order.", len(done)))
+		setFlash(w, r, fmt.Sprintf("Replayed %s: back in the thread's queue, delivered in its order.", deadLetters(len(done))))
 	}
 	http.Redirect(w, r, threadPath(k), http.StatusSeeOther)
+}
+
+// deadLetters counts dead letters in words: "1 dead letter", "2 dead
+// letters".
+func deadLetters(n int) string {
+	if n == 1 {
+		return "1 dead letter"
+	}
+	return fmt.Sprintf("%d dead letters", n)
 }
 
 var digitsRE = regexp.MustCompile(`^[0-9]{1,32}$`)
