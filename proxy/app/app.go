@@ -140,7 +140,8 @@ func New(opts Options) (_ *App, err error) {
 	var disp atomic.Pointer[dispatch.Dispatcher]
 	a.store, err = badgerstore.Open(badgerstore.Options{
 		Dir: cfg.DataDir, DedupWindow: cfg.DedupWindow, CacheSize: cfg.CacheSize, Logger: a.log,
-		Limits: badgerstore.Limits{QueuedPerThread: cfg.Limits.QueuedPerThread, QueuedTotal: cfg.Limits.QueuedTotal, MinFreeDiskBytes: cfg.Limits.MinFreeDiskBytes},
+		Limits: badgerstore.Limits{QueuedPerThread: cfg.Limits.QueuedPerThread, QueuedTotal: cfg.Limits.QueuedTotal, MinFreeDiskBytes: cfg.Limits.MinFreeDiskBytes,
+			ReserveBytes: cfg.Limits.DiskReserveBytes},
 		Upkeep: badgerstore.Upkeep{HistoryKeep: cfg.History.Keep}, Clock: opts.Clock, FreeSpace: opts.FreeSpace,
 		OnFull: func(limit string) { a.metrics.StoreRefused.WithLabelValues(limit).Inc() },
 		OnUsage: func(u badgerstore.Usage) {

@@ -77,6 +77,7 @@ const (
 	DefaultQueuedPerThread   = 10000
 	DefaultQueuedTotal       = 1000000
 	DefaultMinFreeDiskBytes  = 256 << 20
+	DefaultDiskReserveBytes  = 64 << 20
 	DefaultHistoryKeep       = 90 * 24 * time.Hour
 	defaultAppForPolicies    = "default" // reserved: policies use it for the page's default app
 )
@@ -147,6 +148,10 @@ type Limits struct {
 	// must keep (default 256 MiB): below it webhooks are refused, so a
 	// full disk never fails a write that was acknowledged.
 	MinFreeDiskBytes int64
+	// DiskReserveBytes is a file of allocated blocks Baton keeps in the
+	// data directory and gives up when the disk is full (default 64 MiB;
+	// 0: none), so that what was accepted can still be written.
+	DiskReserveBytes int64
 }
 
 // History configures thread histories.
@@ -295,6 +300,7 @@ type limitsYAML struct {
 	QueuedPerThread  *int   `yaml:"queued_per_thread"`
 	QueuedTotal      *int   `yaml:"queued_total"`
 	MinFreeDiskBytes *int64 `yaml:"min_free_disk_bytes"`
+	DiskReserveBytes *int64 `yaml:"disk_reserve_bytes"`
 }
 
 type historyYAML struct {
@@ -579,6 +585,12 @@ func (v *validator) build(raw *fileYAML) *Config {
 		// 0 is allowed: no watermark (the disk is someone else's concern).
 		if c.Limits.MinFreeDiskBytes = *n; *n < 0 {
 			v.problem([]any{"limits", "min_free_disk_bytes"}, "must be zero (no watermark) or more, got %d", *n)
+		}
+	}
+	c.Limits.DiskReserveBytes = DefaultDiskReserveBytes
+	if n := raw.Limits.DiskReserveBytes; n != nil {
+		if c.Limits.DiskReserveBytes = *n; *n < 0 {
+			v.problem([]any{"limits", "disk_reserve_bytes"}, "must be zero (no reserve) or more, got %d", *n)
 		}
 	}
 	c.History.Keep = v.duration([]any{"history", "keep"}, raw.History.Keep, DefaultHistoryKeep)

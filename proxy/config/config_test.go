@@ -70,7 +70,7 @@ func TestParseExample(t *testing.T) {
 		CacheSize:       100000,
 		Log:             Log{Level: zapcore.InfoLevel},
 		Reload:          Reload{Watch: true, Interval: 2 * time.Second},
-		Limits:          Limits{QueuedPerThread: 10000, QueuedTotal: 1000000, MinFreeDiskBytes: 256 << 20},
+		Limits:          Limits{QueuedPerThread: 10000, QueuedTotal: 1000000, MinFreeDiskBytes: 256 << 20, DiskReserveBytes: 64 << 20},
 		History:         History{Keep: 90 * 24 * time.Hour},
 	}
 	if !reflect.DeepEqual(cfg, want) {
@@ -116,7 +116,7 @@ func TestDefaults(t *testing.T) {
 		CacheSize:       DefaultCacheSize,
 		Log:             Log{Level: DefaultLogLevel},
 		Reload:          Reload{Watch: DefaultReloadWatch, Interval: DefaultReloadInterval},
-		Limits:          Limits{QueuedPerThread: DefaultQueuedPerThread, QueuedTotal: DefaultQueuedTotal, MinFreeDiskBytes: DefaultMinFreeDiskBytes},
+		Limits:          Limits{QueuedPerThread: DefaultQueuedPerThread, QueuedTotal: DefaultQueuedTotal, MinFreeDiskBytes: DefaultMinFreeDiskBytes, DiskReserveBytes: DefaultDiskReserveBytes},
 		History:         History{Keep: DefaultHistoryKeep},
 	}
 	if !reflect.DeepEqual(cfg, want) {

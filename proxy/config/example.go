@@ -98,6 +98,7 @@ limits:
   queued_per_thread: 10000       # events waiting in one conversation
   queued_total: 1000000          # events waiting in all of them
   min_free_disk_bytes: 268435456 # free space kept on the data directory's disk (0: none)
+  disk_reserve_bytes: 67108864   # blocks held back, given up when the disk is full (0: none)
 
 # Thread histories (handovers, why, effects) are kept this long.
 history:

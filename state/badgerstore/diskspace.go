@@ -44,10 +44,14 @@ import (
 //     file system has less free space than a start needs (startNeed:
 //     replaying each write-ahead log a crash left and flushing it).
 //
+//   - The reserve (reserve.go): blocks held in a file of Baton's and
+//     given back when the disk is nearly full, for the writes above.
+//
 // What does not: tables built by flushes and compactions, and value-log
 // files, are written through maps Baton cannot reach before Badger writes
-// them, so something else filling the disk past the headroom faster than
-// the watermark is checked still ends in SIGBUS. Baton's values stay below
+// them, so something else that keeps filling the disk, past the headroom
+// and the reserve, faster than the watermark is checked still ends in
+// SIGBUS. Baton's values stay below
 // Badger's value threshold (1 MiB), so the value log is written only by an
 // event of nearly a whole webhook body.
 
@@ -135,6 +139,7 @@ type freeSpace struct {
 	// Only the upkeep loop (and Open, before it) touches these.
 	wasLow, failing bool
 	backedLog       int // the newest write-ahead log backed so far
+	reserve         *reserve
 }
 
 // refresh reads the free space again; it logs when the watermark is
@@ -149,6 +154,9 @@ func (f *freeSpace) refresh(log *zap.Logger) {
 		return
 	}
 	f.failing = false
+	if f.reserve != nil {
+		f.reserve.adjust(int64(n), f.min, log)
+	}
 	f.avail.Store(int64(n))
 	f.known.Store(true)
 	low := f.min > 0 && int64(n) < f.min

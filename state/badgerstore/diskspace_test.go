@@ -213,3 +213,95 @@ func TestStartCheckReadsANewDirectorysParent(t *testing.T) {
 		t.Fatalf("checkStart asked %q and answered %v; want %q asked and ErrLowDisk", asked, err, parent)
 	}
 }
+
+// TestReserveIsReleasedNearlyFullAndMadeAgain: the store keeps a reserve
+// of allocated blocks while there is room; when the free space falls
+// below a quarter of the watermark it deletes it, and it makes it again
+// once the space is back above the watermark plus its size. A store that
+// opens on a reserve left by the last run keeps it.
+func TestReserveIsReleasedNearlyFullAndMadeAgain(t *testing.T) {
+	disk := &fakeDisk{}
+	disk.free.Store(1 << 30)
+	dir := t.TempDir()
+	const size = 4 << 20
+	s := openLimited(t, dir, Limits{MinFreeDiskBytes: 100 << 20, ReserveBytes: size}, disk.read, nil)
+	path := filepath.Join(dir, reserveName)
+	allocatedSize := func() int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return -1
+		}
+		return allocated(fi)
+	}
+	if got := allocatedSize(); got < size {
+		t.Fatalf("reserve at open: %d bytes allocated; want %d", got, size)
+	}
+	disk.free.Store(30 << 20) // below the watermark, above a quarter of it
+	s.space.refresh(s.log)
+	if allocatedSize() < size {
+		t.Fatal("the reserve went below the watermark; it should wait for a quarter of it")
+	}
+	disk.free.Store(20 << 20) // nearly full
+	s.space.refresh(s.log)
+	if got := allocatedSize(); got != -1 {
+		t.Fatalf("nearly full: the reserve still holds %d bytes", got)
+	}
+	disk.free.Store(100 << 20) // the watermark, but not the reserve's room above it
+	s.space.refresh(s.log)
+	if got := allocatedSize(); got != -1 {
+		t.Fatalf("made again with no room for it above the watermark (%d bytes)", got)
+	}
+	disk.free.Store(200 << 20)
+	s.space.refresh(s.log)
+	if got := allocatedSize(); got < size {
+		t.Fatalf("space back: the reserve holds %d bytes; want %d", got, size)
+	}
+	s.Close()
+	disk.free.Store(60 << 20) // room to start, not to make a reserve
+	s = openLimited(t, dir, Limits{MinFreeDiskBytes: 100 << 20, ReserveBytes: size}, disk.read, nil)
+	defer s.Close()
+	if !s.space.reserve.held || allocatedSize() < size {
+		t.Fatal("the reserve the last run left was not taken over")
+	}
+}
+
+// TestStartReleasesTheReserveWhenShortOfRoom: a start that finds too
+// little room to replay Badger's logs gives up the reserve and starts on
+// its blocks, where it would have refused.
+func TestStartReleasesTheReserveWhenShortOfRoom(t *testing.T) {
+	dir := t.TempDir()
+	const size = 64 << 20
+	var base atomic.Int64
+	base.Store(1 << 30)
+	// The file system as it would be: the reserve's blocks count once it
+	// is gone.
+	free := func(string) (uint64, error) {
+		n := base.Load()
+		if _, err := os.Stat(filepath.Join(dir, reserveName)); err != nil {
+			n += size
+		}
+		return uint64(n), nil
+	}
+	s := openLimited(t, dir, Limits{MinFreeDiskBytes: 100 << 20, ReserveBytes: size}, free, nil)
+	if !s.space.reserve.held {
+		t.Fatal("no reserve made with room for it")
+	}
+	if _, err := s.Enqueue(context.Background(), t0, []state.NewEvent{ev("p", "u", "a", "a")}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// Something filled the disk: what is left would not replay the log.
+	need, _, err := startNeed(dir, 8<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base.Store(need / 2)
+	s = openLimited(t, dir, Limits{MinFreeDiskBytes: 100 << 20, ReserveBytes: size}, free, nil)
+	defer s.Close()
+	if _, err := os.Stat(filepath.Join(dir, reserveName)); err == nil {
+		t.Error("started, but the reserve is still there")
+	}
+	if n := queueLen(t, s, state.ThreadKey{Page: "p", User: "u"}); n != 1 {
+		t.Errorf("queued after the start = %d; want the event accepted before", n)
+	}
+}

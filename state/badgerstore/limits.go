@@ -28,6 +28,10 @@ type Limits struct {
 	// MiB with the default memtable size; Open warns when it does not,
 	// see diskspace.go).
 	MinFreeDiskBytes int64
+	// ReserveBytes is the size of the disk reserve (reserve.go), kept
+	// while MinFreeDiskBytes is set (0: none): released below a quarter
+	// of the watermark, for Badger to finish what it accepted.
+	ReserveBytes int64
 }
 
 // Limit names, as in the configuration (state.FullError.Limit).
@@ -290,8 +294,9 @@ func (s *Store) openLimits() error {
 	if err := countQueued(s.db, s.counts); err != nil {
 		return err
 	}
-	s.space = &freeSpace{dir: s.opts.Dir, min: s.opts.Limits.MinFreeDiskBytes, read: s.opts.FreeSpace, backedLog: -1}
-	s.space.refresh(s.log)
+	s.space = &freeSpace{dir: s.opts.Dir, min: s.opts.Limits.MinFreeDiskBytes, read: s.opts.FreeSpace, backedLog: -1,
+		reserve: newReserve(s.opts.Dir, s.opts.Limits.ReserveBytes)}
+	s.space.refresh(s.log) // makes the reserve if there is room for it
 	need := headroom(s.db.Opts())
 	switch min := s.opts.Limits.MinFreeDiskBytes; {
 	case min == 0:

@@ -245,7 +245,13 @@ func Open(opts Options) (*Store, error) {
 		opts.FreeSpace = statfsFree
 	}
 	if err := checkStart(opts.Dir, opts.MemTableSize, opts.FreeSpace, log); err != nil {
-		return nil, err
+		// What the reserve holds is for this: give it up and look again.
+		if !errors.Is(err, ErrLowDisk) || !releaseReserveAtStart(opts.Dir, log) {
+			return nil, err
+		}
+		if err := checkStart(opts.Dir, opts.MemTableSize, opts.FreeSpace, log); err != nil {
+			return nil, err
+		}
 	}
 	// Memory is bounded by these settings, not by the number of threads
 	// stored: a few memtables, a block cache and an index cache of fixed
