@@ -49,10 +49,11 @@ const (
 
 // diskRig is the sandbox platform, the fake bot and Baton in-process.
 type diskRig struct {
-	t   *testing.T
-	p   *sandbox.Platform
-	bot *sandbox.Receiver
-	a   *app.App
+	t    *testing.T
+	p    *sandbox.Platform
+	bot  *sandbox.Receiver
+	a    *app.App
+	opts app.Options // to start it again
 }
 
 // diskStart starts Baton on dataDir; free, when set, replaces its reading
@@ -75,7 +76,9 @@ func diskStart(t *testing.T, dataDir string, free badgerstore.FreeSpaceFunc) *di
 	t.Cleanup(func() { r.bot.Close() })
 	dir := t.TempDir()
 	var b strings.Builder
-	fmt.Fprintf(&b, "listen: 127.0.0.1:0\nadmin:\n  listen: 127.0.0.1:0\ndata_dir: %s\n", dataDir)
+	// A fixed webhook port: the load reaches a restarted Baton at the same
+	// address, as Meta would.
+	fmt.Fprintf(&b, "listen: 127.0.0.1:%d\nadmin:\n  listen: 127.0.0.1:0\ndata_dir: %s\n", freePort(t), dataDir)
 	fmt.Fprintf(&b, "app:\n  id: %q\n  secret: ${APP_SECRET}\n  verify_token: %s\n", diskBotApp, diskVerify)
 	fmt.Fprintf(&b, "graph:\n  base_url: %s\n  version: %s\n", r.p.URL(), r.p.Version())
 	fmt.Fprintf(&b, "pages:\n  - id: %q\n    token: ${PAGE_TOKEN}\n", diskPage)
@@ -90,16 +93,28 @@ func diskStart(t *testing.T, dataDir string, free badgerstore.FreeSpaceFunc) *di
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	if r.a, err = app.New(app.Options{Config: cfg, Logger: log, FreeSpace: free}); err != nil {
+	r.opts = app.Options{Config: cfg, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)), FreeSpace: free}
+	if err := r.start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { r.a.Close() })
-	if err := r.a.Start(); err != nil {
-		t.Fatal(err)
-	}
-	r.p.SetWebhook(diskBotApp, r.a.WebhookURL())
 	return r
+}
+
+// start starts Baton on the rig's data directory and points the
+// platform's webhooks at it.
+func (r *diskRig) start() error {
+	a, err := app.New(r.opts)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		a.Close()
+		return err
+	}
+	r.a = a
+	r.p.SetWebhook(diskBotApp, r.a.WebhookURL())
+	return nil
 }
 
 // refused reads Baton's count of webhooks refused for want of free disk.
@@ -242,17 +257,7 @@ func TestFullDiskInjected(t *testing.T) {
 // it with a file, under load, to half the watermark, then deletes the
 // file. It needs -tags faults and root (to mount).
 func TestFullDiskTmpfs(t *testing.T) {
-	if !sizes.long {
-		t.Skip("the real file system version runs with -tags faults")
-	}
-	mnt := filepath.Join(t.TempDir(), "disk")
-	if err := os.Mkdir(mnt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=512m"); err != nil {
-		t.Skipf("cannot mount a small tmpfs (needs root and CAP_SYS_ADMIN): %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	mnt := diskTmpfs(t)
 	r := diskStart(t, filepath.Join(mnt, "data"), nil)
 	filler := filepath.Join(mnt, "filler")
 	stop := make(chan struct{})
@@ -272,8 +277,85 @@ func TestFullDiskTmpfs(t *testing.T) {
 	diskProve(t, r, "tmpfs", 50, 400, fill, release)
 }
 
+// diskTmpfs mounts a 512 MiB tmpfs for a test (-tags faults, as root).
+func diskTmpfs(t *testing.T) string {
+	t.Helper()
+	if !sizes.long {
+		t.Skip("the real file system version runs with -tags faults")
+	}
+	mnt := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(mnt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=512m"); err != nil {
+		t.Skipf("cannot mount a small tmpfs (needs root and CAP_SYS_ADMIN): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	return mnt
+}
+
+// TestFullDiskTmpfsToTheLastBlock fills the tmpfs, under load, below the
+// watermark, and then up to its last block: the filler writes until the
+// file system refuses it. Baton gives up its disk reserve and goes on
+// answering 503 without a crash; restarted on that full disk, it starts
+// on the reserve's blocks (before the reserve, such a start was refused
+// until someone freed space); once the filler's file is gone, it takes
+// webhooks again and every acknowledged event reaches the bot.
+func TestFullDiskTmpfsToTheLastBlock(t *testing.T) {
+	mnt := diskTmpfs(t)
+	data := filepath.Join(mnt, "data")
+	r := diskStart(t, data, nil)
+	reserve := filepath.Join(data, badgerstore.ReserveName)
+	if _, err := os.Stat(reserve); err != nil {
+		t.Fatalf("no disk reserve at start: %v", err)
+	}
+	filler := filepath.Join(mnt, "filler")
+	stop := make(chan struct{})
+	defer close(stop)
+	filled := make(chan error, 1)
+	fill := func() {
+		go func() {
+			if err := diskFill(filler, diskWatermark/2, stop); err != nil {
+				filled <- err
+				return
+			}
+			pause(2 * time.Second) // 503s below the watermark, the reserve still held
+			filled <- diskFill(filler, -1, stop)
+		}()
+	}
+	var restartedIn time.Duration
+	release := func() {
+		if err := <-filled; err != nil {
+			t.Fatalf("filler: %v", err)
+		}
+		diskWait(t, 10*time.Second, "the reserve given up on the full disk", func() bool {
+			_, err := os.Stat(reserve)
+			return errors.Is(err, os.ErrNotExist)
+		})
+		if err := r.storeFailed(); err != nil {
+			t.Fatalf("the store failed on the full disk: %v", err)
+		}
+		r.a.Close()
+		began := time.Now()
+		if err := r.start(); err != nil {
+			t.Fatalf("restart on the full disk: %v", err)
+		}
+		restartedIn = time.Since(began)
+		if err := os.Remove(filler); err != nil {
+			t.Errorf("remove the filler: %v", err)
+		}
+	}
+	diskProve(t, r, "tmpfs-to-the-last-block", 50, 400, fill, release)
+	diskWait(t, 10*time.Second, "the reserve made again", func() bool {
+		_, err := os.Stat(reserve)
+		return err == nil
+	})
+	t.Logf("full-disk: mode=tmpfs-to-the-last-block reserve released, restart on the full disk took %v, reserve made again", restartedIn.Round(time.Millisecond))
+}
+
 // diskFill appends to path, a MiB every 10 ms, until the file system has
-// at most leave bytes free.
+// at most leave bytes free; with leave below zero, as fast as it can
+// until the file system refuses a write.
 func diskFill(path string, leave int64, stop <-chan struct{}) error {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -286,11 +368,16 @@ func diskFill(path string, leave int64, stop <-chan struct{}) error {
 		if err := syscall.Statfs(filepath.Dir(path), &st); err != nil {
 			return err
 		}
-		if int64(st.Bavail)*st.Bsize <= leave {
+		if leave >= 0 && int64(st.Bavail)*st.Bsize <= leave {
 			return nil
 		}
-		if _, err := f.Write(chunk); err != nil {
+		if _, err := f.Write(chunk); errors.Is(err, syscall.ENOSPC) && leave < 0 {
+			return nil // full to the last block, as asked
+		} else if err != nil {
 			return err
+		}
+		if leave < 0 {
+			continue // at once: the last blocks go in a burst
 		}
 		select {
 		case <-stop:

@@ -225,7 +225,7 @@ func TestReserveIsReleasedNearlyFullAndMadeAgain(t *testing.T) {
 	dir := t.TempDir()
 	const size = 4 << 20
 	s := openLimited(t, dir, Limits{MinFreeDiskBytes: 100 << 20, ReserveBytes: size}, disk.read, nil)
-	path := filepath.Join(dir, reserveName)
+	path := filepath.Join(dir, ReserveName)
 	allocatedSize := func() int64 {
 		fi, err := os.Stat(path)
 		if err != nil {
@@ -241,7 +241,12 @@ func TestReserveIsReleasedNearlyFullAndMadeAgain(t *testing.T) {
 	if allocatedSize() < size {
 		t.Fatal("the reserve went below the watermark; it should wait for a quarter of it")
 	}
-	disk.free.Store(20 << 20) // nearly full
+	disk.free.Store(20 << 20) // below a quarter of the watermark, above 8 MiB
+	s.space.refresh(s.log)
+	if allocatedSize() < size {
+		t.Fatal("the reserve went with 20 MiB free; it should wait for 8")
+	}
+	disk.free.Store(4 << 20) // nearly full
 	s.space.refresh(s.log)
 	if got := allocatedSize(); got != -1 {
 		t.Fatalf("nearly full: the reserve still holds %d bytes", got)
@@ -277,7 +282,7 @@ func TestStartReleasesTheReserveWhenShortOfRoom(t *testing.T) {
 	// is gone.
 	free := func(string) (uint64, error) {
 		n := base.Load()
-		if _, err := os.Stat(filepath.Join(dir, reserveName)); err != nil {
+		if _, err := os.Stat(filepath.Join(dir, ReserveName)); err != nil {
 			n += size
 		}
 		return uint64(n), nil
@@ -298,7 +303,7 @@ func TestStartReleasesTheReserveWhenShortOfRoom(t *testing.T) {
 	base.Store(need / 2)
 	s = openLimited(t, dir, Limits{MinFreeDiskBytes: 100 << 20, ReserveBytes: size}, free, nil)
 	defer s.Close()
-	if _, err := os.Stat(filepath.Join(dir, reserveName)); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, ReserveName)); err == nil {
 		t.Error("started, but the reserve is still there")
 	}
 	if n := queueLen(t, s, state.ThreadKey{Page: "p", User: "u"}); n != 1 {

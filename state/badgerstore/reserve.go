@@ -28,9 +28,9 @@ import (
 // refuses to start (ErrLowDisk) until space returns, with nothing
 // acknowledged lost.
 
-// reserveName is the reserve's file in the data directory. Badger ignores
+// ReserveName is the reserve's file in the data directory. Badger ignores
 // files it does not know.
-const reserveName = "baton-reserve"
+const ReserveName = "baton-reserve"
 
 // reserve is the reserve file's state; only the disk loop (and Open,
 // before it starts) touches it.
@@ -45,7 +45,7 @@ type reserve struct {
 
 // newReserve takes over a reserve the last run left, whole.
 func newReserve(dir string, size int64) *reserve {
-	r := &reserve{path: filepath.Join(dir, reserveName), size: size}
+	r := &reserve{path: filepath.Join(dir, ReserveName), size: size}
 	if fi, err := os.Stat(r.path); err == nil && size > 0 && allocated(fi) >= size {
 		r.held = true
 	}
@@ -101,14 +101,15 @@ func (r *reserve) adjust(avail, min int64, log *zap.Logger) {
 }
 
 // criticalFree is the free space below which the reserve goes: a quarter
-// of the watermark, at most 32 MiB, so that a writer that fills the disk
-// up to its last block finds the reserve still there when it stops.
-func criticalFree(watermark int64) int64 { return min(watermark/4, 32<<20) }
+// of the watermark, at most 8 MiB. Low, so that a writer that fills the
+// disk up to its last block has most likely stopped (refused) when the
+// reserve goes, rather than taking its blocks too.
+func criticalFree(watermark int64) int64 { return min(watermark/4, 8<<20) }
 
 // releaseReserveAtStart deletes the reserve of the store in dir, if it
 // has one, and says whether it did.
 func releaseReserveAtStart(dir string, log *zap.Logger) bool {
-	path := filepath.Join(dir, reserveName)
+	path := filepath.Join(dir, ReserveName)
 	if err := os.Remove(path); err != nil {
 		return false
 	}
