@@ -29,6 +29,17 @@ func (r *rig) fire() {
 	}
 }
 
+// tickUntil moves the clock a second at a time, firing the timers due,
+// until cond holds.
+func (r *rig) tickUntil(what string, cond func() bool) {
+	r.t.Helper()
+	r.until(what, func() bool {
+		r.clock.Advance(time.Second)
+		r.fire()
+		return cond()
+	})
+}
+
 // idle reports that no runner has work in hand: every thread with work is
 // parked or waiting for its timer.
 func (r *rig) idle() bool {
@@ -48,18 +59,10 @@ func TestTheBotCircuitClosesWithNothingWaiting(t *testing.T) {
 	})
 	r.bot.setDown(true)
 	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "hello", r.clock.Now()))
-	r.until("handed over and set aside", func() bool {
-		r.clock.Advance(time.Second)
-		r.fire()
-		return r.graph.count("pass:"+agentApp) == 1 && len(r.deadLetters("u1")) == 1
-	})
+	r.tickUntil("handed over and set aside", func() bool { return r.graph.count("pass:"+agentApp) == 1 && len(r.deadLetters("u1")) == 1 })
 	r.until("the runners idle", r.idle)
 	r.bot.setDown(false)
-	r.until("taken back", func() bool {
-		r.clock.Advance(time.Second)
-		r.fire()
-		return r.graph.count("take") == 1
-	})
+	r.tickUntil("taken back", func() bool { return r.graph.count("take") == 1 })
 	r.bot.mu.Lock()
 	probes := r.bot.probes
 	r.bot.mu.Unlock()
@@ -86,11 +89,7 @@ func TestTheBotCircuitHandsWaitingThreadsOverAndBack(t *testing.T) {
 	r.bot.setDown(true)
 	now := r.clock.Now()
 	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "hello", now), text(t, messenger.Messaging, "u2", "m2", "hi there", now))
-	r.until("both handed over", func() bool {
-		r.clock.Advance(time.Second)
-		r.fire()
-		return r.graph.count("pass:"+agentApp) == 2
-	})
+	r.tickUntil("both handed over", func() bool { return r.graph.count("pass:"+agentApp) == 2 })
 	if n := r.graph.count(`send:{"text":"holding"}`); n != 2 {
 		t.Errorf("holding message sent %d times; want once per thread (calls %v)", n, r.graph.callList())
 	}
@@ -110,11 +109,7 @@ func TestTheBotCircuitHandsWaitingThreadsOverAndBack(t *testing.T) {
 	}
 
 	r.bot.setDown(false)
-	r.until("both taken back", func() bool {
-		r.clock.Advance(time.Second)
-		r.fire()
-		return r.graph.count("take") == 2
-	})
+	r.tickUntil("both taken back", func() bool { return r.graph.count("take") == 2 })
 	r.until("both events at the bot", func() bool { return r.bot.has("u1", "hello") && r.bot.has("u2", "hi there") })
 	r.until("both owned by the bot again", func() bool {
 		return r.thread("u1").Owner.Kind == state.OwnerBot && r.thread("u2").Owner.Kind == state.OwnerBot
@@ -135,11 +130,7 @@ func TestBotRecoveredOutlivesARestartDuringTheOutage(t *testing.T) {
 	})
 	r.bot.setDown(true)
 	r.enqueue(text(t, messenger.Messaging, "u1", "m1", "hello", r.clock.Now()))
-	r.until("handed over", func() bool {
-		r.clock.Advance(time.Second)
-		r.fire()
-		return r.graph.count("pass:"+agentApp) == 1
-	})
+	r.tickUntil("handed over", func() bool { return r.graph.count("pass:"+agentApp) == 1 })
 	r.until("a durable bot_recovered timer", func() bool {
 		_, ok := r.timers("u1")["bot_recovered"]
 		return ok
@@ -155,11 +146,7 @@ func TestBotRecoveredOutlivesARestartDuringTheOutage(t *testing.T) {
 		t.Fatalf("%d takes while the bot was still down", n)
 	}
 	r.bot.setDown(false)
-	r.until("taken back after the restart", func() bool {
-		r.clock.Advance(time.Second)
-		r.fire()
-		return r.graph.count("take") == 1
-	})
+	r.tickUntil("taken back after the restart", func() bool { return r.graph.count("take") == 1 })
 	r.until("the event at the bot", func() bool { return r.bot.has("u1", "hello") })
 	r.until("the bot_recovered timer gone once it ran", func() bool {
 		_, ok := r.timers("u1")[timerBotRecovered]
