@@ -24,7 +24,6 @@ package admin
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,12 +32,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/policies/yamlfile"
+	"github.com/batonproxy/baton/proxy/admin/internal/guard"
 	"github.com/batonproxy/baton/proxy/buildinfo"
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/logkeys"
@@ -188,29 +187,7 @@ type Server struct {
 	appName map[string]string // app id -> name
 	handler http.Handler
 	srv     *http.Server
-	refused logOften // 401s, logged sparingly
-}
-
-// logOften lets a log line through at most once per refusedLogEvery and
-// counts the ones it held back: requests without the token can come as
-// fast as a client sends them, and must not flood the log.
-type logOften struct {
-	mu   sync.Mutex
-	next time.Time
-	held int
-}
-
-const refusedLogEvery = 5 * time.Second
-
-func (l *logOften) pass(now time.Time) (held int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Before(l.next) {
-		l.held++
-		return 0, false
-	}
-	held, l.held, l.next = l.held, 0, now.Add(refusedLogEvery)
-	return held, true
+	refused guard.Sparse // 401s, logged sparingly
 }
 
 // New builds the server; nothing is served until Serve.
@@ -295,7 +272,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 var unauthenticated = []string{"/-/healthy", "/-/ready"}
 
 func (s *Server) auth(next http.Handler) http.Handler {
-	want := []byte(s.opts.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if ui := s.opts.UI; ui != nil {
 			switch p := r.URL.Path; {
@@ -307,13 +283,12 @@ func (s *Server) auth(next http.Handler) http.Handler {
 				return
 			}
 		}
-		if len(want) == 0 || slices.Contains(unauthenticated, r.URL.Path) {
+		if s.opts.Token == "" || slices.Contains(unauthenticated, r.URL.Path) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), want) != 1 {
-			if held, ok := s.refused.pass(s.opts.Clock.Now()); ok {
+		if !guard.Bearer(r, s.opts.Token) {
+			if held, ok := s.refused.Pass(s.opts.Clock.Now()); ok {
 				s.log.Warn("admin request refused: missing or wrong token", zap.String("method", r.Method),
 					zap.String("path", clip(r.URL.Path)), zap.String("remote", r.RemoteAddr), zap.Int("held_back", held))
 			}

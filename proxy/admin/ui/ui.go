@@ -40,12 +40,12 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
 
 	"github.com/batonproxy/baton/proxy/admin"
+	"github.com/batonproxy/baton/proxy/admin/internal/guard"
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/state"
 )
@@ -75,7 +75,7 @@ type UI struct {
 	session string
 	pages   map[string]*template.Template
 	mux     *http.ServeMux
-	refused logOften
+	refused guard.Sparse
 }
 
 // Names of the cookies, and the path they are limited to.
@@ -164,8 +164,7 @@ func (u *UI) authorized(r *http.Request) bool {
 	if c, err := r.Cookie(sessionCookie); err == nil && subtle.ConstantTimeCompare([]byte(c.Value), []byte(u.session)) == 1 {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(u.opts.Token)) == 1
+	return guard.Bearer(r, u.opts.Token)
 }
 
 // signedIn sends a request without a session to the login form.
@@ -183,7 +182,7 @@ func (u *UI) signedIn(next http.HandlerFunc) http.HandlerFunc {
 func (u *UI) sameOrigin(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !fromHost(r) {
-			if held, ok := u.refused.pass(u.opts.Clock.Now()); ok {
+			if held, ok := u.refused.Pass(u.opts.Clock.Now()); ok {
 				u.log.Warn("dashboard form refused: it did not come from the dashboard", zap.String("path", clip(r.URL.Path)),
 					zap.String("origin", clip(r.Header.Get("Origin"))), zap.String("remote", r.RemoteAddr), zap.Int("held_back", held))
 			}
@@ -231,7 +230,7 @@ func (u *UI) login(w http.ResponseWriter, r *http.Request) {
 	}
 	got := r.PostForm.Get("token")
 	if subtle.ConstantTimeCompare([]byte(strings.TrimSpace(got)), []byte(u.opts.Token)) != 1 {
-		if held, ok := u.refused.pass(u.opts.Clock.Now()); ok {
+		if held, ok := u.refused.Pass(u.opts.Clock.Now()); ok {
 			u.log.Warn("dashboard login refused: wrong token", zap.String("remote", r.RemoteAddr), zap.Int("held_back", held))
 		}
 		u.render(w, r, http.StatusUnauthorized, "login", loginView{Problem: "That is not the admin token."})
@@ -298,26 +297,4 @@ func clip(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:most], "") + "..."
-}
-
-// logOften lets a log line through at most once per refusedLogEvery and
-// counts the ones it held back: refused requests come as fast as a
-// client sends them and must not flood the log.
-type logOften struct {
-	mu   sync.Mutex
-	next time.Time
-	held int
-}
-
-const refusedLogEvery = 5 * time.Second
-
-func (l *logOften) pass(now time.Time) (held int, ok bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Before(l.next) {
-		l.held++
-		return 0, false
-	}
-	held, l.held, l.next = l.held, 0, now.Add(refusedLogEvery)
-	return held, true
 }
