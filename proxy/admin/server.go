@@ -369,14 +369,11 @@ func (s *Server) listThreads(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	views := make([]threadView, 0, len(list))
+	views := make([]ThreadView, 0, len(list))
 	for _, sum := range list {
 		views = append(views, s.threadView(sum))
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Threads    []threadView `json:"threads"`
-		NextCursor string       `json:"next_cursor"`
-	}{views, next})
+	writeJSON(w, http.StatusOK, ThreadListView{Threads: views, NextCursor: next})
 }
 
 func (s *Server) thread(w http.ResponseWriter, r *http.Request) {
@@ -394,7 +391,7 @@ func (s *Server) thread(w http.ResponseWriter, r *http.Request) {
 	if history == nil {
 		history = []state.Change{}
 	}
-	writeJSON(w, http.StatusOK, detailView{
+	writeJSON(w, http.StatusOK, DetailView{
 		Thread: s.threadView(d.Summary), History: history, Timers: timerViews(d.Timers),
 		Queued: d.Summary.Queued, PendingDeliveries: d.Pending, DeadLetters: deadLetterViews(d.DeadLetters),
 	})
@@ -448,7 +445,7 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string][]deadLetterView{"dead_letters": deadLetterViews(list)})
+	writeJSON(w, http.StatusOK, map[string][]DeadLetterView{"dead_letters": deadLetterViews(list)})
 }
 
 func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request) {
@@ -498,7 +495,7 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request) {
 			status, msg := s.status(err)
 			writeJSON(w, status, struct {
 				Error string           `json:"error"`
-				Done  []deadLetterView `json:"done"`
+				Done  []DeadLetterView `json:"done"`
 			}{msg, deadLetterViews(done)})
 			return
 		}
@@ -508,7 +505,7 @@ func (s *Server) changeDeadLetters(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("dead letters changed by an operator", zap.String("op", r.PathValue("op")), zap.Int("items", len(done)), zap.Int("threads", len(threads)))
-	writeJSON(w, http.StatusOK, map[string][]deadLetterView{"done": deadLetterViews(done)})
+	writeJSON(w, http.StatusOK, map[string][]DeadLetterView{"done": deadLetterViews(done)})
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

@@ -11,9 +11,11 @@ import (
 )
 
 // The JSON the API answers with. Times are RFC 3339 with nanoseconds and
-// left out when zero (omitzero).
+// left out when zero (omitzero). The types are exported so that clients
+// (baton's commands, the tests) decode into what the server encodes.
 
-type threadView struct {
+// ThreadView is a thread in GET /api/v1/threads and in a thread's detail.
+type ThreadView struct {
 	Page        string       `json:"page"`
 	User        string       `json:"user"`
 	Owner       string       `json:"owner"`                // bot, idle, unknown, app:ID
@@ -28,9 +30,9 @@ type threadView struct {
 	DeadLetters int          `json:"dead_letters"`
 }
 
-func (s *Server) threadView(sum state.ThreadSummary) threadView {
+func (s *Server) threadView(sum state.ThreadSummary) ThreadView {
 	t := &sum.Thread
-	v := threadView{
+	v := ThreadView{
 		Page: t.Key.Page, User: t.Key.User, Owner: t.Owner.String(), Since: utc(t.Since), Reason: t.Reason,
 		Tags: t.Tags, LastUser: utc(t.LastUser), LastBot: utc(t.LastBot), LastOther: utc(t.LastOther),
 		Queued: sum.Queued, DeadLetters: sum.DeadLetters,
@@ -44,27 +46,35 @@ func (s *Server) threadView(sum state.ThreadSummary) threadView {
 	return v
 }
 
-type timerView struct {
+// ThreadListView answers GET /api/v1/threads: one page of threads, and
+// the cursor of the next ("" after the last).
+type ThreadListView struct {
+	Threads    []ThreadView `json:"threads"`
+	NextCursor string       `json:"next_cursor"`
+}
+
+// TimerView is a thread's pending timer.
+type TimerView struct {
 	Kind string    `json:"kind"`
 	Due  time.Time `json:"due"`
 }
 
-// detailView answers GET /api/v1/threads/{page}/{user}. History is
+// DetailView answers GET /api/v1/threads/{page}/{user}. History is
 // state.Change as it marshals.
-type detailView struct {
-	Thread            threadView       `json:"thread"`
+type DetailView struct {
+	Thread            ThreadView       `json:"thread"`
 	History           []state.Change   `json:"history"`
-	Timers            []timerView      `json:"timers"`
+	Timers            []TimerView      `json:"timers"`
 	Queued            int              `json:"queued"`
 	PendingDeliveries int              `json:"pending_deliveries"`
-	DeadLetters       []deadLetterView `json:"dead_letters"`
+	DeadLetters       []DeadLetterView `json:"dead_letters"`
 }
 
-// deadLetterView is a dead letter without its records' contents (users'
+// DeadLetterView is a dead letter without its records' contents (users'
 // messages): the delivery ids and kinds find them, `baton dlq list
 // --json` offline shows them. An item that holds several events (a
 // batch the bot refused in part) has their delivery ids comma-separated.
-type deadLetterView struct {
+type DeadLetterView struct {
 	Page       string    `json:"page"`
 	User       string    `json:"user"`
 	Seq        uint64    `json:"seq"`
@@ -75,10 +85,10 @@ type deadLetterView struct {
 	Kinds      []string  `json:"kinds"`
 }
 
-func deadLetterViews(list []state.DeadLetter) []deadLetterView {
-	out := make([]deadLetterView, 0, len(list))
+func deadLetterViews(list []state.DeadLetter) []DeadLetterView {
+	out := make([]DeadLetterView, 0, len(list))
 	for _, d := range list {
-		v := deadLetterView{Page: d.Thread.Page, User: d.Thread.User, Seq: d.Seq, Reason: d.Reason,
+		v := DeadLetterView{Page: d.Thread.Page, User: d.Thread.User, Seq: d.Seq, Reason: d.Reason,
 			At: utc(d.At), Enqueued: utc(d.Enqueued), Kinds: make([]string, 0, len(d.Records))}
 		ids := make([]string, 0, len(d.Records))
 		for _, r := range d.Records {
@@ -100,12 +110,12 @@ func eventKind(record []byte) string {
 	return ev.Kind.String()
 }
 
-func timerViews(timers []state.Timer) []timerView {
-	out := make([]timerView, 0, len(timers))
+func timerViews(timers []state.Timer) []TimerView {
+	out := make([]TimerView, 0, len(timers))
 	for _, t := range timers {
-		out = append(out, timerView{Kind: t.Kind, Due: utc(t.Due)})
+		out = append(out, TimerView{Kind: t.Kind, Due: utc(t.Due)})
 	}
-	slices.SortFunc(out, func(a, b timerView) int { return a.Due.Compare(b.Due) })
+	slices.SortFunc(out, func(a, b TimerView) int { return a.Due.Compare(b.Due) })
 	return out
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/proxy/app"
 	"github.com/batonproxy/baton/proxy/buildinfo"
 	"github.com/batonproxy/baton/state"
@@ -301,34 +302,16 @@ func TestAdminMetricsAndBuild(t *testing.T) {
 	wantStatus(t, h.call("GET", "/api/v2/build", ""), http.StatusNotFound, "an unknown route")
 }
 
-type threadJSON struct {
-	Page      string       `json:"page"`
-	User      string       `json:"user"`
-	Owner     string       `json:"owner"`
-	OwnerName string       `json:"owner_name"`
-	Since     time.Time    `json:"since"`
-	Reason    state.Reason `json:"reason"`
-	Tags      []string     `json:"tags"`
-	LastUser  time.Time    `json:"last_user"`
-	Queued    int          `json:"queued"`
-	Dead      int          `json:"dead_letters"`
-}
-
-type threadList struct {
-	Threads    []threadJSON `json:"threads"`
-	NextCursor string       `json:"next_cursor"`
-}
-
-func (h *harness) threads(query string) threadList {
+func (h *harness) threads(query string) admin.ThreadListView {
 	h.t.Helper()
 	a := h.call("GET", "/api/v1/threads?"+query, "")
 	wantStatus(h.t, a, http.StatusOK, "threads?"+query)
-	var l threadList
+	var l admin.ThreadListView
 	a.decode(h.t, &l)
 	return l
 }
 
-func users(l threadList) string {
+func users(l admin.ThreadListView) string {
 	var out []string
 	for _, t := range l.Threads {
 		out = append(out, t.User+"="+t.Owner)
@@ -417,34 +400,11 @@ func TestAdminListsThreads(t *testing.T) {
 	}
 }
 
-type threadDetail struct {
-	Thread  threadJSON     `json:"thread"`
-	History []state.Change `json:"history"`
-	Timers  []struct {
-		Kind string    `json:"kind"`
-		Due  time.Time `json:"due"`
-	} `json:"timers"`
-	Queued            int              `json:"queued"`
-	PendingDeliveries int              `json:"pending_deliveries"`
-	DeadLetters       []deadLetterJSON `json:"dead_letters"`
-}
-
-type deadLetterJSON struct {
-	Page       string    `json:"page"`
-	User       string    `json:"user"`
-	Seq        uint64    `json:"seq"`
-	Reason     string    `json:"reason"`
-	At         time.Time `json:"at"`
-	Enqueued   time.Time `json:"enqueued"`
-	DeliveryID string    `json:"delivery_id"`
-	Kinds      []string  `json:"kinds"`
-}
-
-func (h *harness) detail(user string) threadDetail {
+func (h *harness) detail(user string) admin.DetailView {
 	h.t.Helper()
 	a := h.call("GET", "/api/v1/threads/"+page+"/"+user, "")
 	wantStatus(h.t, a, http.StatusOK, "thread "+user)
-	var d threadDetail
+	var d admin.DetailView
 	a.decode(h.t, &d)
 	return d
 }
@@ -562,11 +522,11 @@ func TestAdminDeadLetters(t *testing.T) {
 	h.p.UserText(page, u1, "first")
 	h.p.UserText(page, u2, "second")
 	h.p.UserText(page, u2, "third")
-	list := func(query string) []deadLetterJSON {
+	list := func(query string) []admin.DeadLetterView {
 		a := h.call("GET", "/api/v1/dead-letters"+query, "")
 		wantStatus(t, a, http.StatusOK, "dead letters"+query)
 		var l struct {
-			DeadLetters []deadLetterJSON `json:"dead_letters"`
+			DeadLetters []admin.DeadLetterView `json:"dead_letters"`
 		}
 		a.decode(t, &l)
 		return l.DeadLetters
@@ -583,10 +543,10 @@ func TestAdminDeadLetters(t *testing.T) {
 			t.Errorf("dead letter %+v", d)
 		}
 	}
-	if got := h.threads("dead_letters=true"); users(got) != fmt.Sprintf("%s=bot %s=bot", u1, u2) || got.Threads[0].Dead == 0 {
+	if got := h.threads("dead_letters=true"); users(got) != fmt.Sprintf("%s=bot %s=bot", u1, u2) || got.Threads[0].DeadLetters == 0 {
 		t.Errorf("threads with dead letters: %s", users(got))
 	}
-	if d := h.detail(u2); len(d.DeadLetters) != 2 || d.Thread.Dead != 2 {
+	if d := h.detail(u2); len(d.DeadLetters) != 2 || d.Thread.DeadLetters != 2 {
 		t.Errorf("u2's detail: %+v", d)
 	}
 
@@ -594,7 +554,7 @@ func TestAdminDeadLetters(t *testing.T) {
 	a := h.call("POST", "/api/v1/dead-letters/replay", fmt.Sprintf(`{"thread":"%s/%s","seq":%d}`, page, u2, dead[1].Seq))
 	wantStatus(t, a, http.StatusOK, "replay one")
 	var done struct {
-		Done []deadLetterJSON `json:"done"`
+		Done []admin.DeadLetterView `json:"done"`
 	}
 	if a.decode(t, &done); len(done.Done) != 1 || done.Done[0].Seq != dead[1].Seq {
 		t.Errorf("replayed %s", a.body)

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -300,60 +301,16 @@ func (c *Client) Threads(ctx context.Context, q ThreadQuery) (ThreadList, error)
 	return l, err
 }
 
-// Thread is a thread as the admin API shows it.
-type Thread struct {
-	Page        string       `json:"page"`
-	User        string       `json:"user"`
-	Owner       string       `json:"owner"`
-	OwnerName   string       `json:"owner_name,omitempty"`
-	Since       time.Time    `json:"since"`
-	Reason      state.Reason `json:"reason"`
-	Tags        []string     `json:"tags"`
-	LastUser    time.Time    `json:"last_user"`
-	LastBot     time.Time    `json:"last_bot"`
-	LastOther   time.Time    `json:"last_other"`
-	Queued      int          `json:"queued"`
-	DeadLetters int          `json:"dead_letters"`
-}
-
-// ThreadDetail is GET /api/v1/threads/{page}/{user}.
-type ThreadDetail struct {
-	Thread            Thread           `json:"thread"`
-	History           []state.Change   `json:"history"`
-	Timers            []Timer          `json:"timers"`
-	Queued            int              `json:"queued"`
-	PendingDeliveries int              `json:"pending_deliveries"`
-	DeadLetters       []DeadLetterInfo `json:"dead_letters"`
-}
-
-// Timer is a thread's pending timer.
-type Timer struct {
-	Kind string    `json:"kind"`
-	Due  time.Time `json:"due"`
-}
-
-// DeadLetterInfo is a dead letter as the admin API lists it.
-type DeadLetterInfo struct {
-	Page       string    `json:"page"`
-	User       string    `json:"user"`
-	Seq        uint64    `json:"seq"`
-	Reason     string    `json:"reason"`
-	At         time.Time `json:"at"`
-	Enqueued   time.Time `json:"enqueued"`
-	DeliveryID string    `json:"delivery_id"`
-	Kinds      []string  `json:"kinds"`
-}
-
 // Thread fetches one thread; the raw answer comes back too, for --json.
 // A thread Baton never saw is an error wrapping ErrNotFound.
-func (c *Client) Thread(ctx context.Context, k state.ThreadKey) (ThreadDetail, json.RawMessage, error) {
+func (c *Client) Thread(ctx context.Context, k state.ThreadKey) (admin.DetailView, json.RawMessage, error) {
 	var raw json.RawMessage
 	if err := c.getJSON(ctx, threadPath(k), nil, &raw); err != nil {
-		return ThreadDetail{}, nil, err
+		return admin.DetailView{}, nil, err
 	}
-	var d ThreadDetail
+	var d admin.DetailView
 	if err := json.Unmarshal(raw, &d); err != nil {
-		return ThreadDetail{}, nil, fmt.Errorf("reading thread %s: %w", k, err)
+		return admin.DetailView{}, nil, fmt.Errorf("reading thread %s: %w", k, err)
 	}
 	return d, raw, nil
 }
@@ -380,7 +337,7 @@ func (c *Client) Operate(ctx context.Context, op string, k state.ThreadKey, to, 
 
 // DeadLetters lists dead letters, of one thread or (nil) of every thread.
 // Each comes back decoded and as the server sent it, for --json.
-func (c *Client) DeadLetters(ctx context.Context, thread *state.ThreadKey) ([]DeadLetterInfo, []json.RawMessage, error) {
+func (c *Client) DeadLetters(ctx context.Context, thread *state.ThreadKey) ([]admin.DeadLetterView, []json.RawMessage, error) {
 	var q url.Values
 	if thread != nil {
 		q = url.Values{"thread": {thread.String()}}
@@ -391,7 +348,7 @@ func (c *Client) DeadLetters(ctx context.Context, thread *state.ThreadKey) ([]De
 	if err := c.getJSON(ctx, "/api/v1/dead-letters", q, &l); err != nil {
 		return nil, nil, err
 	}
-	dead := make([]DeadLetterInfo, len(l.DeadLetters))
+	dead := make([]admin.DeadLetterView, len(l.DeadLetters))
 	for i, raw := range l.DeadLetters {
 		if err := json.Unmarshal(raw, &dead[i]); err != nil {
 			return nil, nil, fmt.Errorf("reading dead letters: %w", err)
@@ -403,7 +360,7 @@ func (c *Client) DeadLetters(ctx context.Context, thread *state.ThreadKey) ([]De
 // ChangeDeadLetters replays (replay true) or discards dead letters: one
 // thread's (seq 0: all of them), or every thread's when thread is nil.
 // It returns what was done.
-func (c *Client) ChangeDeadLetters(ctx context.Context, replay bool, thread *state.ThreadKey, seq uint64) ([]DeadLetterInfo, error) {
+func (c *Client) ChangeDeadLetters(ctx context.Context, replay bool, thread *state.ThreadKey, seq uint64) ([]admin.DeadLetterView, error) {
 	path := "/api/v1/dead-letters/discard"
 	if replay {
 		path = "/api/v1/dead-letters/replay"
@@ -416,7 +373,7 @@ func (c *Client) ChangeDeadLetters(ctx context.Context, replay bool, thread *sta
 		}{thread.String(), seq}
 	}
 	var ans struct {
-		Done []DeadLetterInfo `json:"done"`
+		Done []admin.DeadLetterView `json:"done"`
 	}
 	err := c.postJSON(ctx, path, body, &ans)
 	return ans.Done, err

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"unicode"
 
+	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -64,7 +65,7 @@ func FuzzAPIAnswers(f *testing.F) {
 			t.Fatalf("%d lines for %d problems: %q", n+1, len(apiErr.Problems), err)
 		}
 
-		var d ThreadDetail
+		var d admin.DetailView
 		if json.Unmarshal(body, &d) != nil {
 			return
 		}

@@ -9,6 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -54,7 +55,7 @@ func ListThreads(ctx context.Context, out io.Writer, c *Client, q ThreadQuery, l
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "THREAD\tOWNER\tSINCE\tLAST ACTIVITY\tQUEUED\tDEAD\tTAGS")
 	for _, raw := range all {
-		var t Thread
+		var t admin.ThreadView
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return fmt.Errorf("reading threads: %w", err)
 		}
@@ -62,8 +63,8 @@ func ListThreads(ctx context.Context, out io.Writer, c *Client, q ThreadQuery, l
 		if tags == "" {
 			tags = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", t.key(), ownerLabel(t.Owner, t.OwnerName),
-			stamp(t.Since), stamp(t.lastActivity()), t.Queued, t.DeadLetters, tags)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\n", threadName(t), ownerLabel(t.Owner, t.OwnerName),
+			stamp(t.Since), stamp(lastActivity(t)), t.Queued, t.DeadLetters, tags)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -77,7 +78,7 @@ func ListThreads(ctx context.Context, out io.Writer, c *Client, q ThreadQuery, l
 }
 
 // lastActivity is the latest of the thread's user, bot and other times.
-func (t Thread) lastActivity() time.Time {
+func lastActivity(t admin.ThreadView) time.Time {
 	last := t.LastUser
 	for _, at := range []time.Time{t.LastBot, t.LastOther} {
 		if at.After(last) {
@@ -96,8 +97,8 @@ func ownerLabel(owner, name string) string {
 	return oneLine(owner+" ("+name+")", 100)
 }
 
-// key is the thread as PAGE/USER, fit for one line.
-func (t Thread) key() string { return oneLine(t.Page+"/"+t.User, 100) }
+// threadName is the thread as PAGE/USER, fit for one line.
+func threadName(t admin.ThreadView) string { return oneLine(t.Page+"/"+t.User, 100) }
 
 // ShowThread prints one thread: its state, timers, queue, dead letters and
 // history, or with asJSON the API's answer as it came.
@@ -117,10 +118,10 @@ func ShowThread(ctx context.Context, out io.Writer, c *Client, thread string, as
 }
 
 // printThread renders a thread's detail for people.
-func printThread(out io.Writer, d ThreadDetail) error {
+func printThread(out io.Writer, d admin.DetailView) error {
 	t := d.Thread
 	w := &errWriter{w: out}
-	w.printf("thread:   %s\n", t.key())
+	w.printf("thread:   %s\n", threadName(t))
 	w.printf("owner:    %s since %s\n", ownerLabel(t.Owner, t.OwnerName), stamp(t.Since))
 	if r := reasonText(t.Reason); r != "" {
 		w.printf("reason:   %s\n", r)
@@ -240,11 +241,11 @@ func ThreadNames(ctx context.Context, c *Client, prefix string, limit int) ([]st
 			return nil, err
 		}
 		for _, raw := range l.Threads {
-			var t Thread
+			var t admin.ThreadView
 			if json.Unmarshal(raw, &t) != nil {
 				continue
 			}
-			if k := t.key(); strings.HasPrefix(k, prefix) {
+			if k := threadName(t); strings.HasPrefix(k, prefix) {
 				names = append(names, k)
 				if len(names) == limit {
 					return names, nil
