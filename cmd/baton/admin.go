@@ -84,16 +84,22 @@ func threadCmd(e *env) *cobra.Command {
 	return c
 }
 
-// opCmd is take or release: an operator's handover, queued on the thread.
+// opCmd is take, pass or release: an operator's handover, queued on the
+// thread.
 func opCmd(e *env, op string) *cobra.Command {
 	var af adminFlags
-	var reason string
+	var to, reason string
 	short := map[string]string{
 		"take":    "Give a thread back to the bot (Baton takes thread control)",
+		"pass":    "Pass a thread to another app (a helpdesk, a human)",
 		"release": "Release a thread: nobody owns it until the next event",
 	}[op]
+	use := op + " PAGE/USER [--reason R]"
+	if op == "pass" {
+		use = op + " PAGE/USER --to APP [--reason R]"
+	}
 	c := &cobra.Command{
-		Use:   op + " PAGE/USER [--reason R]",
+		Use:   use,
 		Short: short,
 		Long: short + `.
 
@@ -107,38 +113,14 @@ operator.`,
 			if err != nil {
 				return err
 			}
-			return cli.Operate(context.Background(), e.stdout, client, op, args[0], "", reason)
+			return cli.Operate(context.Background(), e.stdout, client, op, args[0], to, reason)
 		},
 	}
-	c.Flags().StringVar(&reason, "reason", "", "the reason `R`, for the thread's history")
-	af.register(c)
-	return c
-}
-
-func passCmd(e *env) *cobra.Command {
-	var af adminFlags
-	var to, reason string
-	c := &cobra.Command{
-		Use:   "pass PAGE/USER --to APP [--reason R]",
-		Short: "Pass a thread to another app (a helpdesk, a human)",
-		Long: `Pass a thread to another app (a helpdesk, a human).
-
-The operation is queued on the thread and runs in its order, like a
-decision of the rules; the thread's history records it with actor
-operator.`,
-		Args:              oneThread,
-		ValidArgsFunction: completeThread(e, &af),
-		RunE: func(_ *cobra.Command, args []string) error {
-			client, err := af.client(e)
-			if err != nil {
-				return err
-			}
-			return cli.Operate(context.Background(), e.stdout, client, "pass", args[0], to, reason)
-		},
+	if op == "pass" {
+		c.Flags().StringVar(&to, "to", "", "the `APP`: a name from the config's apps section, or an app id")
+		c.MarkFlagRequired("to")
 	}
-	c.Flags().StringVar(&to, "to", "", "the `APP`: a name from the config's apps section, or an app id")
 	c.Flags().StringVar(&reason, "reason", "", "the reason `R`, for the thread's history")
-	c.MarkFlagRequired("to")
 	af.register(c)
 	return c
 }

@@ -152,7 +152,7 @@ func newRoot(e *env) *cobra.Command {
 	}
 	add(groupRun, serveCmd(e), demoCmd(e), doctorCmd(e), benchCmd(e), benchChildCmd(e))
 	add(groupPolicies, checkCmd(e), explainCmd(e), replayCmd(e))
-	add(groupAdmin, threadsCmd(e), threadCmd(e), opCmd(e, "take"), passCmd(e), opCmd(e, "release"),
+	add(groupAdmin, threadsCmd(e), threadCmd(e), opCmd(e, "take"), opCmd(e, "pass"), opCmd(e, "release"),
 		dlqCmd(e), backupCmd(e), healthcheckCmd(e))
 	add(groupOther, restoreCmd(e), versionCmd(e), completionCmd(e))
 	return root

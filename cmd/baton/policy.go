@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/batonproxy/baton/policies"
 	"github.com/batonproxy/baton/proxy/cli"
 )
 
@@ -33,6 +34,21 @@ func (f *sourceFlags) sources(files []string) (cli.Sources, error) {
 		return cli.Sources{}, err
 	}
 	return cli.Sources{Config: f.config, Policies: append(f.policies, files...), Apps: apps}, nil
+}
+
+// load reads and compiles the policy files the flags and the arguments
+// name, printing their problems as check does; an error is the
+// command's end.
+func (f *sourceFlags) load(e *env, files []string) (*policies.Set, cli.Resolved, error) {
+	src, err := f.sources(files)
+	if err != nil {
+		return nil, cli.Resolved{}, fail(e, err)
+	}
+	set, res, code := src.Load(e.stderr, e.lookup)
+	if code != cli.ExitOK {
+		return nil, cli.Resolved{}, exitCode(code)
+	}
+	return set, res, nil
 }
 
 // fail ends a command with err: a usage error as every command's, other
@@ -82,13 +98,9 @@ standby event object), on what trigger, and what it would do.`,
 			if event == "" {
 				return fmt.Errorf("%w: explain: --event is required", cli.ErrUsage)
 			}
-			src, err := sf.sources(files)
+			set, res, err := sf.load(e, files)
 			if err != nil {
-				return fail(e, err)
-			}
-			set, res, code := src.Load(e.stderr, e.lookup)
-			if code != cli.ExitOK {
-				return exitCode(code)
+				return err
 			}
 			data, err := readInput(e, event)
 			if err != nil {
@@ -120,13 +132,9 @@ after any more policy files; - reads it from standard input.`,
 		},
 		RunE: func(_ *cobra.Command, rest []string) error {
 			recorded, files := rest[len(rest)-1], rest[:len(rest)-1]
-			src, err := sf.sources(files)
+			set, res, err := sf.load(e, files)
 			if err != nil {
-				return fail(e, err)
-			}
-			set, res, code := src.Load(e.stderr, e.lookup)
-			if code != cli.ExitOK {
-				return exitCode(code)
+				return err
 			}
 			in := e.stdin
 			if recorded != "-" {
