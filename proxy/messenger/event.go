@@ -1,6 +1,7 @@
 package messenger
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/json"
 	"errors"
@@ -21,11 +22,19 @@ const (
 	Messaging Channel = iota
 	// Standby events are for threads another app owns; read-only for us.
 	Standby
+	// Changes are entry[].changes[]: the Page's (or Instagram account's)
+	// feed, comments, mentions, lead forms. They concern no thread of
+	// the handover protocol and go to the bot as they came.
+	Changes
+	channels = 3
 )
 
 func (c Channel) String() string {
-	if c == Standby {
+	switch c {
+	case Standby:
 		return "standby"
+	case Changes:
+		return "changes"
 	}
 	return "messaging"
 }
@@ -57,6 +66,8 @@ const (
 	// KindTimer is Baton's own event: a durable timer came due. It is never
 	// forwarded to the bot. Text is the timer's kind.
 	KindTimer
+	// KindChange is an item of entry[].changes[]; Field is its "field".
+	KindChange
 )
 
 var kindNames = [...]string{
@@ -66,7 +77,7 @@ var kindNames = [...]string{
 	KindPassThreadControl: "pass_thread_control", KindTakeThreadControl: "take_thread_control",
 	KindRequestThreadControl: "request_thread_control", KindAppRoles: "app_roles",
 	KindPolicyEnforcement: "policy_enforcement", KindAccountLinking: "account_linking",
-	KindTimer: "baton_timer",
+	KindTimer: "baton_timer", KindChange: "change",
 }
 
 func (k Kind) String() string {
@@ -108,6 +119,21 @@ type Event struct {
 	Attachments []string
 	// Feedback is the answer of a messaging_feedback event.
 	Feedback *Feedback
+	// Field is a change's field (feed, comments, mentions, leadgen...).
+	Field string
+	// Entry is the entry's id and time as Meta wrote them, for the
+	// envelope to the bot.
+	Entry EntryRaw
+}
+
+// EntryRaw is an entry's id and time values as JSON text, exactly as the
+// webhook had them: a number stays a number, a string a string, escapes
+// as they were. Exact is false for events that came without them (stored
+// by an older Baton, or made by Baton): the envelope is then written from
+// PageID and EntryTime. Time is empty when the entry had none.
+type EntryRaw struct {
+	Exact    bool
+	ID, Time []byte
 }
 
 // Feedback is a customer feedback answer: the question's id and type
@@ -206,7 +232,14 @@ func parse(body []byte, copyRaw bool) ([]Event, error) {
 			return nil, fmt.Errorf("%w: entry[%d] has no id", ErrMalformed, i)
 		}
 		entryTime := intValue(e.Get("time"))
-		for _, ch := range [2]Channel{Messaging, Standby} {
+		entryRaw := EntryRaw{}
+		if rid, rtime := spans.entry(body, i); rid != nil {
+			entryRaw = EntryRaw{Exact: true, ID: rid, Time: rtime}
+			if copyRaw {
+				entryRaw.ID, entryRaw.Time = bytes.Clone(rid), bytes.Clone(rtime)
+			}
+		}
+		for _, ch := range [channels]Channel{Messaging, Standby, Changes} {
 			list, err := arrayOrNull(e.Get(ch.String()))
 			if err != nil {
 				return nil, fmt.Errorf("%w: entry[%d].%s is not an array", ErrMalformed, i, ch)
@@ -229,6 +262,7 @@ func parse(body []byte, copyRaw bool) ([]Event, error) {
 				if err != nil {
 					return nil, fmt.Errorf("%w: entry[%d].%s[%d]: %v", ErrMalformed, i, ch, j, err)
 				}
+				event.Entry = entryRaw
 				events = append(events, event)
 			}
 		}
@@ -292,6 +326,12 @@ func parseEvent(p *fastjson.Parser, object, page string, entryTime int64, ch Cha
 func eventFrom(v *fastjson.Value, object, page string, entryTime int64, ch Channel, raw []byte) (Event, error) {
 	if v.Type() != fastjson.TypeObject {
 		return Event{}, errors.New("event is not an object")
+	}
+	if ch == Changes {
+		// A change belongs to the page (or account), not to a user's
+		// thread: its sender, if any, is a commenter, not a PSID.
+		return Event{Object: object, PageID: page, EntryTime: entryTime, Channel: ch, Raw: raw,
+			Kind: KindChange, Field: str(v.Get("field"))}, nil
 	}
 	ev := Event{
 		Object: object, PageID: page, EntryTime: entryTime, Channel: ch,

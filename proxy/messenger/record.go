@@ -1,26 +1,44 @@
 package messenger
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strconv"
 )
 
-// recordVersion is the first byte of a stored event so the format can change.
-const recordVersion = 1
+// The first byte of a stored event says its format. Version 1 holds the
+// envelope facts that are not inside the event (channel, entry time,
+// object, page); version 2 adds the entry's id and time as Meta wrote
+// them (EntryRaw). Both are read; version 2 is written, and only for an
+// event that has them, so a record stored by an older Baton and written
+// again keeps its bytes (and its delivery id).
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
 // EncodeRecord turns an event into the bytes kept in the durable queue: the
-// envelope facts that are not inside the event (object, page, entry time,
-// channel) followed by the raw event.
+// envelope facts that are not inside the event followed by the raw event.
 func EncodeRecord(e *Event) []byte {
-	b := make([]byte, 0, 32+len(e.Object)+len(e.PageID)+len(e.Raw))
-	b = append(b, recordVersion, byte(e.Channel))
+	b := make([]byte, 0, 32+len(e.Object)+len(e.PageID)+len(e.Entry.ID)+len(e.Entry.Time)+len(e.Raw))
+	version := byte(recordV1)
+	if e.Entry.Exact {
+		version = recordV2
+	}
+	b = append(b, version, byte(e.Channel))
 	b = binary.AppendVarint(b, e.EntryTime)
-	b = binary.AppendUvarint(b, uint64(len(e.Object)))
-	b = append(b, e.Object...)
-	b = binary.AppendUvarint(b, uint64(len(e.PageID)))
-	b = append(b, e.PageID...)
+	for _, f := range [2]string{e.Object, e.PageID} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	if e.Entry.Exact {
+		for _, f := range [2][]byte{e.Entry.ID, e.Entry.Time} {
+			b = binary.AppendUvarint(b, uint64(len(f)))
+			b = append(b, f...)
+		}
+	}
 	return append(b, e.Raw...)
 }
 
@@ -28,26 +46,34 @@ var errBadRecord = errors.New("corrupt queue record")
 
 // DecodeRecord is the inverse of EncodeRecord; it re-reads the routing fields.
 func DecodeRecord(b []byte) (Event, error) {
-	if len(b) < 2 || b[0] != recordVersion {
+	if len(b) < 2 || (b[0] != recordV1 && b[0] != recordV2) || b[1] >= channels {
 		return Event{}, errBadRecord
 	}
-	ch := Channel(b[1])
+	version, ch := b[0], Channel(b[1])
 	b = b[2:]
 	t, n := binary.Varint(b)
 	if n <= 0 {
 		return Event{}, errBadRecord
 	}
 	b = b[n:]
-	var fields [2]string
-	for i := range fields {
+	count := 2
+	if version == recordV2 {
+		count = 4
+	}
+	var fields [4][]byte
+	for i := range count {
 		l, n := binary.Uvarint(b)
 		if n <= 0 || uint64(len(b)-n) < l {
 			return Event{}, errBadRecord
 		}
-		fields[i] = string(b[n : n+int(l)])
+		fields[i] = b[n : n+int(l)]
 		b = b[n+int(l):]
 	}
-	return ParseEvent(fields[0], fields[1], t, ch, b)
+	ev, err := ParseEvent(string(fields[0]), string(fields[1]), t, ch, b)
+	if err == nil && version == recordV2 {
+		ev.Entry = EntryRaw{Exact: true, ID: bytes.Clone(fields[2]), Time: bytes.Clone(fields[3])}
+	}
+	return ev, err
 }
 
 // Envelope wraps one event in the platform's delivery shape, in the array of
@@ -61,9 +87,19 @@ func AppendEnvelope(b []byte, e *Event) []byte {
 	b = append(b, `{"object":`...)
 	b = appendJSONString(b, e.Object)
 	b = append(b, envelopeEntry+`{"id":`...)
-	b = appendJSONString(b, e.PageID)
-	b = append(b, `,"time":`...)
-	b = strconv.AppendInt(b, e.EntryTime, 10)
+	switch {
+	case e.Entry.Exact:
+		// As Meta wrote them: the bot reads the envelope it would have.
+		b = append(b, e.Entry.ID...)
+		if len(e.Entry.Time) > 0 {
+			b = append(b, `,"time":`...)
+			b = append(b, e.Entry.Time...)
+		}
+	default:
+		b = appendJSONString(b, e.PageID)
+		b = append(b, `,"time":`...)
+		b = strconv.AppendInt(b, e.EntryTime, 10)
+	}
 	b = append(b, `,"`...)
 	b = append(b, e.Channel.String()...)
 	b = append(b, `":[`...)

@@ -11,34 +11,60 @@ import "bytes"
 // span is a half-open byte range of the body.
 type span struct{ start, end int }
 
-// spans holds, per entry, the spans of its messaging and standby events.
-type spans [][2][]span
+// entrySpans are one entry's event spans by channel, and the spans of its
+// id and time values (end 0: not found), which the envelope to the bot
+// repeats as Meta wrote them.
+type entrySpans struct {
+	lists    [channels][]span
+	id, time span
+}
+
+// spans holds the scan's findings, per entry.
+type spans []entrySpans
 
 // of returns the raw bytes of entry i's events on channel ch if the scan
 // found exactly n of them, else nil.
 func (s spans) of(body []byte, i int, ch Channel, n int) [][]byte {
-	if i >= len(s) || int(ch) > 1 || len(s[i][ch]) != n {
+	if i >= len(s) || int(ch) >= channels || len(s[i].lists[ch]) != n {
 		return nil
 	}
 	out := make([][]byte, n)
-	for j, sp := range s[i][ch] {
+	for j, sp := range s[i].lists[ch] {
 		out[j] = body[sp.start:sp.end]
 	}
 	return out
+}
+
+// entry returns entry i's id and time values as written, nil when the scan
+// did not find them.
+func (s spans) entry(body []byte, i int) (id, time []byte) {
+	if i >= len(s) {
+		return nil, nil
+	}
+	if sp := s[i].id; sp.end > 0 {
+		id = body[sp.start:sp.end]
+	}
+	if sp := s[i].time; sp.end > 0 {
+		time = body[sp.start:sp.end]
+	}
+	return id, time
 }
 
 // events is how many event spans the scan found.
 func (s spans) events() int {
 	n := 0
 	for _, e := range s {
-		n += len(e[0]) + len(e[1])
+		for _, l := range e.lists {
+			n += len(l)
+		}
 	}
 	return n
 }
 
-// eventSpans scans a body for entry[].messaging[] and entry[].standby[], in
-// one pass: the walk descends into the values it needs and skips the rest,
-// so no byte is scanned twice.
+// eventSpans scans a body for entry[].messaging[], standby[] and
+// changes[], and each entry's id and time, in one pass: the walk descends
+// into the values it needs and skips the rest, so no byte is scanned
+// twice.
 func eventSpans(b []byte) spans {
 	var out spans
 	seenEntry := false
@@ -48,8 +74,13 @@ func eventSpans(b []byte) spans {
 		}
 		seenEntry = true
 		return elements(b, start, func(start int) (int, bool) {
-			var lists [2][]span
-			var seen [2]bool
+			if len(out) > MaxEvents {
+				// Parse refuses a body of more entries than events
+				// allowed: no need to scan (and keep) the rest.
+				return 0, false
+			}
+			var e entrySpans
+			var seen [channels]bool
 			end, ok := members(b, start, func(key []byte, start int) (int, bool) {
 				ch := -1
 				switch string(key) {
@@ -57,6 +88,19 @@ func eventSpans(b []byte) spans {
 					ch = int(Messaging)
 				case "standby":
 					ch = int(Standby)
+				case "changes":
+					ch = int(Changes)
+				case "id", "time":
+					end, ok := skipValue(b, start)
+					if at := &e.id; ok {
+						if key[0] == 't' {
+							at = &e.time
+						}
+						if at.end == 0 {
+							*at = span{start, end}
+						}
+					}
+					return end, ok
 				}
 				if ch < 0 || seen[ch] {
 					return skipValue(b, start)
@@ -65,12 +109,12 @@ func eventSpans(b []byte) spans {
 				return elements(b, start, func(start int) (int, bool) {
 					end, ok := skipValue(b, start)
 					if ok {
-						lists[ch] = append(lists[ch], span{start, end})
+						e.lists[ch] = append(e.lists[ch], span{start, end})
 					}
 					return end, ok
 				})
 			})
-			out = append(out, lists)
+			out = append(out, e)
 			return end, ok
 		})
 	})

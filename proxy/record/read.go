@@ -145,8 +145,10 @@ func parseLine(num int, text []byte) Line {
 		ch = messenger.Messaging
 	case "standby":
 		ch = messenger.Standby
+	case "changes":
+		ch = messenger.Changes
 	default:
-		return bad("invalid \"channel\" %q: want messaging or standby", *raw.Channel)
+		return bad("invalid \"channel\" %q: want messaging, standby or changes", *raw.Channel)
 	}
 	if *raw.Object != "page" && *raw.Object != "instagram" {
 		return bad("invalid \"object\" %q: want page or instagram", *raw.Object)

@@ -62,7 +62,7 @@ func TestReadAllBadLines(t *testing.T) {
 		"line 4: ok 1/standby",
 		`line 5: missing "at"`,
 		`line 6: invalid "at" "yesterday": want an RFC 3339 time`,
-		`line 7: invalid "channel" "inbox": want messaging or standby`,
+		`line 7: invalid "channel" "inbox": want messaging, standby or changes`,
 		`line 8: invalid "object" "user": want page or instagram`,
 		`line 9: "event" must be a JSON object`,
 		`line 10: missing "page"`,
