@@ -358,15 +358,17 @@ type container struct {
 		Name          string `yaml:"name"`
 		ContainerPort int    `yaml:"containerPort"`
 	} `yaml:"ports"`
-	StartupProbe   *probe `yaml:"startupProbe"`
-	LivenessProbe  *probe `yaml:"livenessProbe"`
-	ReadinessProbe *probe `yaml:"readinessProbe"`
-	VolumeMounts   []struct {
-		Name      string `yaml:"name"`
-		MountPath string `yaml:"mountPath"`
-		SubPath   string `yaml:"subPath"`
-		ReadOnly  bool   `yaml:"readOnly"`
-	} `yaml:"volumeMounts"`
+	StartupProbe   *probe        `yaml:"startupProbe"`
+	LivenessProbe  *probe        `yaml:"livenessProbe"`
+	ReadinessProbe *probe        `yaml:"readinessProbe"`
+	VolumeMounts   []volumeMount `yaml:"volumeMounts"`
+}
+
+type volumeMount struct {
+	Name      string `yaml:"name"`
+	MountPath string `yaml:"mountPath"`
+	SubPath   string `yaml:"subPath"`
+	ReadOnly  bool   `yaml:"readOnly"`
 }
 
 type probe struct {
@@ -511,16 +513,12 @@ func TestKubernetesOneBatonOnItsOwnVolume(t *testing.T) {
 		t.Fatalf("%d volumeClaimTemplates; want one, for the data directory", len(s.Spec.VolumeClaimTemplates))
 	}
 	claim := s.Spec.VolumeClaimTemplates[0].Metadata.Name
-	var paths []string
-	for _, m := range c.VolumeMounts {
-		paths = append(paths, m.MountPath)
-	}
-	at, ok := mountOf(ex.cfg.DataDir, paths)
-	if !ok {
+	held := dataMounts(c, ex.cfg.DataDir)
+	if len(held) == 0 {
 		t.Errorf("no volume is mounted at data_dir %s or above it", ex.cfg.DataDir)
 	}
-	for _, m := range c.VolumeMounts {
-		if ok && m.MountPath == at && (m.Name != claim || m.ReadOnly || m.SubPath != "") {
+	for _, m := range held {
+		if m.Name != claim || m.ReadOnly || m.SubPath != "" {
 			t.Errorf("data_dir %s is on %q (read-only %v, subPath %q); want the claim %q, writable, whole",
 				ex.cfg.DataDir, m.Name, m.ReadOnly, m.SubPath, claim)
 		}
@@ -783,18 +781,11 @@ func TestKubernetesRestore(t *testing.T) {
 	if len(c.Args) == 0 || c.Args[0] != "restore" || flagValue(c.Args, "--data-dir") != ex.cfg.DataDir {
 		t.Errorf("the restore pod runs %q; want restore --data-dir %s", c.Args, ex.cfg.DataDir)
 	}
-	var paths []string
-	for _, m := range c.VolumeMounts {
-		paths = append(paths, m.MountPath)
-	}
-	at, ok := mountOf(ex.cfg.DataDir, paths)
-	if !ok {
+	held := dataMounts(c, ex.cfg.DataDir)
+	if len(held) == 0 {
 		t.Fatalf("the restore pod mounts nothing at data_dir %s or above it", ex.cfg.DataDir)
 	}
-	for _, m := range c.VolumeMounts {
-		if m.MountPath != at {
-			continue
-		}
+	for _, m := range held {
 		for _, v := range pod.Spec.Volumes {
 			if v.Name == m.Name && (v.PersistentVolumeClaim == nil || v.PersistentVolumeClaim.ClaimName != want) {
 				t.Errorf("the restore pod's data volume is not the claim %s", want)
@@ -1353,6 +1344,27 @@ func port(t *testing.T, addr string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// dataMounts returns c's mounts that dir is on, those at the longest
+// mount point that is dir or one of its parents; none when no volume
+// holds dir.
+func dataMounts(c container, dir string) []volumeMount {
+	var paths []string
+	for _, m := range c.VolumeMounts {
+		paths = append(paths, m.MountPath)
+	}
+	at, ok := mountOf(dir, paths)
+	if !ok {
+		return nil
+	}
+	var held []volumeMount
+	for _, m := range c.VolumeMounts {
+		if m.MountPath == at {
+			held = append(held, m)
+		}
+	}
+	return held
 }
 
 // mountOf returns the mount point, of those given, that dir is on: the
