@@ -30,6 +30,9 @@ const (
 	RecvDelivery   = "delivery"
 	RecvRead       = "read"
 	RecvOther      = "other"
+	// RecvChange is an item of entry[].changes[] (Channel "changes");
+	// Text is its field.
+	RecvChange = "change"
 )
 
 // Received is one webhook event recorded by a Receiver.
@@ -309,6 +312,7 @@ type rxEnvelope struct {
 		ID        flexID            `json:"id"`
 		Messaging []json.RawMessage `json:"messaging"`
 		Standby   []json.RawMessage `json:"standby"`
+		Changes   []json.RawMessage `json:"changes"`
 	} `json:"entry"`
 }
 
@@ -361,6 +365,13 @@ func parseWebhook(body []byte) ([]Received, error) {
 		}
 		for _, raw := range e.Standby {
 			out = append(out, classify(channelStandby, env.Object, string(e.ID), raw))
+		}
+		for _, raw := range e.Changes {
+			var c struct {
+				Field string `json:"field"`
+			}
+			_ = json.Unmarshal(raw, &c) // a change that cannot be read keeps no field
+			out = append(out, Received{Channel: channelChanges, Object: env.Object, Page: string(e.ID), Kind: RecvChange, Text: c.Field, Raw: raw})
 		}
 	}
 	return out, nil

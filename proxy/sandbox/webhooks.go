@@ -22,6 +22,7 @@ const deliveryTimeout = 5 * time.Second
 const (
 	channelMessaging = "messaging"
 	channelStandby   = "standby"
+	channelChanges   = "changes"
 )
 
 // Event shapes sent to apps (reference section 4). Field order follows

@@ -1,0 +1,49 @@
+package app_test
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"github.com/batonproxy/baton/proxy/sandbox"
+)
+
+// Page feed changes reach the bot as Meta sent them, byte for byte, in
+// order, whoever owns the users' threads.
+func TestPageChangesReachTheBotAsSent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	var sent [][]byte
+	for i := range 3 {
+		body, err := h.p.PageChange(page, "feed", map[string]any{
+			"item": "comment", "verb": "add", "comment_id": fmt.Sprintf("1_%d", i), "message": fmt.Sprintf("comment <%d>", i),
+			"from": map[string]string{"id": "7001", "name": "Sam"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, body)
+	}
+	changes := func() []sandbox.Received {
+		var out []sandbox.Received
+		for _, ev := range h.bot.Events() {
+			if ev.Kind == sandbox.RecvChange {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	h.until(func() bool { return len(changes()) >= 3 }, func() string { return fmt.Sprintf("the bot got %d changes", len(changes())) })
+	got := changes()
+	if len(got) != 3 {
+		t.Fatalf("the bot got %d changes; want 3, each once", len(got))
+	}
+	for i, ev := range got {
+		if ev.Page != page || ev.Text != "feed" || ev.Channel != "changes" {
+			t.Errorf("change %d: %+v", i, ev)
+		}
+		if !bytes.Equal(ev.Body, sent[i]) {
+			t.Errorf("change %d reached the bot as\n%s\nMeta sent\n%s", i, ev.Body, sent[i])
+		}
+	}
+}
