@@ -299,14 +299,24 @@ func (u *UI) thread(w http.ResponseWriter, r *http.Request) {
 	u.render(w, r, http.StatusOK, "thread", v)
 }
 
-func (u *UI) take(w http.ResponseWriter, r *http.Request) {
+// threadForm reads a thread's POST: the thread from the path and the
+// form from the body. When either is bad it answers 400 itself and
+// returns false.
+func (u *UI) threadForm(w http.ResponseWriter, r *http.Request) (state.ThreadKey, bool) {
 	k, err := threadKey(r)
+	if err == nil {
+		err = parseForm(w, r)
+	}
 	if err != nil {
 		u.errorPage(w, r, http.StatusBadRequest, err.Error())
-		return
+		return state.ThreadKey{}, false
 	}
-	if err := parseForm(w, r); err != nil {
-		u.errorPage(w, r, http.StatusBadRequest, err.Error())
+	return k, true
+}
+
+func (u *UI) take(w http.ResponseWriter, r *http.Request) {
+	k, ok := u.threadForm(w, r)
+	if !ok {
 		return
 	}
 	reason := strings.TrimSpace(r.PostForm.Get("reason"))
@@ -315,7 +325,7 @@ func (u *UI) take(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, threadPath(k), http.StatusSeeOther)
 		return
 	}
-	err = u.opts.Backend.Operate(r.Context(), k, admin.Operation{Kind: "take", Reason: reason})
+	err := u.opts.Backend.Operate(r.Context(), k, admin.Operation{Kind: "take", Reason: reason})
 	switch {
 	case errors.Is(err, admin.ErrUnknownThread):
 		u.fail(w, r, err)
@@ -333,17 +343,13 @@ func (u *UI) take(w http.ResponseWriter, r *http.Request) {
 }
 
 func (u *UI) replay(w http.ResponseWriter, r *http.Request) {
-	k, err := threadKey(r)
-	if err != nil {
-		u.errorPage(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	if err := parseForm(w, r); err != nil {
-		u.errorPage(w, r, http.StatusBadRequest, err.Error())
+	k, ok := u.threadForm(w, r)
+	if !ok {
 		return
 	}
 	var seq uint64 // 0: all of the thread's
 	if s := r.PostForm.Get("seq"); s != "" {
+		var err error
 		if seq, err = strconv.ParseUint(s, 10, 64); err != nil {
 			u.errorPage(w, r, http.StatusBadRequest, "seq: want a number")
 			return
