@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,8 +242,9 @@ func TestPoisonEventIsSetAsideAfterAFewShortAttempts(t *testing.T) {
 	if held := refusals[len(refusals)-1].Sub(refusals[0]); held > 1500*time.Millisecond {
 		t.Errorf("the poison event held its thread %v from its first refusal; want 0.1+0.2+0.4+0.8s at most", held)
 	}
-	if d := r.deadLetters("u")[0]; !strings.Contains(d.Reason, "HTTP 400") {
-		t.Errorf("reason %q; want the bot's answer", d.Reason)
+	want := fmt.Sprintf("HTTP 400 after %d attempts", forward.DefaultMaxRejects)
+	if d := r.deadLetters("u")[0]; !strings.Contains(d.Reason, want) {
+		t.Errorf("reason %q; want the bot's answer and every attempt counted (%q)", d.Reason, want)
 	}
 	r.until("the dead letter counted", func() bool { return r.deadCount(deadRejected) == 1 })
 	r.advanceUntil("the next event at the bot", func() bool { return r.bot.has("u", "after") })

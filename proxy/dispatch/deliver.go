@@ -275,8 +275,11 @@ func (d *Dispatcher) try(w *worker, pc *parcel) error {
 			return err
 		}
 		d.opts.Metrics.BotRejected.Inc()
-		d.log.Error("bot rejected event, set aside", logkeys.Thread(w.key), zap.String("delivery", id), zap.Error(err))
-		pc.markDead(deadRejected, err.Error())
+		// One Try is one attempt; the dispatcher counted the others.
+		counted := *rej
+		counted.Attempts = w.rejects
+		d.log.Error("bot rejected event, set aside", logkeys.Thread(w.key), zap.String("delivery", id), zap.Error(&counted))
+		pc.markDead(deadRejected, counted.Error())
 	default:
 		if d.io.Err() == nil {
 			m.BotAttemptFailed.Inc()
