@@ -19,12 +19,18 @@ import "unicode/utf8"
 //   - Combining diacritical marks (U+0300–U+036F and the supplement and
 //     extension blocks) are dropped, so a decomposed "e"+U+0301 equals
 //     the precomposed "é" and both equal "e".
+//   - Full-width Latin letters and digits, which Chinese and Japanese
+//     input methods type, fold to ASCII (Ａ→a, ０→0).
+//   - Variation selectors, which only pick a glyph (a variant of a Han
+//     character, say), are dropped like the combining marks.
 //
 // Nothing else is folded: Cyrillic й/ё stay distinct from и/е (they are
 // separate letters, not accented ones), and marks of other scripts (the
 // Devanagari vowel signs, say) are kept, since dropping them would change
-// the word. The table was generated from Unicode 14 decompositions and
-// reviewed by hand; each group reads "these letters fold to that".
+// the word, and Hiragana and Katakana stay apart (the same sounds, but
+// different spellings, as a keyword's author chose). The table was
+// generated from Unicode 14 decompositions and reviewed by hand; each
+// group reads "these letters fold to that".
 var accentGroups = [...]struct{ from, to string }{
 	{"ÀÁÂÃÄÅàáâãäåĀāĂăĄąǍǎǞǟǠǡǺǻȀȁȂȃȦȧḀḁẠạẢảẤấẦầẨẩẪẫẬậẮắẰằẲẳẴẵẶặ", "a"},
 	{"ƀƁḂḃḄḅḆḇ", "b"},
@@ -112,14 +118,23 @@ func accentFold(r rune) string {
 }
 
 // isDiacritic reports whether r is a combining mark that accent folding
-// drops: the blocks of marks used over Latin, Greek and Cyrillic letters.
+// drops: the blocks of marks used over Latin, Greek and Cyrillic letters,
+// and the variation selectors.
 func isDiacritic(r rune) bool {
 	return 0x0300 <= r && r <= 0x036F || // Combining Diacritical Marks
 		0x1AB0 <= r && r <= 0x1AFF || // ... Extended
 		0x1DC0 <= r && r <= 0x1DFF || // ... Supplement
 		0x20D0 <= r && r <= 0x20FF || // ... for Symbols
-		0xFE20 <= r && r <= 0xFE2F // Combining Half Marks
+		0xFE20 <= r && r <= 0xFE2F || // Combining Half Marks
+		0xFE00 <= r && r <= 0xFE0F || // Variation Selectors
+		0xE0100 <= r && r <= 0xE01EF // ... Supplement
 }
+
+// Full-width forms of the printable ASCII characters.
+const (
+	fullWidthLo, fullWidthHi = 0xFF01, 0xFF5E
+	fullWidthOffset          = 0xFF01 - '!'
+)
 
 // appendFoldedString appends the case-folded runes of s (a table entry).
 func appendFoldedString(buf []byte, s string) []byte {

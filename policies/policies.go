@@ -444,7 +444,9 @@ func (s *Set) Evaluate(in Input) Decision {
 	// Typical messages fold into these stack buffers; longer ones spill to
 	// the heap.
 	var bufArr, lowArr [512]byte
-	var spanArr [128]span // ~100 words
+	// ~100 words, or the ~170 characters of Chinese, Japanese or Thai
+	// that fill bufArr (three bytes each, and a word each).
+	var spanArr [176]span
 	if in.Text != "" && e.kind <= EventEcho {
 		if s.needWords {
 			e.buf, e.sp = foldWords(in.Text, bufArr[:0], spanArr[:0])
@@ -554,7 +556,7 @@ func (s *Set) matchKeywords(e *eval, start, best int, trigger string) (int, stri
 			if ref.rule >= best {
 				break
 			}
-			if hasPhrase(buf, spans[i+1:], ref.rest) && hasAll(buf, spans, ref.others) && s.accept(&s.rules[ref.rule], e) {
+			if hasRest(buf, spans, i, ref.rest) && hasAll(buf, spans, ref.others) && s.accept(&s.rules[ref.rule], e) {
 				best, trigger = ref.rule, ref.trigger
 				break
 			}
