@@ -172,8 +172,14 @@ func New(opts Options) (_ *App, err error) {
 		return st.Commits, st.Syncs, st.Jobs, st.Events
 	})
 
+	// With graph.appsecret_proof on (the default) every call proves the
+	// app secret, as apps with "Require App Secret" demand.
+	var proofSecret string
+	if cfg.Graph.AppSecretProof {
+		proofSecret = cfg.App.Secret.Reveal()
+	}
 	a.graph, err = graph.New(graph.Options{
-		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(),
+		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(), AppSecret: proofSecret,
 		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
 		Metrics: a.metrics,
 	})

@@ -177,6 +177,10 @@ type Graph struct {
 	// API rate-limits it or rejects its page's token (default 1h); past
 	// it the effect is recorded as failed.
 	RetryBudget time.Duration
+	// AppSecretProof adds appsecret_proof (the page token's HMAC keyed by
+	// app.secret) to every call, as apps with "Require App Secret" on
+	// demand (default true).
+	AppSecretProof bool
 }
 
 // Page is one Facebook Page and its access token.
@@ -319,6 +323,8 @@ type graphYAML struct {
 	Timeout     string `yaml:"timeout"`
 	MaxAttempts *int   `yaml:"max_attempts"`
 	RetryBudget string `yaml:"retry_budget"`
+	// AppSecretProof is a pointer so that leaving it out means on.
+	AppSecretProof *bool `yaml:"appsecret_proof"`
 }
 
 type pageYAML struct {
@@ -530,6 +536,7 @@ func (v *validator) build(raw *fileYAML) *Config {
 	c.Graph.Timeout = v.duration([]any{"graph", "timeout"}, raw.Graph.Timeout, DefaultGraphTimeout)
 	c.Graph.MaxAttempts = v.positive([]any{"graph", "max_attempts"}, raw.Graph.MaxAttempts, DefaultMaxAttempts)
 	c.Graph.RetryBudget = v.duration([]any{"graph", "retry_budget"}, raw.Graph.RetryBudget, DefaultGraphRetryBudget)
+	c.Graph.AppSecretProof = raw.Graph.AppSecretProof == nil || *raw.Graph.AppSecretProof
 
 	c.Pages = v.pages()
 	c.Apps = v.apps(raw.Apps, c.App.ID)

@@ -55,7 +55,7 @@ func TestParseExample(t *testing.T) {
 		Admin:   Admin{Listen: DefaultAdminListen},
 		DataDir: "/var/lib/baton",
 		App:     App{ID: "555000111222333", Secret: NewSecret(appSecret), VerifyToken: NewSecret(verifyToken)},
-		Graph:   Graph{BaseURL: "https://graph.facebook.com", Version: "v25.0", Timeout: 10 * time.Second, MaxAttempts: 5, RetryBudget: time.Hour},
+		Graph:   Graph{BaseURL: "https://graph.facebook.com", Version: "v25.0", Timeout: 10 * time.Second, MaxAttempts: 5, RetryBudget: time.Hour, AppSecretProof: true},
 		Pages:   []Page{{ID: "104455667788990", Token: NewSecret(pageToken)}},
 		Apps:    map[string]string{"inbox": "263902037430900"},
 		Policies: []string{
@@ -104,7 +104,7 @@ func TestDefaults(t *testing.T) {
 		Admin:   Admin{Listen: DefaultAdminListen},
 		DataDir: "/srv/baton/data",
 		App:     App{ID: "555000111222333", Secret: NewSecret("s"), VerifyToken: NewSecret("v")},
-		Graph:   Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts, RetryBudget: DefaultGraphRetryBudget},
+		Graph:   Graph{BaseURL: DefaultGraphBaseURL, Version: DefaultGraphVersion, Timeout: DefaultGraphTimeout, MaxAttempts: DefaultMaxAttempts, RetryBudget: DefaultGraphRetryBudget, AppSecretProof: true},
 		Pages:   []Page{{ID: "104455667788990", Token: NewSecret("t")}},
 		Apps:    map[string]string{},
 		Bot: Bot{URL: "https://bot.internal/webhook", Timeout: DefaultBotTimeout, RetryMin: DefaultRetryMin, RetryMax: DefaultRetryMax, Batch: DefaultBotBatch, Parallel: DefaultBotParallel, RetryBudget: DefaultBotRetryBudget,

@@ -38,6 +38,8 @@ graph:
   max_attempts: 5    # per call, including the first
   retry_budget: 1h   # a handover effect rate-limited or refused for a bad
                      # page token is tried again this long, then recorded failed
+  appsecret_proof: true  # send appsecret_proof (from app.secret) with every
+                         # call, as "Require App Secret" demands
 
 # The Pages Baton serves, with their Page access tokens. At least one.
 pages:

@@ -1,6 +1,7 @@
 package graph
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -8,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/valyala/fasthttp"
 )
 
 // ErrUnknownPage is returned, without any network call, when a call names a
@@ -118,8 +117,9 @@ func IsNotOwner(err error) bool {
 // transportError is a failure to get any answer from the Graph API
 // (refused, reset, timeout, ...). Its message has been redacted; the raw
 // error is deliberately not kept because its text may contain the request
-// URL and so the access token. Unwrap exposes only a token-free sentinel
-// (fasthttp.ErrTimeout and friends) so that errors.Is keeps working.
+// URL and so the call's appsecret_proof. Unwrap exposes only a token-free
+// sentinel (ErrTimeout or ErrBodyTooLarge) so that errors.Is keeps
+// working.
 type transportError struct {
 	endpoint  string
 	msg       string
@@ -137,41 +137,27 @@ func (e *transportError) Unwrap() error { return e.sentinel }
 // Timeout reports whether the attempt timed out, like net.Error.
 func (e *transportError) Timeout() bool { return e.timeout }
 
-// transportSentinels are fasthttp errors whose text is fixed and token-free.
-var transportSentinels = []error{
-	fasthttp.ErrTimeout,
-	fasthttp.ErrDialTimeout,
-	fasthttp.ErrNoFreeConns,
-	fasthttp.ErrConnectionClosed,
-	fasthttp.ErrBodyTooLarge,
-}
-
 // newTransportError builds a redacted transportError from a raw client error.
 func newTransportError(endpoint string, raw error, redact func(string) string) *transportError {
 	te := &transportError{endpoint: endpoint, msg: redact(raw.Error()), retryable: true}
-	for _, s := range transportSentinels {
-		if errors.Is(raw, s) {
-			te.sentinel = s
-			break
-		}
-	}
 	var ne net.Error
-	if errors.Is(raw, fasthttp.ErrTimeout) || errors.Is(raw, fasthttp.ErrDialTimeout) ||
-		(errors.As(raw, &ne) && ne.Timeout()) {
-		te.timeout = true
-	}
-	// An oversized answer will be just as large next time.
-	if errors.Is(raw, fasthttp.ErrBodyTooLarge) {
-		te.retryable = false
+	switch {
+	case errors.Is(raw, ErrBodyTooLarge):
+		// An oversized answer will be just as large next time.
+		te.sentinel, te.retryable = ErrBodyTooLarge, false
+	case errors.Is(raw, ErrTimeout), errors.Is(raw, context.DeadlineExceeded), errors.As(raw, &ne) && ne.Timeout():
+		te.sentinel, te.timeout = ErrTimeout, true
 	}
 	return te
 }
 
-// tokenParam matches an access_token query parameter value in a URL.
-var tokenParam = regexp.MustCompile(`(?i)(access_token=)[^&\s"':#]*`)
+// tokenParam matches an access_token or appsecret_proof query parameter
+// value in a URL.
+var tokenParam = regexp.MustCompile(`(?i)((?:access_token|appsecret_proof)=)[^&\s"':#]*`)
 
-// redactString removes every configured token from s, and any
-// access_token=... query parameter whatever its value.
+// redactString removes every given secret (tokens, their proofs) from s,
+// and any access_token=... or appsecret_proof=... query parameter whatever
+// its value.
 func redactString(s string, tokens []string) string {
 	for _, t := range tokens {
 		if t != "" {

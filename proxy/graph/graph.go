@@ -4,9 +4,17 @@
 // API.
 //
 // One Client serves several Pages: each call names its page, and the page's
-// access token, taken from Options.Tokens, travels as the access_token query
-// parameter. The token never appears in an error or a log line; transport
-// errors are redacted before they are returned.
+// access token, taken from Options.Tokens, travels in the Authorization
+// header ("Bearer"), never in the URL. With Options.AppSecret set, every
+// call also carries appsecret_proof, the hex HMAC-SHA256 of the token keyed
+// by the app secret, computed once per token: apps with "Require App
+// Secret" on refuse calls without it. Neither the token nor its proof
+// appears in an error or a log line; transport errors are redacted before
+// they are returned.
+//
+// Calls go through the proxy Options.Proxy names, by default the one
+// HTTPS_PROXY (or HTTP_PROXY for an http base URL) names unless NO_PROXY
+// exempts the Graph host (see ProxyFromEnv).
 //
 // Every call runs in a retry loop bounded by Options.MaxAttempts, by
 // Options.CallBudget (the time a call may spend, waits included, on the
@@ -32,6 +40,17 @@
 // error matching ErrRateLimited, as does one whose attempts ran out while
 // rate-limited. The limit's start and end are logged once each and counted
 // in baton_graph_rate_limited_total and baton_graph_rate_limit_waits_total.
+//
+// The client slows down before Meta throttles. Every answer's usage
+// headers (X-App-Usage, X-Page-Usage, X-Business-Use-Case-Usage: percent
+// of call_count, total_time and total_cputime) are read per token and
+// shown in baton_graph_usage_percent{page,kind}. Past
+// Options.UsageThreshold (80 %) the token's calls are spaced out, from no
+// gap at the threshold growing in proportion to Options.UsageSpacing (2s)
+// at 100 %, and counted in baton_graph_usage_waits_total; an answer at
+// 100 % or more starts the token's rate-limit backoff as a throttled
+// answer would, for as long as the business-use-case header estimates
+// when it says.
 //
 // # Rejected tokens
 //
@@ -61,12 +80,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -91,13 +112,18 @@ const (
 	DefaultRateLimitMax = 5 * time.Minute
 	DefaultProbeMin     = time.Minute
 	DefaultProbeMax     = 10 * time.Minute
+	// DefaultUsageThreshold is the usage, in percent of any figure of
+	// the usage headers, past which a token's calls are spaced out.
+	DefaultUsageThreshold = 80
+	// DefaultUsageSpacing is the gap between a token's calls as its
+	// usage nears 100 %.
+	DefaultUsageSpacing = 2 * time.Second
 
 	// maxResponseBodySize bounds what the client reads from the Graph API.
 	maxResponseBodySize = 1 << 20
 	// maxConns bounds the connections to the Graph host; callers beyond it
-	// wait up to maxConnWait for a free one.
-	maxConns    = 64
-	maxConnWait = 5 * time.Second
+	// wait for a free one within their attempt's timeout.
+	maxConns = 64
 	// maxIdleConnDuration closes idle keep-alive connections before a
 	// middlebox or the server is likely to.
 	maxIdleConnDuration = 30 * time.Second
@@ -112,6 +138,25 @@ type Options struct {
 	Version string
 	// Tokens maps page id -> page access token. At least one is required.
 	Tokens map[string]string
+	// AppSecret, when set, adds appsecret_proof to every call: the hex
+	// HMAC-SHA256 of the call's token keyed by it. Apps with "Require App
+	// Secret" on need it; it does no harm when off. Default: no proof.
+	AppSecret string
+	// Proxy chooses the proxy for a request, as http.Transport.Proxy
+	// does (nil URL: direct). Default ProxyFromEnv(os.Getenv), read once
+	// by New.
+	Proxy func(*http.Request) (*url.URL, error)
+	// DialContext opens connections, to the Graph host or to the proxy.
+	// Default: a net.Dialer with Timeout. Tests resolve names with it.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// UsageThreshold is the usage (percent of any figure of the usage
+	// headers) past which a token's calls are spaced out; above 0, at
+	// most 100. Default 80.
+	UsageThreshold float64
+	// UsageSpacing is the gap between a token's calls as its usage nears
+	// 100 %; it grows in proportion from nothing at UsageThreshold.
+	// Default 2s.
+	UsageSpacing time.Duration
 	// Timeout bounds each attempt. Default 10s.
 	Timeout time.Duration
 	// MaxAttempts bounds the attempts per call; 1 disables retries.
@@ -146,10 +191,10 @@ type Options struct {
 // Client calls the Graph API on behalf of the configured pages. It is safe
 // for concurrent use.
 type Client struct {
-	hc          *fasthttp.HostClient
+	hc          *http.Client
 	root        string           // scheme://host[:port][/prefix]/version
 	pages       map[string]*page // read-only after New
-	allTokens   []string         // longest first, for redaction
+	allTokens   []string         // tokens, proofs, secret: longest first, for redaction
 	timeout     time.Duration
 	maxAttempts int
 	callBudget  time.Duration
@@ -157,6 +202,8 @@ type Client struct {
 	// rateLimitRetry is the shared backoff of a rate-limited token.
 	rateLimitRetry     backoff.Policy
 	probeMin, probeMax time.Duration
+	usageThreshold     float64       // percent
+	usageSpacing       time.Duration // at 100 %
 	clock              clock.Clock
 	log                *zap.Logger
 	metrics            *metrics.Metrics
@@ -200,6 +247,15 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.ProbeMax == 0 {
 		opts.ProbeMax = max(DefaultProbeMax, opts.ProbeMin)
+	}
+	if opts.UsageThreshold == 0 {
+		opts.UsageThreshold = DefaultUsageThreshold
+	}
+	if opts.UsageSpacing == 0 {
+		opts.UsageSpacing = DefaultUsageSpacing
+	}
+	if opts.Proxy == nil {
+		opts.Proxy = ProxyFromEnv(os.Getenv)
 	}
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
@@ -274,25 +330,18 @@ func New(opts Options) (*Client, error) {
 	}
 	checkRange("RateLimitMin", "RateLimitMax", opts.RateLimitMin, opts.RateLimitMax)
 	checkRange("ProbeMin", "ProbeMax", opts.ProbeMin, opts.ProbeMax)
+	if !(opts.UsageThreshold > 0 && opts.UsageThreshold <= 100) {
+		bad("UsageThreshold: must be above 0 and at most 100 (percent), got %v", opts.UsageThreshold)
+	}
+	if opts.UsageSpacing < 0 {
+		bad("UsageSpacing: must be positive, got %s", opts.UsageSpacing)
+	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("graph: invalid options: %w", errors.Join(errs...))
 	}
 
-	isTLS := u.Scheme == "https"
 	c := &Client{
-		hc: &fasthttp.HostClient{
-			Addr:                      fasthttp.AddMissingPort(u.Host, isTLS),
-			IsTLS:                     isTLS,
-			Name:                      "baton",
-			MaxConns:                  maxConns,
-			MaxConnWaitTimeout:        maxConnWait,
-			MaxIdleConnDuration:       maxIdleConnDuration,
-			MaxIdemponentCallAttempts: 1, // retries happen in Client.do, with backoff
-			ReadTimeout:               opts.Timeout,
-			WriteTimeout:              opts.Timeout,
-			MaxResponseBodySize:       maxResponseBodySize,
-			SecureErrorLogMessage:     true,
-		},
+		hc:             newHTTPClient(opts),
 		root:           strings.TrimSuffix(u.Scheme+"://"+u.Host+u.EscapedPath(), "/") + "/" + opts.Version,
 		pages:          make(map[string]*page, len(opts.Tokens)),
 		timeout:        opts.Timeout,
@@ -302,32 +351,61 @@ func New(opts Options) (*Client, error) {
 		rateLimitRetry: backoff.Policy{Min: opts.RateLimitMin, Max: opts.RateLimitMax},
 		probeMin:       opts.ProbeMin,
 		probeMax:       opts.ProbeMax,
+		usageThreshold: opts.UsageThreshold,
+		usageSpacing:   opts.UsageSpacing,
 		clock:          opts.Clock,
 		log:            opts.Logger.Named("graph"),
 		metrics:        opts.Metrics,
 	}
 	// Rate limits apply to a token, so pages sharing one share its backoff.
+	// The proof is computed once per token.
 	limits := make(map[string]*rateLimit, len(opts.Tokens))
+	proofs := make(map[string]string, len(opts.Tokens))
 	m := opts.Metrics
 	for p, t := range opts.Tokens {
 		if limits[t] == nil {
 			limits[t] = newRateLimit()
 			c.allTokens = append(c.allTokens, t)
+			if opts.AppSecret != "" {
+				proofs[t] = proofOf(t, opts.AppSecret)
+				c.allTokens = append(c.allTokens, proofs[t])
+			}
 		}
 		pg := &page{
-			token:       t,
-			limit:       limits[t],
-			rateLimited: m.GraphRateLimited.WithLabelValues(p),
-			rateWaits:   m.GraphRateLimitWaits.WithLabelValues(p),
-			refused:     m.GraphPageRefused.WithLabelValues(p),
-			healthy:     m.GraphPageHealthy.WithLabelValues(p),
+			authorization: "Bearer " + t,
+			proof:         proofs[t],
+			limit:         limits[t],
+			usageWaits:    m.GraphUsageWaits.WithLabelValues(p),
+			rateLimited:   m.GraphRateLimited.WithLabelValues(p),
+			rateWaits:     m.GraphRateLimitWaits.WithLabelValues(p),
+			refused:       m.GraphPageRefused.WithLabelValues(p),
+			healthy:       m.GraphPageHealthy.WithLabelValues(p),
+		}
+		for k, kind := range usageKinds {
+			pg.usage[k] = m.GraphUsage.WithLabelValues(p, kind)
 		}
 		pg.healthy.Set(1)
 		c.pages[p] = pg
 	}
+	if opts.AppSecret != "" {
+		c.allTokens = append(c.allTokens, opts.AppSecret)
+	}
 	// Longest first, so a token that contains another is redacted whole.
 	sort.Slice(c.allTokens, func(i, j int) bool { return len(c.allTokens[i]) > len(c.allTokens[j]) })
+	c.logProxy(opts.Proxy, u)
 	return c, nil
+}
+
+// logProxy says once whether calls to the Graph host go through a proxy,
+// naming the proxy's host only: its URL may carry credentials.
+func (c *Client) logProxy(proxy func(*http.Request) (*url.URL, error), base *url.URL) {
+	pu, err := proxy(&http.Request{Method: http.MethodPost, URL: base, Header: http.Header{}})
+	switch {
+	case err != nil:
+		c.log.Warn("graph proxy setting unusable: calls will fail", zap.String("error", c.redact(err.Error())))
+	case pu != nil:
+		c.log.Info("graph calls go through a proxy", zap.String("graph_host", base.Host), zap.String("proxy_host", pu.Host))
+	}
 }
 
 // Close closes idle connections to the Graph API.
@@ -353,18 +431,19 @@ func isPathSegment(s string) bool {
 
 // call describes one logical Graph API call.
 type call struct {
-	method   string     // fasthttp.MethodGet or MethodPost
+	method   string     // http.MethodGet or MethodPost
 	page     string     // page id, selects the token
 	endpoint string     // edge under the page, e.g. "pass_thread_control"
 	user     string     // for logs only
-	query    url.Values // extra query parameters (without access_token)
+	query    url.Values // extra query parameters (without appsecret_proof)
 	body     []byte     // JSON body for POST
 }
 
-// answer is one HTTP answer from the Graph API, copied out of fasthttp.
+// answer is one HTTP answer from the Graph API.
 type answer struct {
 	status int
 	body   []byte
+	usage  usage // what its usage headers say
 }
 
 // do runs cl with retries and passes the successful answer's body to
@@ -378,8 +457,13 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 	for k, v := range cl.query {
 		q[k] = v
 	}
-	q.Set("access_token", pg.token)
-	uri := c.root + "/" + cl.page + "/" + cl.endpoint + "?" + q.Encode()
+	if pg.proof != "" {
+		q.Set("appsecret_proof", pg.proof)
+	}
+	uri := c.root + "/" + cl.page + "/" + cl.endpoint
+	if len(q) > 0 {
+		uri += "?" + q.Encode()
+	}
 
 	start := c.clock.Now()
 	budgetEnd := start.Add(c.callBudget)
@@ -432,9 +516,9 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 		}
 		attempts++
 		var ans answer
-		ans, last = c.attempt(ctx, cl, uri)
+		ans, last = c.attempt(ctx, pg, cl, uri)
 		status = ans.status
-		c.rateOutcome(pg, cl, limitProbe, last)
+		c.rateOutcome(pg, cl, limitProbe, ans.usage, last)
 		pageProbe = c.pageOutcome(pg, cl, pageProbe, last)
 		if last == nil {
 			if err := decode(ans.body); err != nil {
@@ -485,46 +569,6 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 	return last
 }
 
-// attempt sends one request. The returned error is a *transportError when
-// no answer arrived, or an *Error when the Graph API answered with one.
-func (c *Client) attempt(ctx context.Context, cl call, uri string) (answer, error) {
-	req := fasthttp.AcquireRequest()
-	resp := fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-
-	req.SetRequestURI(uri)
-	req.Header.SetMethod(cl.method)
-	req.Header.Set(fasthttp.HeaderAccept, "application/json")
-	if cl.method == fasthttp.MethodPost {
-		req.Header.SetContentType("application/json")
-		req.SetBodyRaw(cl.body)
-	}
-
-	deadline := time.Now().Add(c.timeout)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	sent := time.Now()
-	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
-		c.metrics.GraphCall(cl.endpoint, -1, time.Since(sent))
-		return answer{}, newTransportError(cl.endpoint, err, c.redact)
-	}
-	took := time.Since(sent)
-	ans := answer{status: resp.StatusCode(), body: bytes.Clone(resp.Body())}
-	if ge := c.decodeError(cl.endpoint, ans); ge != nil {
-		ge.RegainAfter = regainAfter(resp.Header.Peek(HeaderBusinessUseCaseUsage))
-		code := ge.Code
-		if code <= 0 {
-			code = -2
-		}
-		c.metrics.GraphCall(cl.endpoint, code, took)
-		return ans, ge
-	}
-	c.metrics.GraphCall(cl.endpoint, 0, took)
-	return ans, nil
-}
-
 // decodeError returns the Graph error carried by ans, if any: an
 // {"error":{...}} object (whatever the status) or a non-2xx status.
 func (c *Client) decodeError(endpoint string, ans answer) *Error {
@@ -554,16 +598,17 @@ func (c *Client) decodeError(endpoint string, ans answer) *Error {
 	}
 	return &Error{
 		HTTPStatus: ans.status,
-		Message:    "http " + fasthttpStatusText(ans.status) + " without a graph error object: " + snippet(c.redact(string(ans.body))),
+		Message:    "http " + statusText(ans.status) + " without a graph error object: " + snippet(c.redact(string(ans.body))),
 		Endpoint:   endpoint,
 	}
 }
 
-func fasthttpStatusText(status int) string {
-	return fmt.Sprintf("%d %s", status, fasthttp.StatusMessage(status))
+func statusText(status int) string {
+	return fmt.Sprintf("%d %s", status, http.StatusText(status))
 }
 
-// redact removes the client's tokens from s.
+// redact removes the client's tokens, their proofs and the app secret
+// from s.
 func (c *Client) redact(s string) string { return redactString(s, c.allTokens) }
 
 // retryable classifies an attempt's error.

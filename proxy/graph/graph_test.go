@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"net/url"
 	"reflect"
 	"strings"
@@ -27,6 +29,8 @@ const (
 	tokenA = "EAAtokenForPageA0123456789"
 	tokenB = "EAAtokenForPageB9876543210"
 	user   = "7712345678901234"
+	// appSecret is the app secret of the tests that send appsecret_proof.
+	appSecret = "0123456789abcdef0123456789abcdef"
 )
 
 // recorded is one request seen by the fake Graph API.
@@ -34,6 +38,7 @@ type recorded struct {
 	Method      string
 	Path        string
 	Query       url.Values
+	Auth        string // the Authorization header
 	ContentType string
 	Body        []byte
 }
@@ -98,6 +103,7 @@ func (f *fakeGraph) serve(ctx *fasthttp.RequestCtx) {
 		Method:      string(ctx.Method()),
 		Path:        string(ctx.Path()),
 		Query:       q,
+		Auth:        string(ctx.Request.Header.Peek("Authorization")),
 		ContentType: string(ctx.Request.Header.ContentType()),
 		Body:        append([]byte(nil), ctx.PostBody()...),
 	}
@@ -282,9 +288,13 @@ func TestNewValidation(t *testing.T) {
 			t.Errorf("defaults not applied: root %q timeout %s attempts %d retry %s..%s",
 				c.root, c.timeout, c.maxAttempts, c.retry.Min, c.retry.Max)
 		}
-		if c.hc.Addr != "graph.facebook.com:443" || !c.hc.IsTLS || c.hc.ReadTimeout == 0 || c.hc.WriteTimeout == 0 ||
-			c.hc.MaxResponseBodySize == 0 || c.hc.MaxConnWaitTimeout == 0 || c.hc.MaxIdleConnDuration == 0 {
-			t.Errorf("host client not configured: %+v", c.hc)
+		tr, ok := c.hc.Transport.(*http.Transport)
+		if !ok || tr.Proxy == nil || tr.MaxConnsPerHost == 0 || tr.IdleConnTimeout == 0 || tr.ResponseHeaderTimeout == 0 ||
+			c.hc.CheckRedirect == nil {
+			t.Errorf("http client not configured: %+v", c.hc.Transport)
+		}
+		if c.usageThreshold != DefaultUsageThreshold || c.usageSpacing != DefaultUsageSpacing {
+			t.Errorf("usage defaults not applied: %v %s", c.usageThreshold, c.usageSpacing)
 		}
 		if _, ok := c.clock.(clock.Real); !ok {
 			t.Errorf("default clock is %T", c.clock)
@@ -380,8 +390,11 @@ func TestThreadControlRequests(t *testing.T) {
 			if want := "/v25.0/" + tc.page + "/" + tc.endpoint; r.Path != want {
 				t.Errorf("path %q, want %q", r.Path, want)
 			}
-			if got := r.Query.Get("access_token"); got != tc.token {
-				t.Errorf("access_token %q, want %q", got, tc.token)
+			if r.Auth != "Bearer "+tc.token {
+				t.Errorf("Authorization %q, want the page's token", r.Auth)
+			}
+			if r.Query.Has("access_token") || r.Query.Has("appsecret_proof") {
+				t.Errorf("token or proof in the URL: %v", r.Query)
 			}
 			if !strings.HasPrefix(r.ContentType, "application/json") {
 				t.Errorf("content type %q", r.ContentType)
@@ -775,7 +788,7 @@ func TestThreadOwner(t *testing.T) {
 			}
 			r := reqs[0]
 			if r.Method != "GET" || r.Path != "/v25.0/"+pageB+"/thread_owner" ||
-				r.Query.Get("recipient") != user || r.Query.Get("access_token") != tokenB {
+				r.Query.Get("recipient") != user || r.Auth != "Bearer "+tokenB || r.Query.Has("access_token") {
 				t.Errorf("request %s %s %v", r.Method, r.Path, r.Query)
 			}
 		})
@@ -843,7 +856,7 @@ func TestSend(t *testing.T) {
 	pages := []string{pageA, pageB, pageA}
 	tokens := []string{tokenA, tokenB, tokenA}
 	for i, r := range reqs {
-		if r.Method != "POST" || r.Path != "/v25.0/"+pages[i]+"/messages" || r.Query.Get("access_token") != tokens[i] {
+		if r.Method != "POST" || r.Path != "/v25.0/"+pages[i]+"/messages" || r.Auth != "Bearer "+tokens[i] {
 			t.Errorf("request %d: %s %s %v", i, r.Method, r.Path, r.Query)
 		}
 		if got := r.bodyMap(t); !reflect.DeepEqual(got, wantBodies[i]) {
@@ -876,7 +889,7 @@ func TestSend(t *testing.T) {
 // entry (message or field).
 func assertNoToken(t *testing.T, err error, logs *observer.ObservedLogs) {
 	t.Helper()
-	tokens := []string{tokenA, tokenB}
+	tokens := []string{tokenA, tokenB, proofOf(tokenA, appSecret), proofOf(tokenB, appSecret), appSecret}
 	for _, tok := range tokens {
 		if err != nil && strings.Contains(err.Error(), tok) {
 			t.Errorf("error contains a token: %q", err)
@@ -890,29 +903,28 @@ func assertNoToken(t *testing.T, err error, logs *observer.ObservedLogs) {
 }
 
 // leakyTransport fails like a transport whose error text includes the
-// request URL (and so the access_token query parameter).
+// request URL (and so its appsecret_proof) and even its Authorization
+// header.
 type leakyTransport struct {
 	mu       sync.Mutex
 	calls    int
 	failures int
 }
 
-func (lt *leakyTransport) RoundTrip(_ *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+func (lt *leakyTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	lt.mu.Lock()
 	lt.calls++
 	n := lt.calls
 	lt.mu.Unlock()
 	if n <= lt.failures {
-		return false, fmt.Errorf("error when dialing %s: connection reset by peer", req.URI().String())
+		return nil, fmt.Errorf("error when dialing %s with %q: connection reset by peer", req.URL, req.Header.Get("Authorization"))
 	}
-	resp.SetStatusCode(200)
-	resp.SetBodyString(`{"success":true}`)
-	return false, nil
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader(`{"success":true}`))}, nil
 }
 
 func TestSecrecy(t *testing.T) {
 	t.Run("transport error with url", func(t *testing.T) {
-		e := newEnv(t, nil, func(o *Options) { o.MaxAttempts = 2 })
+		e := newEnv(t, nil, func(o *Options) { o.MaxAttempts = 2; o.AppSecret = appSecret })
 		lt := &leakyTransport{failures: 100}
 		e.c.hc.Transport = lt
 		var err error
@@ -920,7 +932,8 @@ func TestSecrecy(t *testing.T) {
 		if err == nil {
 			t.Fatal("no error")
 		}
-		if !strings.Contains(err.Error(), "access_token=[redacted]") || !strings.Contains(err.Error(), "giving up after 2 attempts") {
+		if !strings.Contains(err.Error(), "appsecret_proof=[redacted]") || !strings.Contains(err.Error(), "Bearer [redacted]") ||
+			!strings.Contains(err.Error(), "giving up after 2 attempts") {
 			t.Errorf("error %q not redacted as expected", err)
 		}
 		if e.logs.FilterMessage("retrying graph call").Len() != 1 {
@@ -966,7 +979,7 @@ func TestSecrecy(t *testing.T) {
 		e := newEnv(t, func(r recorded, _ int) reply {
 			return reply{400, fmt.Sprintf(
 				`{"error":{"message":"Invalid OAuth access token %s","type":"OAuthException","code":190,"fbtrace_id":"X"}}`,
-				r.Query.Get("access_token"))}
+				strings.TrimPrefix(r.Auth, "Bearer "))}
 		}, nil)
 		_, err := e.c.ThreadOwner(context.Background(), pageA, user)
 		var ge *Error
@@ -981,7 +994,7 @@ func TestSecrecy(t *testing.T) {
 
 	t.Run("non-json error body echoing the url", func(t *testing.T) {
 		e := newEnv(t, func(r recorded, _ int) reply {
-			return reply{404, "no route for /x?access_token=" + r.Query.Get("access_token") + "&recipient=1"}
+			return reply{404, "no route for /x?access_token=" + strings.TrimPrefix(r.Auth, "Bearer ") + "&appsecret_proof=" + r.Query.Get("appsecret_proof") + "&recipient=1"}
 		}, nil)
 		err := e.c.TakeThreadControl(context.Background(), pageB, user, "")
 		if err == nil {
@@ -1002,7 +1015,7 @@ func TestAttemptTimeout(t *testing.T) {
 	})
 	err := e.c.TakeThreadControl(context.Background(), pageA, user, "")
 	close(release)
-	if !errors.Is(err, fasthttp.ErrTimeout) {
+	if !errors.Is(err, ErrTimeout) {
 		t.Fatalf("err = %v, want a timeout", err)
 	}
 	var te interface{ Timeout() bool }

@@ -9,15 +9,18 @@ import (
 	"go.uber.org/zap"
 )
 
-// page is what the client keeps per configured page: its token, the
-// token's shared rate limit and the page's health, and its metrics.
+// page is what the client keeps per configured page: its token (as the
+// Authorization header) and the token's proof, the token's shared rate
+// limit and the page's health, and its metrics.
 type page struct {
-	token  string
-	limit  *rateLimit // shared by the pages with the same token
-	health pageHealth
+	authorization string     // "Bearer <token>"
+	proof         string     // appsecret_proof of the token; "" when off
+	limit         *rateLimit // shared by the pages with the same token
+	health        pageHealth
 
-	rateLimited, rateWaits, refused prometheus.Counter
-	healthy                         prometheus.Gauge
+	rateLimited, rateWaits, refused, usageWaits prometheus.Counter
+	healthy                                     prometheus.Gauge
+	usage                                       [len(usageKinds)]prometheus.Gauge
 }
 
 // pageHealth tracks whether the Graph API accepts the page's token. After

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/valyala/fasthttp"
 )
 
 func TestRetryLaterClassifies(t *testing.T) {
@@ -160,7 +158,7 @@ func FuzzErrorAnswer(f *testing.F) {
 // A transport error carries no answer: it is neither class and the
 // client's own retries handle it.
 func TestTransportErrorIsNotRetriedLater(t *testing.T) {
-	te := newTransportError("messages", fasthttp.ErrTimeout, func(s string) string { return s })
+	te := newTransportError("messages", ErrTimeout, func(s string) string { return s })
 	if RetryLater(te) || IsRateLimit(te) || IsTokenRejected(te) {
 		t.Errorf("transport error classified: later %v, limit %v, rejected %v", RetryLater(te), IsRateLimit(te), IsTokenRejected(te))
 	}

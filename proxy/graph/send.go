@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"unicode/utf8"
 
-	"github.com/valyala/fasthttp"
+	"net/http"
 )
 
 // Messaging types of the Send API.
@@ -107,7 +107,7 @@ func (c *Client) Send(ctx context.Context, page string, msg SendRequest) (SendRe
 	}
 	var res SendResult
 	err = c.do(ctx, call{
-		method:   fasthttp.MethodPost,
+		method:   http.MethodPost,
 		page:     page,
 		endpoint: endpoint,
 		user:     user,

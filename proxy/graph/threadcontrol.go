@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/valyala/fasthttp"
+	"net/http"
 )
 
 // MaxExtendDuration is the longest extension extend_thread_control accepts.
@@ -85,7 +85,7 @@ func (c *Client) threadControl(ctx context.Context, endpoint, page, user string,
 		return errorf(endpoint, "encoding request: %w", err)
 	}
 	return c.do(ctx, call{
-		method:   fasthttp.MethodPost,
+		method:   http.MethodPost,
 		page:     page,
 		endpoint: endpoint,
 		user:     user,
@@ -120,7 +120,7 @@ func (c *Client) ThreadOwner(ctx context.Context, page, user string) (ThreadOwne
 	}
 	var owner ThreadOwner
 	err := c.do(ctx, call{
-		method:   fasthttp.MethodGet,
+		method:   http.MethodGet,
 		page:     page,
 		endpoint: endpoint,
 		user:     user,

@@ -13,10 +13,13 @@ import (
 // the bot answer and how fast, how long people wait for an agent and stay
 // with one, and how often the platform corrected Baton's idea of a
 // thread's owner. No label takes its value from user input: endpoints are
-// Baton's own calls, codes are the Graph API's numbers.
+// Baton's own calls, codes are the Graph API's numbers, pages come from
+// the configuration and usage kinds from a fixed set.
 type Operations struct {
 	GraphCalls       *prometheus.CounterVec   // endpoint, code: ok | transport | http | the Graph error code
 	GraphLatency     *prometheus.HistogramVec // endpoint
+	GraphUsage       *prometheus.GaugeVec     // page, kind: app | page | business_use_case
+	GraphUsageWaits  *prometheus.CounterVec   // page
 	BotAttempts      *prometheus.CounterVec   // outcome: ok | rejected | failed
 	BotLatency       prometheus.Histogram
 	FirstAgentReply  prometheus.Histogram
@@ -44,6 +47,12 @@ func newOperations(reg *prometheus.Registry) Operations {
 			Name: "baton_graph_call_seconds", Help: "Time from sending a Graph API request to its answer (or the transport error), by endpoint.",
 			Buckets: LatencyBuckets,
 		}, []string{"endpoint"}),
+		GraphUsage: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "baton_graph_usage_percent", Help: "Usage the Graph API last reported for the page's token, in percent of its limit (the highest of call_count, total_time, total_cputime), by page and header: app (X-App-Usage), page (X-Page-Usage), business_use_case (X-Business-Use-Case-Usage).",
+		}, []string{"page", "kind"}),
+		GraphUsageWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "baton_graph_usage_waits_total", Help: "Graph API calls held back to space out the page token's calls because its reported usage passed the threshold, by page.",
+		}, []string{"page"}),
 		BotAttempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "baton_bot_delivery_attempts_total", Help: "POSTs to the bot, by outcome: ok, rejected (a 4xx other than 408/429), failed (down, 5xx, timeout: retried).",
 		}, []string{"outcome"}),
@@ -73,7 +82,7 @@ func newOperations(reg *prometheus.Registry) Operations {
 	})
 	build.Set(1)
 	reg.MustRegister(build)
-	reg.MustRegister(o.GraphCalls, o.GraphLatency, o.BotAttempts, o.BotLatency, o.FirstAgentReply, o.WithPeople, o.OwnershipRepairs)
+	reg.MustRegister(o.GraphCalls, o.GraphLatency, o.GraphUsage, o.GraphUsageWaits, o.BotAttempts, o.BotLatency, o.FirstAgentReply, o.WithPeople, o.OwnershipRepairs)
 	return o
 }
 

@@ -368,6 +368,7 @@ func (p *Platform) serveGraph(ctx *fasthttp.RequestCtx) {
 			zap.Int("code", apiErr.Code), zap.Int("subcode", apiErr.Subcode))
 	}
 	call.Status = status
+	p.usageHeaders(ctx, call.Page)
 
 	p.mu.Lock()
 	p.calls = append(p.calls, call)
@@ -392,11 +393,15 @@ func (p *Platform) routeGraph(ctx *fasthttp.RequestCtx, call *Call) (any, *APIEr
 	if parts[0] != p.version {
 		return nil, errUnknownPath(fmt.Sprintf("%s (this sandbox serves Graph %s)", path, p.version))
 	}
-	tok, ok := p.tokens[requestToken(ctx)]
+	token := requestToken(ctx)
+	tok, ok := p.tokens[token]
 	if !ok {
 		return nil, errBadToken()
 	}
 	call.AppID = tok.app
+	if e := p.checkProof(ctx, token, tok); e != nil {
+		return nil, e
+	}
 	if len(parts) != 2 && len(parts) != 3 {
 		return nil, errUnknownPath(path)
 	}

@@ -54,6 +54,9 @@ type AppSpec struct {
 	Secret     string // app secret: webhooks to this app are signed with it
 	WebhookURL string // where this app's webhooks go; may be "" and set later with SetWebhook
 	CanTake    bool   // has the "take control of conversations" permission
+	// RequireAppSecretProof refuses this app's Graph calls without a
+	// valid appsecret_proof ("Require App Secret"; graphauth.go).
+	RequireAppSecretProof bool
 }
 
 // Options configures a Platform. The zero values of Version, Clock, Logger
@@ -139,6 +142,7 @@ type Platform struct {
 	threads map[threadKey]*thread
 	calls   []Call
 	faults  map[string]*fault
+	usage   usageState          // usage headers to send (graphauth.go)
 	subs    map[subKey][]string // webhook fields per page and app, where set (doctor.go)
 	seq     uint64
 	changed chan struct{} // closed and replaced when an outbox shrinks, a URL is set or the platform closes
