@@ -36,6 +36,7 @@ func FuzzCompile(f *testing.F) {
 
 	f.Add([]byte("version: 1\npages: ['1']\nbot_down: {do: [{tag: down}, {pass: {to: inbox, include_last: 2}}]}\nrules:\n- {name: a, when: {bot_recovered: true, owner: inbox, tags: [down]}, do: [{take: }, {untag: down}]}\n- {name: b, when: {bot_recovered: true, control_returned: true, keywords: [x]}, do: [{release: }]}\n"), "x")
 	f.Add([]byte("version: 1\nbot_down:\nrules: [{name: a, when: {bot_recovered: false}, do: [{refuse: }]}]\n"), "")
+	f.Add([]byte("version: 1\nrules:\n- {name: a, when: {keywords: [VIP会员, 'talk to 人工']}, do: [{take: }]}\n- {name: b, when: {all_keywords: [担当者, พนักงาน]}, do: [{release: }]}\n"), "talk to人工 担当者と ขอคุยกับพนักงาน")
 	f.Add([]byte("version: 1\nbot_down: {do: [{refuse: }, {pass: {to: requester}}], after: 1m}\n"), "")
 
 	f.Fuzz(func(t *testing.T, data []byte, text string) {

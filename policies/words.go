@@ -167,10 +167,12 @@ func words(s string) []string {
 	buf, spans := foldWords(s, nil, nil)
 	out := make([]string, len(spans))
 	for i, sp := range spans {
-		out[i] = string(buf[sp.start:sp.end])
-		if i > 0 && sp.start == spans[i-1].end && unspacedWord(out[i]) && unspacedWord(out[i-1]) {
-			out[i] = string(rune(glueMark)) + out[i]
+		w := buf[sp.start:sp.end]
+		if i > 0 && sp.start == spans[i-1].end && unspacedWord(w) && unspacedWord(buf[spans[i-1].start:]) {
+			out[i] = string(rune(glueMark)) + string(w)
+			continue
 		}
+		out[i] = string(w)
 	}
 	return out
 }
@@ -178,8 +180,8 @@ func words(s string) []string {
 // unspacedWord reports whether w, a folded word, is a character of a
 // script written without spaces (with its marks): those never start a
 // word of a spaced script, and folding leaves them as they are.
-func unspacedWord(w string) bool {
-	r, _ := utf8.DecodeRuneInString(w)
+func unspacedWord(w []byte) bool {
+	r, _ := utf8.DecodeRune(w)
 	return isUnspaced(r)
 }
 
