@@ -25,17 +25,22 @@
 // (`mode: observe`): a decision that starts with one of its rules is
 // marked Observe, for the caller to log and count without acting on it.
 //
+// Keywords match whole words, ignoring case and accents (words.go); in
+// scripts written without spaces (Chinese, Japanese, Thai, ...) every
+// character is a word, so their keywords match as substrings, since
+// finding those languages' words would take a dictionary per language.
+//
 // The complete format, with examples, is in testdata/policies/README.md
 // and testdata/policies/policy.schema.json.
 //
 // # Cost
 //
 // Keywords and exact payloads are compiled into one index per Set, so a
-// text message costs one map lookup per word whatever the number of rules,
-// and an event that matches nothing allocates nothing. Triggers that
-// cannot be indexed (regular expressions, prefixes, referrals,
-// attachments) are tried rule by rule, but only for the rules that have
-// them.
+// text message costs one map lookup per word (per character, in scripts
+// written without spaces) whatever the number of rules, and an event that
+// matches nothing allocates nothing. Triggers that cannot be indexed
+// (regular expressions, prefixes, referrals, attachments) are tried rule
+// by rule, but only for the rules that have them.
 //
 // The package is pure: apart from LoadFiles reading the files (and the
 // time package reading its zone database), it does no I/O, logging or
