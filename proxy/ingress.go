@@ -255,11 +255,9 @@ func (in *Ingress) receive(ctx *fasthttp.RequestCtx) {
 	batch := make([]state.NewEvent, len(events))
 	for i := range events {
 		ev := &events[i]
-		rec := messenger.EncodeRecord(ev)
-		// The record ends with the raw event: the decoded copy handed to
-		// the worker shares those bytes rather than holding them twice.
-		decoded := *ev
-		decoded.Raw = rec[len(rec)-len(ev.Raw):]
+		// The decoded copy handed to the worker shares the record's bytes:
+		// the body's buffer is reused once the webhook is answered.
+		rec, decoded := messenger.EncodeRecordDetached(ev)
 		batch[i] = state.NewEvent{
 			Thread:   state.ThreadKey{Page: ev.PageID, User: ev.ThreadUser()},
 			DedupKey: ev.DedupKey(),

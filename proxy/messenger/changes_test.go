@@ -137,3 +137,25 @@ func TestVersionOneRecordsStillRead(t *testing.T) {
 		t.Errorf("envelope of a version 1 record: %s", got)
 	}
 }
+
+// An event parsed in place keeps nothing of the body once detached with
+// its record: the body's buffer can be reused.
+func TestDetachedEventOutlivesItsBody(t *testing.T) {
+	body := []byte(`{"object":"page","entry":[{"id":104455667788990,"time":"1764760000","messaging":[{"sender":{"id":"9"},"message":{"mid":"m","text":"hi"}}]}]}`)
+	want := string(body)
+	evs, err := ParseShared(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, d := EncodeRecordDetached(&evs[0])
+	for i := range body {
+		body[i] = 'x'
+	}
+	if got := string(Envelope(&d)); got != want {
+		t.Errorf("after the body was reused the envelope is\n%s\nwant\n%s", got, want)
+	}
+	back, err := DecodeRecord(rec)
+	if err != nil || string(Envelope(&back)) != want {
+		t.Errorf("the record reads back as %s (%v)", Envelope(&back), err)
+	}
+}

@@ -42,6 +42,29 @@ func EncodeRecord(e *Event) []byte {
 	return append(b, e.Raw...)
 }
 
+// EncodeRecordDetached returns e's record and a copy of e whose bytes
+// (the raw event, the entry as written) lie in that record: an event
+// parsed with ParseShared then outlives the body it was parsed from
+// without holding its bytes twice.
+func EncodeRecordDetached(e *Event) ([]byte, Event) {
+	rec := EncodeRecord(e)
+	d := *e
+	end := len(rec) - len(e.Raw)
+	d.Raw = rec[end:]
+	if e.Entry.Exact {
+		timeStart := end - len(e.Entry.Time)
+		idEnd := timeStart - uvarintLen(uint64(len(e.Entry.Time)))
+		d.Entry.ID = rec[idEnd-len(e.Entry.ID) : idEnd]
+		d.Entry.Time = rec[timeStart:end]
+	}
+	return rec, d
+}
+
+func uvarintLen(x uint64) int {
+	var b [binary.MaxVarintLen64]byte
+	return binary.PutUvarint(b[:], x)
+}
+
 var errBadRecord = errors.New("corrupt queue record")
 
 // DecodeRecord is the inverse of EncodeRecord; it re-reads the routing fields.
