@@ -85,14 +85,17 @@ type App struct {
 	adminLn  net.Listener
 	// draining is set when Close begins (readiness fails from then on);
 	// reloadErr holds the last policy load's error, nil when it succeeded.
-	draining  atomic.Bool
-	reloadErr atomic.Pointer[error]
-	cancel    context.CancelFunc
-	served    chan error
-	fatal     chan error     // the store failed: Baton must stop and be restarted
-	onStop    []func() error // teardown in reverse order of creation
-	closed    atomic.Bool
-	reloadMu  sync.Mutex // one reload at a time, so the last file read wins
+	draining atomic.Bool
+	// stopTimers and stopWork stop the timers and the dispatcher's work;
+	// Close runs them before the teardown (they run again in it, at once).
+	stopTimers, stopWork func()
+	reloadErr            atomic.Pointer[error]
+	cancel               context.CancelFunc
+	served               chan error
+	fatal                chan error     // the store failed: Baton must stop and be restarted
+	onStop               []func() error // teardown in reverse order of creation
+	closed               atomic.Bool
+	reloadMu             sync.Mutex // one reload at a time, so the last file read wins
 }
 
 // New builds every component; nothing is served until Start. On error,
@@ -172,14 +175,8 @@ func New(opts Options) (_ *App, err error) {
 		return st.Commits, st.Syncs, st.Jobs, st.Events
 	})
 
-	// With graph.appsecret_proof on (the default) every call proves the
-	// app secret, as apps with "Require App Secret" demand.
-	var proofSecret string
-	if cfg.Graph.AppSecretProof {
-		proofSecret = cfg.App.Secret.Reveal()
-	}
 	a.graph, err = graph.New(graph.Options{
-		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(), AppSecret: proofSecret,
+		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(),
 		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
 		Metrics: a.metrics,
 	})
@@ -217,7 +214,8 @@ func New(opts Options) (_ *App, err error) {
 	// Workers stop before the store closes (teardown runs in reverse):
 	// calls in flight get shutdown_timeout, then are abandoned; what
 	// completed commits.
-	a.onStop = append(a.onStop, func() error { cancel(); a.disp.Stop(cfg.ShutdownTimeout); return nil })
+	a.stopWork = func() { cancel(); a.disp.Stop(cfg.ShutdownTimeout) }
+	a.onStop = append(a.onStop, func() error { a.stopWork(); return nil })
 
 	var rec proxy.Recorder
 	if cfg.Record.Path != "" {
@@ -312,7 +310,8 @@ func (a *App) Start() error {
 		return err
 	}
 	a.disp.OnArm(sched.Wake)
-	a.onStop = append(a.onStop, func() error { stopTimers(); sched.Wait(); return nil })
+	a.stopTimers = func() { stopTimers(); sched.Wait() }
+	a.onStop = append(a.onStop, func() error { a.stopTimers(); return nil })
 	ln := a.ln
 	// The admin listener stops after the webhook listener, so readiness
 	// answers "draining" while webhooks are refused, and before the
@@ -327,9 +326,8 @@ func (a *App) Start() error {
 			a.served <- err
 		}
 	}()
-	// The webhook listener stops first: no new events once teardown
-	// begins. A webhook that comes meanwhile gets 503, and Meta delivers
-	// it again.
+	// The webhook listener stops first of the teardown; Close has
+	// drained the work by then (see Close).
 	a.onStop = append(a.onStop, func() error {
 		a.ingress.Drain()
 		ctx, cancel := context.WithTimeout(context.Background(), a.opts.Config.ShutdownTimeout)
@@ -400,6 +398,20 @@ func (a *App) Close() error {
 		return nil
 	}
 	a.draining.Store(true)
+	// The work in flight (POSTs to the bot, Graph calls) finishes, for up
+	// to shutdown_timeout, while both listeners still answer: new
+	// webhooks get 503 (Meta delivers them again), readiness says
+	// draining. Closed listeners would refuse connections meanwhile,
+	// which tells neither Meta nor a probe what is happening.
+	if a.ingress != nil {
+		a.ingress.Drain()
+	}
+	if a.stopTimers != nil {
+		a.stopTimers()
+	}
+	if a.stopWork != nil {
+		a.stopWork()
+	}
 	return a.teardown()
 }
 
