@@ -105,8 +105,7 @@ func TestAdminRefusesWithoutTheToken(t *testing.T) {
 	t.Parallel()
 	h := adminHarness(t, harnessOpts{})
 	const u = "9001"
-	h.p.UserText(page, u, "hello")
-	h.waitText(h.bot, u, "hello")
+	h.toBot(u, "hello")
 	thread := "/api/v1/threads/" + page + "/" + u
 	for _, ep := range []struct{ method, path, body string }{
 		{"GET", "/metrics", ""},
@@ -325,13 +324,9 @@ func TestAdminListsThreads(t *testing.T) {
 	h := adminHarness(t, harnessOpts{})
 	const chat, helped, quiet = "9101", "9102", "9103"
 	for _, u := range []string{quiet, chat} {
-		h.p.UserText(page, u, "hello")
-		h.waitText(h.bot, u, "hello")
+		h.toBot(u, "hello")
 	}
-	h.p.UserText(page, helped, "talk to a human")
-	h.waitKind(h.agent, helped, "pass_thread_control")
-	h.until(func() bool { return h.thread(helped).Owner.Kind == state.OwnerApp },
-		func() string { return "the handover was never recorded" })
+	h.handOverRecorded(helped)
 
 	all := h.threads("")
 	if got, want := users(all), fmt.Sprintf("%s=bot %s=app:%s %s=bot", chat, helped, agentApp, quiet); got != want || all.NextCursor != "" {
@@ -413,10 +408,7 @@ func TestAdminShowsAThread(t *testing.T) {
 	t.Parallel()
 	h := adminHarness(t, harnessOpts{})
 	const u = "9201"
-	h.p.UserText(page, u, "talk to a human")
-	h.waitKind(h.agent, u, "pass_thread_control")
-	h.until(func() bool { return h.thread(u).Owner.Kind == state.OwnerApp },
-		func() string { return "the handover was never recorded" })
+	h.handOverRecorded(u)
 
 	d := h.detail(u)
 	if d.Thread.Owner != "app:"+agentApp || d.Thread.OwnerName != "helpdesk" || d.Thread.User != u {
@@ -455,8 +447,7 @@ func TestAdminOperatorTakesPassesAndReleases(t *testing.T) {
 	thread := "/api/v1/threads/" + page + "/" + u
 	wantStatus(t, h.call("POST", thread+"/take", `{"reason":"never seen"}`), http.StatusNotFound, "take of an unknown thread")
 
-	h.p.UserText(page, u, "hello")
-	h.waitText(h.bot, u, "hello")
+	h.toBot(u, "hello")
 
 	a := h.call("POST", thread+"/pass", `{"to":"helpdesk","reason":"vip customer"}`)
 	wantStatus(t, a, http.StatusAccepted, "pass")
@@ -653,10 +644,7 @@ func TestAdminBackup(t *testing.T) {
 	t.Parallel()
 	h := adminHarness(t, harnessOpts{})
 	const u = "9601"
-	h.p.UserText(page, u, "talk to a human")
-	h.waitKind(h.agent, u, "pass_thread_control")
-	h.until(func() bool { return h.thread(u).Owner.Kind == state.OwnerApp },
-		func() string { return "the handover was never recorded" })
+	h.handOverRecorded(u)
 
 	a := h.call("GET", "/api/v1/backup", "")
 	wantStatus(t, a, http.StatusOK, "backup")
@@ -726,8 +714,7 @@ func TestAdminDrainingWhileStopping(t *testing.T) {
 	t.Parallel()
 	h := adminHarness(t, harnessOpts{})
 	const u = "9701"
-	h.p.UserText(page, u, "hello")
-	h.waitText(h.bot, u, "hello")
+	h.toBot(u, "hello")
 	h.ready(http.StatusOK)
 
 	// A webhook whose body never comes keeps the webhook listener's

@@ -95,13 +95,6 @@ func TestDashboardInABrowser(t *testing.T) {
 	// answers the third, whose agent_first_reply timeout takes it back
 	// after 10 minutes. A fourth user only talks to the bot.
 	const u, answered, unanswered, chat, refused = "7700112233", "7700445566", "7700998877", "7700778899", "7700665544"
-	handOver := func(user string) {
-		t.Helper()
-		h.p.UserText(page, user, "talk to a human")
-		h.waitKind(h.agent, user, "pass_thread_control")
-		h.until(func() bool { return h.thread(user).Owner.Kind == state.OwnerApp },
-			func() string { return "the handover was never recorded" })
-	}
 	agentSays := func(user, text string) {
 		t.Helper()
 		if _, err := h.p.Send(agentApp, page, user, text); err != nil {
@@ -109,16 +102,15 @@ func TestDashboardInABrowser(t *testing.T) {
 		}
 		h.until(func() bool { return !h.thread(user).LastOther.IsZero() }, func() string { return "the agent's answer was never decided" })
 	}
-	handOver(unanswered)
+	h.handOverRecorded(unanswered)
 	h.advance(2 * time.Minute)
-	handOver(u)
+	h.handOverRecorded(u)
 	h.advance(3 * time.Minute)
 	agentSays(u, "Hi, I'm Sam from support. How can I help?")
-	handOver(answered)
+	h.handOverRecorded(answered)
 	h.advance(2 * time.Minute)
 	agentSays(answered, "Hello! Ana here, looking at your order now.")
-	h.p.UserText(page, chat, "what are your opening hours?")
-	h.waitText(h.bot, chat, "what are your opening hours?")
+	h.toBot(chat, "what are your opening hours?")
 	// The bot refuses a message until it is set aside as a dead letter:
 	// its retries wait on the clock, which moves on while they do.
 	h.bot.SetFailing(http.StatusBadRequest)

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/batonproxy/baton/proxy/buildinfo"
-	"github.com/batonproxy/baton/state"
 )
 
 // The dashboard on the admin listener, over HTTP: signing in, the cookie
@@ -249,10 +248,8 @@ func TestDashboardEscapesWhatUsersWrote(t *testing.T) {
 	t.Parallel()
 	h := adminHarness(t, harnessOpts{})
 	const u = `<script>alert(1)</script>/50%"'&`
-	h.p.UserText(page, u, "talk to a human")
-	h.waitKind(h.agent, u, "pass_thread_control")
+	h.handOverRecorded(u)
 	h.untilOwner(u, agentApp)
-	h.until(func() bool { return h.thread(u).Owner.Kind == state.OwnerApp }, func() string { return "the handover was never recorded" })
 	c := h.signIn()
 
 	thread := "/ui/threads/" + page + "/" + url.PathEscape(u)

@@ -15,8 +15,7 @@ func TestKeywordHandsOverAndAgentHandsBack(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	const u = "7712345678901234"
 
-	h.p.UserText(page, u, "hi")
-	h.waitText(h.bot, u, "hi")
+	h.toBot(u, "hi")
 
 	h.p.UserText(page, u, "Agent!")
 	h.waitKind(h.agent, u, "pass_thread_control")
@@ -50,8 +49,7 @@ func TestKeywordHandsOverAndAgentHandsBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitKind(h.bot, u, "pass_thread_control")
-	h.p.UserText(page, u, "thanks")
-	h.waitText(h.bot, u, "thanks")
+	h.toBot(u, "thanks")
 
 	// Per-thread order means everything before "thanks" has been decided:
 	// the trigger and the message for the agent never reached the bot.
@@ -110,8 +108,7 @@ func TestReturnKeywordOnStandbyTakesControlBack(t *testing.T) {
 	if got := h.p.Owner(page, u); got != botApp {
 		t.Fatalf("owner after return keyword = %q; want the bot app", got)
 	}
-	h.p.UserText(page, u, "hello again")
-	h.waitText(h.bot, u, "hello again")
+	h.toBot(u, "hello again")
 	if got := texts(h.bot, u); !slices.Equal(got, []string{"hello again"}) {
 		t.Errorf("bot received %q; want only the message after the take", got)
 	}

@@ -193,6 +193,24 @@ func (h *harness) waitKind(r *sandbox.Receiver, user, kind string) sandbox.Recei
 	return h.waitFor(r, user, kind, func(e sandbox.Received) bool { return e.Kind == kind })
 }
 
+// toBot has user write text and waits until the bot has it.
+func (h *harness) toBot(user, text string) {
+	h.t.Helper()
+	h.p.UserText(page, user, text)
+	h.waitText(h.bot, user, text)
+}
+
+// handOverRecorded has user ask for a human, waits for the pass to the
+// agent's app, and then until Baton has recorded that the app owns the
+// thread.
+func (h *harness) handOverRecorded(user string) {
+	h.t.Helper()
+	h.p.UserText(page, user, "talk to a human")
+	h.waitKind(h.agent, user, "pass_thread_control")
+	h.until(func() bool { return h.thread(user).Owner.Kind == state.OwnerApp },
+		func() string { return "the handover was never recorded" })
+}
+
 // texts lists the user texts r received for user, in order.
 func texts(r *sandbox.Receiver, user string) []string {
 	var out []string

@@ -19,8 +19,7 @@ func TestOperationsMetricsFollowAConversation(t *testing.T) {
 	t.Parallel()
 	h := timelineHarness(t, "")
 	const u = "8101"
-	h.p.UserText(page, u, "hello")
-	h.waitText(h.bot, u, "hello")
+	h.toBot(u, "hello")
 	h.handOver(u)
 	// The clock moves once Baton has recorded the handover, so the two
 	// minutes count from it.

@@ -102,8 +102,7 @@ func TestHotReloadKeepsOldRulesOnErrorAndLosesNoEvents(t *testing.T) {
 	h.waitMetric("baton_policy_last_reload_successful 1")
 	chat(10)
 
-	h.p.UserText(page, u, "agent")
-	h.waitText(h.bot, u, "agent") // no rule for it any more
+	h.toBot(u, "agent") // no rule for it any more
 	h.p.UserText(page, u, "operator please")
 	h.waitFor(h.agent, u, "second pass", func(e sandbox.Received) bool {
 		return e.Kind == "pass_thread_control" && strings.Contains(e.Text, "operator")
@@ -161,8 +160,7 @@ func TestReloadRequestSwapsRules(t *testing.T) {
 	h.p.SetWebhook(botApp, "http://"+ln.Addr().String()+"/webhook")
 
 	const u = "1401"
-	h.p.UserText(page, u, "operator")
-	h.waitText(h.bot, u, "operator") // the demo policy has no rule for it
+	h.toBot(u, "operator") // the demo policy has no rule for it
 	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(operatorPolicy), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -286,8 +286,7 @@ func TestFeedbackIsStoredCountedAndForwarded(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, harnessOpts{})
 	const u = "3201"
-	h.p.UserText(page, u, "hi")
-	h.waitText(h.bot, u, "hi")
+	h.toBot(u, "hi")
 	h.postEvent(`{"sender":{"id":"3201"},"recipient":{"id":"` + page + `"},"timestamp":TS,"messaging_feedback":{"feedback_screens":[{"screen_id":0,
 		"questions":{"csat_chat":{"type":"csat","payload":"4","follow_up":{"type":"free_form","payload":"Agent was quick, thanks"}}}}]}}`)
 	h.waitFor(h.bot, u, "the feedback event", func(e sandbox.Received) bool { return strings.Contains(string(e.Raw), "messaging_feedback") })
