@@ -93,7 +93,7 @@ func deadLetterViews(list []state.DeadLetter) []DeadLetterView {
 		ids := make([]string, 0, len(d.Records))
 		for _, r := range d.Records {
 			ids = append(ids, dispatch.DeliveryID(d.Seq, r))
-			v.Kinds = append(v.Kinds, eventKind(r))
+			v.Kinds = append(v.Kinds, EventKind(r))
 		}
 		v.DeliveryID = strings.Join(ids, ",")
 		out = append(out, v)
@@ -101,8 +101,9 @@ func deadLetterViews(list []state.DeadLetter) []DeadLetterView {
 	return out
 }
 
-// eventKind names what a record holds, without its text.
-func eventKind(record []byte) string {
+// EventKind names what a stored record holds (message, postback, ...),
+// without its text; "unreadable" when it does not decode.
+func EventKind(record []byte) string {
 	ev, err := messenger.DecodeRecord(record)
 	if err != nil {
 		return "unreadable"

@@ -19,7 +19,6 @@ import (
 	"github.com/batonproxy/baton/proxy/admin"
 	"github.com/batonproxy/baton/proxy/buildinfo"
 	"github.com/batonproxy/baton/proxy/logkeys"
-	"github.com/batonproxy/baton/proxy/messenger"
 	"github.com/batonproxy/baton/state"
 )
 
@@ -288,11 +287,7 @@ func (u *UI) thread(w http.ResponseWriter, r *http.Request) {
 	for _, dl := range d.DeadLetters {
 		kinds := make([]string, 0, len(dl.Records))
 		for _, rec := range dl.Records {
-			kind := "unreadable"
-			if ev, err := messenger.DecodeRecord(rec); err == nil {
-				kind = ev.Kind.String()
-			}
-			kinds = append(kinds, kind)
+			kinds = append(kinds, admin.EventKind(rec))
 		}
 		v.DeadLetters = append(v.DeadLetters, deadLetterView{Seq: dl.Seq, Reason: dl.Reason, At: dl.At, Enqueued: dl.Enqueued, Kinds: strings.Join(kinds, ", ")})
 	}
