@@ -3,6 +3,7 @@ package dispatch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -66,6 +67,10 @@ func (d *Dispatcher) act(ctx context.Context, th state.Thread, p *Plan, ev *mess
 		} else if res, err := d.effect(ctx, p, ev, st); err != nil {
 			if ctx.Err() != nil {
 				return i, nil, ctx.Err()
+			}
+			if errors.Is(err, graph.ErrUnknownPage) {
+				d.unknownPage(ev.PageID)
+				return i, &failure{step: i, err: "refused: page " + ev.PageID + " is not in pages: (no access token)"}, nil
 			}
 			if st.Action.Kind != policies.ActionNotify {
 				// A call that waits is logged by waitForGraph, once per wait.
@@ -237,4 +242,15 @@ func (d *Dispatcher) lookupOwner(ctx context.Context, ev *messenger.Event) *stat
 		to = state.Owner{Kind: state.OwnerApp, AppID: o.AppID}
 	}
 	return &to
+}
+
+// unknownPage counts a rule action refused for a page that is not in the
+// config's pages: and says so once per page: Baton accepts such a page's
+// webhooks and delivers them to the bot (which may serve pages Baton has
+// no token for), but cannot act on its threads.
+func (d *Dispatcher) unknownPage(page string) {
+	d.opts.Metrics.UnknownPageRefusals.Inc()
+	if _, seen := d.unknownPages.LoadOrStore(page, true); !seen {
+		d.log.Warn("rule actions refused: the page is not in pages: (its events still go to the bot)", zap.String("page", page))
+	}
 }

@@ -118,6 +118,9 @@ type Dispatcher struct {
 	log    *zap.Logger
 	opSeq  atomic.Uint64 // numbers operations' timers (operate.go)
 	recent handoverRing  // the last handovers, for the dashboard (recent.go)
+	// unknownPages are the pages not in pages: whose rule actions were
+	// refused, each said once (act.go).
+	unknownPages sync.Map
 	// ctx ends when Baton stops taking work; io, which calls outside
 	// Baton use, ends when Stop's time is up.
 	ctx      context.Context

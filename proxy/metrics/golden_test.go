@@ -19,7 +19,7 @@ var update = flag.Bool("update", false, "rewrite testdata/metrics.golden from th
 // Dashboards and alerts are written against Baton's metric names, labels
 // and help texts: a change to any of them must be deliberate. The golden
 // file lists every baton_ metric of a Baton as `name{labels}: help`;
-// `go test ./proxy/metrics -run Golden -update` rewrites it after a
+// `go test ./proxy/metrics -run TestMetricNamesAndHelpAreStable -update` rewrites it after a
 // deliberate change.
 func TestMetricNamesAndHelpAreStable(t *testing.T) {
 	m := NewWith(func() float64 { return 0 }, func() float64 { return 0 })
@@ -48,7 +48,7 @@ func TestMetricNamesAndHelpAreStable(t *testing.T) {
 		}
 	}
 	if t.Failed() {
-		t.Log("if the change is deliberate: go test ./proxy/metrics -run Golden -update")
+		t.Log("if the change is deliberate: go test ./proxy/metrics -run TestMetricNamesAndHelpAreStable -update")
 	}
 }
 

@@ -25,6 +25,9 @@ type Operations struct {
 	FirstAgentReply  prometheus.Histogram
 	WithPeople       prometheus.Histogram
 	OwnershipRepairs prometheus.Counter
+	// UnknownPageRefusals counts rule actions refused because their page
+	// is not in the config's pages: (no access token).
+	UnknownPageRefusals prometheus.Counter
 	// BotAttempts' children, looked up once: one is counted per POST.
 	BotAttemptOK, BotAttemptRejected, BotAttemptFailed prometheus.Counter
 	oldestQueuedReady                                  bool
@@ -68,6 +71,9 @@ func newOperations(reg *prometheus.Registry) Operations {
 			Name: "baton_with_people_seconds", Help: "Time a thread stayed with another app, measured when it leaves it.",
 			Buckets: PeopleBuckets,
 		}),
+		UnknownPageRefusals: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "baton_unknown_page_actions_total", Help: "Rule actions refused because their page is not in the config's pages: (its events still go to the bot).",
+		}),
 		OwnershipRepairs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "baton_ownership_repairs_total", Help: "Threads whose owner Baton corrected from the platform's answer (thread_owner, or a refused handover naming the owner).",
 		}),
@@ -82,7 +88,7 @@ func newOperations(reg *prometheus.Registry) Operations {
 	})
 	build.Set(1)
 	reg.MustRegister(build)
-	reg.MustRegister(o.GraphCalls, o.GraphLatency, o.GraphUsage, o.GraphUsageWaits, o.BotAttempts, o.BotLatency, o.FirstAgentReply, o.WithPeople, o.OwnershipRepairs)
+	reg.MustRegister(o.GraphCalls, o.GraphLatency, o.GraphUsage, o.GraphUsageWaits, o.BotAttempts, o.BotLatency, o.FirstAgentReply, o.WithPeople, o.OwnershipRepairs, o.UnknownPageRefusals)
 	return o
 }
 
