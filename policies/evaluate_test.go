@@ -323,6 +323,7 @@ func BenchmarkEvaluate(b *testing.B) {
 	}{
 		{"no-match", Input{Owner: OwnerBot, Text: "Hello! Could you tell me whether my order #12345 has shipped to Zürich yet?", Tags: []string{"vip"}, Now: now}, false},
 		{"match", Input{Owner: OwnerBot, Text: "Hello, can I talk to person 198 about my order?", Tags: []string{"vip"}, Now: now}, true},
+		{"no-match-chinese", Input{Owner: OwnerBot, Text: "你好！请问我的订单12345已经发货到苏黎世了吗？", Tags: []string{"vip"}, Now: now}, false},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -35,27 +35,39 @@ var kanaCommon = &unicode.RangeTable{
 // told apart with one comparison.
 const unspacedLo = 0x0E00
 
-// unspacedBMP is unspacedScripts as a bitmap of the Basic Multilingual
-// Plane, where nearly every character of these scripts is: a lookup per
-// character instead of a binary search per table.
-var unspacedBMP [0x10000 / 64]uint64
+// unspacedBMP holds the word characters (letters, digits, marks) of
+// unspacedScripts in the Basic Multilingual Plane, where nearly all of
+// them are, and unspacedMarkBMP the marks among them: a lookup per
+// character instead of a binary search per table, as these texts have a
+// word per character.
+var unspacedBMP, unspacedMarkBMP [0x10000 / 64]uint64
 
 func init() {
+	set := func(r rune) {
+		if r >= 0x10000 || !isWordRune(r) {
+			return
+		}
+		unspacedBMP[r/64] |= 1 << (r % 64)
+		if unicode.IsMark(r) {
+			unspacedMarkBMP[r/64] |= 1 << (r % 64)
+		}
+	}
 	for _, t := range unspacedScripts {
 		for _, rg := range t.R16 {
-			for r := uint32(rg.Lo); r <= uint32(rg.Hi); r += uint32(rg.Stride) {
-				unspacedBMP[r/64] |= 1 << (r % 64)
+			for r := rune(rg.Lo); r <= rune(rg.Hi); r += rune(rg.Stride) {
+				set(r)
 			}
 		}
 		for _, rg := range t.R32 {
-			for r := rg.Lo; r <= rg.Hi && r < 0x10000; r += rg.Stride {
-				unspacedBMP[r/64] |= 1 << (r % 64)
+			for r := rune(rg.Lo); r <= rune(rg.Hi) && r < 0x10000; r += rune(rg.Stride) {
+				set(r)
 			}
 		}
 	}
 }
 
-// isUnspaced reports whether r belongs to a script written without spaces.
+// isUnspaced reports whether r is a word character (a letter, digit or
+// mark) of a script written without spaces.
 func isUnspaced(r rune) bool {
 	switch {
 	case r < unspacedLo:
@@ -63,5 +75,13 @@ func isUnspaced(r rune) bool {
 	case r < 0x10000:
 		return unspacedBMP[r/64]&(1<<(r%64)) != 0
 	}
-	return unicode.In(r, unspacedScripts...)
+	return unicode.In(r, unspacedScripts...) && isWordRune(r)
+}
+
+// isUnspacedMark reports whether r, for which isUnspaced holds, is a mark.
+func isUnspacedMark(r rune) bool {
+	if r < 0x10000 {
+		return unspacedMarkBMP[r/64]&(1<<(r%64)) != 0
+	}
+	return unicode.IsMark(r)
 }

@@ -89,10 +89,11 @@ func foldWords(text string, buf []byte, spans []span) ([]byte, []span) {
 				spans = appendSpan(spans, start, len(buf))
 				inWord = false
 			}
+			// These scripts have no case and no accents to fold.
 			s := len(buf)
-			buf = appendFolded(buf, r)
-			spans = appendSpan(spans, s, len(buf))
-			glued = len(buf) > s
+			buf = utf8.AppendRune(buf, r)
+			spans = append(spans, span{s, len(buf)})
+			glued = true
 		case runeMark:
 			buf = appendFolded(buf, r)
 			spans[len(spans)-1].end = len(buf)
@@ -138,6 +139,11 @@ func classify(r rune, glued bool) int {
 		return runeSeparator
 	}
 	switch {
+	case isUnspaced(r):
+		if glued && isUnspacedMark(r) {
+			return runeMark
+		}
+		return runeUnspaced
 	case !isWordRune(r):
 		if glued && unicode.Is(unicode.Cf, r) {
 			return runeInvisible
@@ -145,8 +151,6 @@ func classify(r rune, glued bool) int {
 		return runeSeparator
 	case glued && unicode.IsMark(r):
 		return runeMark
-	case isUnspaced(r):
-		return runeUnspaced
 	}
 	return runeLetter
 }
@@ -255,20 +259,19 @@ func caseCanon(r rune) rune {
 
 // hasRest reports whether rest, the words of a phrase after its first,
 // follow spans[i] in the text. A glued word (glueMark) must touch the word
-// before it.
+// before it; it is compared after the plain comparison fails, so that
+// words of spaced scripts cost what they did before glue existed.
 func hasRest(buf []byte, spans []span, i int, rest []string) bool {
-	if len(spans)-i-1 < len(rest) {
+	next := spans[i+1:]
+	if len(next) < len(rest) {
 		return false
 	}
 	for k, w := range rest {
-		sp := spans[i+1+k]
-		if w != "" && w[0] == glueMark {
-			if sp.start != spans[i+k].end {
-				return false
-			}
-			w = w[1:]
+		sp := next[k]
+		if string(buf[sp.start:sp.end]) == w {
+			continue
 		}
-		if string(buf[sp.start:sp.end]) != w {
+		if w == "" || w[0] != glueMark || sp.start != spans[i+k].end || string(buf[sp.start:sp.end]) != w[1:] {
 			return false
 		}
 	}

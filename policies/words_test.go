@@ -275,3 +275,30 @@ func BenchmarkFoldWords(b *testing.B) {
 		})
 	}
 }
+
+// TestUnspacedTables checks the bitmaps of the Basic Multilingual Plane
+// against the script tables (beyond it, isUnspaced reads the tables).
+func TestUnspacedTables(t *testing.T) {
+	for r := rune(0); r < 0x10000; r++ {
+		want := unicode.In(r, unspacedScripts...) && isWordRune(r)
+		if got := isUnspaced(r); got != want {
+			t.Fatalf("isUnspaced(%U) = %t; want %t", r, got, want)
+		}
+		if want && isUnspacedMark(r) != unicode.IsMark(r) {
+			t.Fatalf("isUnspacedMark(%U) = %t", r, isUnspacedMark(r))
+		}
+		if want && (unicode.SimpleFold(r) != r || accentFold(r) != "" || isDiacritic(r) || fullWidthLo <= r && r <= fullWidthHi) {
+			t.Fatalf("%U folds, but foldWords copies it as it is", r)
+		}
+	}
+	for _, r := range "ーｰ人ひカก\U00020000" {
+		if !isUnspaced(r) {
+			t.Errorf("isUnspaced(%q) = false", r)
+		}
+	}
+	for _, r := range "aéЖ한،。、" {
+		if isUnspaced(r) {
+			t.Errorf("isUnspaced(%q) = true", r)
+		}
+	}
+}
