@@ -139,7 +139,7 @@ every check passed, 1 when one failed, 2 when doctor could not run.`,
 		RunE: func(*cobra.Command, []string) error {
 			cfg, err := config.Load(path, e.lookup)
 			if err != nil {
-				fmt.Fprintf(e.stderr, "baton: %v\n", err)
+				printError(e.stderr, err)
 				return exitCode(2)
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -147,7 +147,7 @@ every check passed, 1 when one failed, 2 when doctor could not run.`,
 			ok, err := doctor.Run(ctx, doctor.Options{Config: cfg, Out: e.stdout})
 			switch {
 			case err != nil:
-				fmt.Fprintf(e.stderr, "baton: %v\n", err)
+				printError(e.stderr, err)
 				return exitCode(2)
 			case !ok:
 				return exitCode(1)

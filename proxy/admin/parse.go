@@ -94,10 +94,10 @@ func parseThreadQuery(q url.Values, apps map[string]string, now time.Time) (thre
 			out.filter.DeadLetters = b
 		case "limit":
 			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 {
+			if err != nil || n < 1 || n > MaxLimit {
 				return threadQuery{}, badf("limit: want a number from 1 to %d, got %q", MaxLimit, clip(v))
 			}
-			out.limit = min(n, MaxLimit)
+			out.limit = n
 		case "cursor":
 			out.cursor = v
 		default:

@@ -28,7 +28,7 @@ func TestParseThreadQuery(t *testing.T) {
 		{"owner=app:42", threadQuery{limit: DefaultLimit, filter: state.ThreadFilter{Owner: app("42")}}},
 		{"owner=helpdesk", threadQuery{limit: DefaultLimit, filter: state.ThreadFilter{Owner: app("999888777666555")}}},
 		{"tag=vip&dead_letters=true&limit=5&cursor=abc", threadQuery{limit: 5, cursor: "abc", filter: state.ThreadFilter{Tag: "vip", DeadLetters: true}}},
-		{"limit=100000", threadQuery{limit: MaxLimit}},
+		{"limit=1000", threadQuery{limit: MaxLimit}},
 		{"idle_since=2h", threadQuery{limit: DefaultLimit, filter: state.ThreadFilter{IdleBefore: testNow.Add(-2 * time.Hour)}}},
 		{"idle_since=7d", threadQuery{limit: DefaultLimit, filter: state.ThreadFilter{IdleBefore: testNow.Add(-7 * 24 * time.Hour)}}},
 		{"idle_since=2026-02-01T00:00:00Z", threadQuery{limit: DefaultLimit, filter: state.ThreadFilter{IdleBefore: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)}}},
@@ -54,6 +54,7 @@ func TestParseThreadQuery(t *testing.T) {
 		"dead_letters=maybe":               "dead_letters: want true or false",
 		"limit=0":                          "limit: want a number from 1",
 		"limit=ten":                        "limit: want a number from 1",
+		"limit=1001":                       "limit: want a number from 1 to 1000",
 		"owner=bot&owner=idle":             `parameter "owner" given 2 times`,
 		"ownr=bot":                         `unknown parameter "ownr"`,
 		"tag=" + strings.Repeat("x", 2000): `parameter "tag" is too long`,
@@ -203,4 +204,14 @@ func FuzzBodies(f *testing.F) {
 			t.Fatalf("%q: %+v selects nothing", body, sel)
 		}
 	})
+}
+
+// Two names for one app id name it the same way every time.
+func TestAppNamesAreStable(t *testing.T) {
+	for range 20 {
+		got := AppNames(map[string]string{"inbox": "263902037430900", "helpdesk": "263902037430900", "zendesk": "1"})
+		if got["263902037430900"] != "helpdesk" || got["1"] != "zendesk" || len(got) != 2 {
+			t.Fatalf("AppNames = %v; want helpdesk (first in order) and zendesk", got)
+		}
+	}
 }

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -201,10 +202,7 @@ func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	s := &Server{opts: o, log: o.Logger.Named("admin"), appName: make(map[string]string, len(o.Apps))}
-	for name, id := range o.Apps {
-		s.appName[id] = name
-	}
+	s := &Server{opts: o, log: o.Logger.Named("admin"), appName: AppNames(o.Apps)}
 	mux := http.NewServeMux()
 	route := func(pattern, method string, h http.HandlerFunc) {
 		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
@@ -649,4 +647,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// AppNames inverts the config's apps: map (name -> app id) to name the
+// apps Baton shows. Two names for one id give the first in sorted order,
+// so the name shown does not change from one call to the next.
+func AppNames(apps map[string]string) map[string]string {
+	names := make(map[string]string, len(apps))
+	for _, name := range slices.Sorted(maps.Keys(apps)) {
+		if _, ok := names[apps[name]]; !ok {
+			names[apps[name]] = name
+		}
+	}
+	return names
 }

@@ -175,8 +175,14 @@ func New(opts Options) (_ *App, err error) {
 		return st.Commits, st.Syncs, st.Jobs, st.Events
 	})
 
+	// With graph.appsecret_proof on (the default) every call proves the
+	// app secret, as apps with "Require App Secret" demand.
+	var proofSecret string
+	if cfg.Graph.AppSecretProof {
+		proofSecret = cfg.App.Secret.Reveal()
+	}
 	a.graph, err = graph.New(graph.Options{
-		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(),
+		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(), AppSecret: proofSecret,
 		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
 		Metrics: a.metrics,
 	})
@@ -199,7 +205,7 @@ func New(opts Options) (_ *App, err error) {
 	a.cancel = cancel
 	a.disp, err = dispatch.New(ctx, dispatch.Options{
 		Store: a.store, Policies: a.policies.Load, Graph: a.graph, Bot: bot,
-		AppID: cfg.App.ID, AppNames: appNames(cfg.Apps), ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
+		AppID: cfg.App.ID, AppNames: admin.AppNames(cfg.Apps), ForwardStandby: cfg.Bot.ForwardStandby, Clock: opts.Clock, Logger: a.log,
 		BotRetry: backoff.Policy{Min: cfg.Bot.RetryMin, Max: cfg.Bot.RetryMax}, Metrics: a.metrics,
 		GraphRetryLater:  graph.Transient,
 		GraphRetryBudget: cfg.Graph.RetryBudget,
@@ -460,13 +466,4 @@ loop:
 		return fmt.Errorf("serve: %w", serveErr)
 	}
 	return ctx.Err()
-}
-
-// appNames inverts the config's apps: map (name -> app id) for log lines.
-func appNames(apps map[string]string) map[string]string {
-	names := make(map[string]string, len(apps))
-	for name, id := range apps {
-		names[id] = name
-	}
-	return names
 }

@@ -25,7 +25,13 @@ func TestCleanStopAnswers503AndDrainingWhileItWaits(t *testing.T) {
 	webhook, admin := h.baton.WebhookURL(), h.baton.AdminURL()
 	closed := make(chan error, 1)
 	go func() { closed <- h.baton.Close() }()
-	defer close(release)
+	released := false
+	defer func() {
+		if !released {
+			close(release)
+		}
+		<-closed // the stop ends before the test's directory goes
+	}()
 
 	h.until(func() bool {
 		status, body := getURL(t, admin+"/-/ready")
@@ -40,7 +46,14 @@ func TestCleanStopAnswers503AndDrainingWhileItWaits(t *testing.T) {
 	}
 	select {
 	case err := <-closed:
+		closed <- err
 		t.Fatalf("the stop ended (%v) while a POST to the bot was in flight", err)
 	case <-time.After(50 * time.Millisecond):
 	}
+	close(release)
+	released = true
+	if err := <-closed; err != nil {
+		t.Errorf("the stop: %v", err)
+	}
+	closed <- nil
 }

@@ -29,7 +29,7 @@ func Check(out, errOut io.Writer, files []string, apps map[string]string) int {
 		loaded = append(loaded, policies.File{Name: path, Data: data})
 	}
 	for _, err := range unreadable {
-		fmt.Fprintf(errOut, "cannot read policy file: %v\n", err)
+		fmt.Fprintf(errOut, "baton: cannot read policy file: %v\n", err)
 	}
 
 	set, err := policies.Compile(loaded, apps)

@@ -131,7 +131,7 @@ func TestCheckUnreadableAndBad(t *testing.T) {
 	got := run(func(out, errOut *bytes.Buffer) int {
 		return Check(out, errOut, []string{"missing.yaml", "syntax.yaml"}, testApps)
 	})
-	want := result{code: 1, stderr: "cannot read policy file: open missing.yaml: no such file or directory\n" +
+	want := result{code: 1, stderr: "baton: cannot read policy file: open missing.yaml: no such file or directory\n" +
 		"syntax.yaml:3: invalid YAML: did not find expected ',' or ']'\n"}
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)

@@ -102,10 +102,7 @@ func New(o Options) (*UI, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
-	u := &UI{opts: o, log: o.Logger.Named("dashboard"), appName: make(map[string]string, len(o.Apps))}
-	for name, id := range o.Apps {
-		u.appName[id] = name
-	}
+	u := &UI{opts: o, log: o.Logger.Named("dashboard"), appName: admin.AppNames(o.Apps)}
 	if o.Token != "" {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {

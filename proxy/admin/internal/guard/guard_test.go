@@ -15,7 +15,9 @@ func TestBearer(t *testing.T) {
 		{"s3cret", "Bearer s3cret", true},
 		{"s3cret", "Bearer  s3cret ", true}, // spaces around the token are not part of it
 		{"s3cret", "Bearer s3cre", false},
-		{"s3cret", "bearer s3cret", false},
+		{"s3cret", "bearer s3cret", true}, // the scheme is case-insensitive (RFC 7235)
+		{"s3cret", "BEARER s3cret", true},
+		{"s3cret", "Bearer S3CRET", false}, // the token is not
 		{"s3cret", "Basic s3cret", false},
 		{"s3cret", "", false},
 		{"", "Bearer ", false}, // no token: nothing matches
