@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -88,9 +89,9 @@ config's policy files are checked (with its app names).`,
 
 func explainCmd(e *env) *cobra.Command {
 	var sf sourceFlags
-	var event, owner string
+	var event, owner, page, at string
 	c := &cobra.Command{
-		Use:   "explain (--config baton.yaml | --policy FILE... --apps NAME=ID,...) --event EVENT.json [--owner bot|other|APP]",
+		Use:   "explain (--config baton.yaml | --policy FILE... --apps NAME=ID,...) --event EVENT.json [--owner bot|other|APP] [--page ID] [--at TIME]",
 		Short: "Show which rule matches an event, on what trigger, and what it would do",
 		Long: `Show which rule matches an event (a webhook body, or one messaging or
 standby event object), on what trigger, and what it would do.`,
@@ -106,12 +107,22 @@ standby event object), on what trigger, and what it would do.`,
 			if err != nil {
 				return fail(e, err)
 			}
-			return codeErr(cli.Explain(e.stdout, e.stderr, set, data, owner, res.AppID, res.Apps))
+			o := cli.ExplainOptions{Owner: owner, AppID: res.AppID, Apps: res.Apps, Page: page}
+			if at != "" {
+				t, err := time.Parse(time.RFC3339, at)
+				if err != nil {
+					return fmt.Errorf("%w: explain: --at: want an RFC 3339 time such as 2026-12-03T18:30:00+01:00, got %q", cli.ErrUsage, at)
+				}
+				o.At = t
+			}
+			return codeErr(cli.Explain(e.stdout, e.stderr, set, data, o))
 		},
 	}
 	sf.register(c)
 	c.Flags().StringVar(&event, "event", "", "the event: a webhook body or one messaging/standby event object (- for stdin)")
 	c.Flags().StringVar(&owner, "owner", "", "for one event object: who owns the thread, bot (default), other or an app name")
+	c.Flags().StringVar(&page, "page", "", "for one event object: its page (default: its recipient.id)")
+	c.Flags().StringVar(&at, "at", "", "judge the event at this time (RFC 3339), for business hours; default: now")
 	c.RegisterFlagCompletionFunc("owner", cobra.FixedCompletions([]string{"bot", "other"}, cobra.ShellCompDirectiveNoFileComp))
 	return c
 }

@@ -160,7 +160,7 @@ func TestExplain(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := run(func(out, errOut *bytes.Buffer) int {
-				return Explain(out, errOut, set, data, tt.owner, botApp, testApps)
+				return Explain(out, errOut, set, data, ExplainOptions{Owner: tt.owner, AppID: botApp, Apps: testApps})
 			})
 			compareGolden(t, filepath.Join(root, "events", tt.name+".golden"), got)
 		})
@@ -183,7 +183,7 @@ func TestExplainBadInput(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := run(func(out, errOut *bytes.Buffer) int {
-				return Explain(out, errOut, set, []byte(tt.event), "", botApp, testApps)
+				return Explain(out, errOut, set, []byte(tt.event), ExplainOptions{AppID: botApp, Apps: testApps})
 			})
 			if got != tt.want {
 				t.Errorf("got:\n%s\nwant:\n%s", got, tt.want)

@@ -18,24 +18,40 @@ import (
 // now is the time events are judged at; a variable so tests can fix it.
 var now = time.Now
 
+// ExplainOptions say how to read and judge the event Explain is given.
+type ExplainOptions struct {
+	// Owner is who owns the thread of one event object: "bot" (the
+	// default), "other", or an app name from Apps or an app id, which put
+	// the event on standby as Meta would.
+	Owner string
+	AppID string            // the bot's app id, to tell its echoes from other apps'
+	Apps  map[string]string // the config's apps: (name -> app id)
+	// Page is the page of one event object; by default its recipient.id
+	// (the sender's for an echo, which the page sends).
+	Page string
+	// At is when the event is judged (business hours, teams); zero: now.
+	At time.Time
+}
+
 // Explain shows which rule of set matches an event, on what trigger, and
 // what it would do. eventJSON is either a whole webhook body (every event
 // in it is explained, each with the owner its channel implies) or one
-// event object from messaging[]/standby[] (page "0"; owner says who owns
-// the thread: "bot", the default, or "other" or an app name from apps,
-// which put the event on standby as Meta would). appID is the bot's app
-// id, to tell its echoes from other apps'. It returns 0 when every event
+// event object from messaging[]/standby[]. It returns 0 when every event
 // was explained, 1 for an unreadable event and 2 for an unknown owner.
-func Explain(out, errOut io.Writer, set *policies.Set, eventJSON []byte, owner string, appID string, apps map[string]string) int {
-	events, code := explainEvents(errOut, eventJSON, owner, appID, apps)
+func Explain(out, errOut io.Writer, set *policies.Set, eventJSON []byte, o ExplainOptions) int {
+	events, code := explainEvents(errOut, set, eventJSON, o)
 	if code != ExitOK {
 		return code
+	}
+	at := o.At
+	if at.IsZero() {
+		at = now()
 	}
 	for i := range events {
 		if i > 0 {
 			fmt.Fprintln(out)
 		}
-		explainOne(out, set, &events[i], appID, apps)
+		explainOne(out, set, &events[i], at, o.AppID, o.Apps)
 	}
 	return ExitOK
 }
@@ -47,7 +63,8 @@ type explained struct {
 	ownerApp string // the other app's id when --owner named it
 }
 
-func explainEvents(errOut io.Writer, data []byte, owner, appID string, apps map[string]string) ([]explained, int) {
+func explainEvents(errOut io.Writer, set *policies.Set, data []byte, o ExplainOptions) ([]explained, int) {
+	owner, appID, apps := o.Owner, o.AppID, o.Apps
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(data, &top); err != nil {
 		fmt.Fprintf(errOut, "event: want a webhook body or one event object: %v\n", err)
@@ -59,6 +76,9 @@ func explainEvents(errOut io.Writer, data []byte, owner, appID string, apps map[
 		// A whole delivery: where each event sits says who owns its thread.
 		if owner != "" {
 			fmt.Fprintln(errOut, "note: --owner is ignored for a whole webhook body: an event on standby[] means another app owns the thread")
+		}
+		if o.Page != "" {
+			fmt.Fprintln(errOut, "note: --page is ignored for a whole webhook body: each entry's id is its page")
 		}
 		evs, err := messenger.Parse(data)
 		if err != nil {
@@ -85,12 +105,52 @@ func explainEvents(errOut io.Writer, data []byte, owner, appID string, apps map[
 		fmt.Fprintf(errOut, "unknown owner %q: want one of %s, or an app id\n", owner, names)
 		return nil, ExitUsage
 	}
-	ev, err := messenger.ParseEvent("page", "0", 0, ch, bytes.TrimSpace(data))
+	raw := bytes.TrimSpace(data)
+	page := o.Page
+	if page == "" {
+		page = eventPage(raw)
+	}
+	if page == "" {
+		page = "0"
+		if pages := set.Pages(); len(pages) > 0 {
+			fmt.Fprintf(errOut, "warning: the event names no page (no recipient.id) and --page is not given: "+
+				"it is judged by the files without pages:, not by those of pages %s\n", strings.Join(pages, ", "))
+		}
+	}
+	ev, err := messenger.ParseEvent("page", page, 0, ch, raw)
 	if err != nil {
 		fmt.Fprintf(errOut, "event: %v\n", err)
 		return nil, ExitFail
 	}
 	return []explained{{ev: ev, owner: note, ownerApp: ownerApp}}, ExitOK
+}
+
+// eventPage is the page of one event object: its recipient, or for an
+// echo (which the page sends) its sender; "" when it names none.
+func eventPage(raw []byte) string {
+	var ev struct {
+		Sender    struct{ ID json.RawMessage } `json:"sender"`
+		Recipient struct{ ID json.RawMessage } `json:"recipient"`
+		Message   struct {
+			IsEcho bool `json:"is_echo"`
+		} `json:"message"`
+	}
+	if json.Unmarshal(raw, &ev) != nil {
+		return ""
+	}
+	id := ev.Recipient.ID
+	if ev.Message.IsEcho {
+		id = ev.Sender.ID
+	}
+	var s string
+	if json.Unmarshal(id, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(id, &n) == nil {
+		return n.String()
+	}
+	return ""
 }
 
 // ownerChannel turns --owner into the channel Meta would deliver the event
@@ -114,7 +174,7 @@ func sortedNames(apps map[string]string) []string {
 	return slices.Sorted(maps.Keys(apps))
 }
 
-func explainOne(out io.Writer, set *policies.Set, x *explained, appID string, apps map[string]string) {
+func explainOne(out io.Writer, set *policies.Set, x *explained, at time.Time, appID string, apps map[string]string) {
 	ev := &x.ev
 	user := "no user"
 	if u := ev.ThreadUser(); u != "" {
@@ -122,7 +182,7 @@ func explainOne(out io.Writer, set *policies.Set, x *explained, appID string, ap
 	}
 	fmt.Fprintf(out, "event: page %s, %s: %s\n", ev.PageID, user, describe(ev, func(id string) string { return appLabel(id, appID, apps) }, 0))
 
-	in, judged := dispatch.PolicyInput(ev, observedThread(ev.Channel, x.ownerApp), now(), appID)
+	in, judged := dispatch.PolicyInput(ev, observedThread(ev.Channel, x.ownerApp), at, appID)
 	if x.owner != "" {
 		fmt.Fprintf(out, "owner: %s (%s)\n", in.Owner, x.owner)
 	} else {
