@@ -24,11 +24,22 @@ const rejectedPage = "200000000000002"
 // API calls going through the sandbox's fault front.
 func twoPageHarness(t *testing.T) (*harness, *sandbox.Faults) {
 	t.Helper()
+	return pagesHarness(t, []string{page, rejectedPage}, []policyFile{{"policy.yaml", demo.Policy}})
+}
+
+// policyFile is one policy file of a harness, in the config's order.
+type policyFile struct{ name, data string }
+
+// pagesHarness is Baton serving pages (each with its own token) with the
+// policy files, on a fake clock, its Graph API calls going through the
+// sandbox's fault front.
+func pagesHarness(t *testing.T, pages []string, files []policyFile) (*harness, *sandbox.Faults) {
+	t.Helper()
 	clk := clockpkg.NewFake(timelineStart)
 	h := &harness{t: t, dir: t.TempDir(), clock: clk}
 	var err error
 	h.p, err = sandbox.Start(sandbox.Options{
-		Pages: []string{page, rejectedPage}, DefaultApp: botApp, Clock: clk,
+		Pages: pages, DefaultApp: botApp, Clock: clk,
 		Apps: []sandbox.AppSpec{{ID: botApp, Secret: botSecret, CanTake: true}, {ID: agentApp, Secret: agentSec, CanTake: true}},
 	})
 	if err != nil {
@@ -42,8 +53,18 @@ func twoPageHarness(t *testing.T) (*harness, *sandbox.Faults) {
 	t.Cleanup(func() { faults.Close() })
 	h.startReceivers()
 
-	if err := os.WriteFile(filepath.Join(h.dir, "policy.yaml"), []byte(demo.Policy), 0o600); err != nil {
-		t.Fatal(err)
+	var names []string
+	for _, f := range files {
+		if err := os.WriteFile(filepath.Join(h.dir, f.name), []byte(f.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, f.name)
+	}
+	env := map[string]string{"APP_SECRET": botSecret}
+	var pagesYAML strings.Builder
+	for i, pg := range pages {
+		fmt.Fprintf(&pagesYAML, "  - {id: %q, token: \"${TOKEN_%d}\"}\n", pg, i)
+		env[fmt.Sprintf("TOKEN_%d", i)] = h.p.Token(pg, botApp)
 	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
 admin: {listen: 127.0.0.1:0}
@@ -51,18 +72,15 @@ data_dir: data
 app: {id: %q, secret: "${APP_SECRET}", verify_token: %s}
 graph: {base_url: %s, version: %s, max_attempts: 3}
 pages:
-  - {id: %q, token: "${TOKEN_A}"}
-  - {id: %q, token: "${TOKEN_B}"}
-apps: {helpdesk: %q}
-policies: [policy.yaml]
+%sapps: {helpdesk: %q}
+policies: [%s]
 bot: {url: %s, retry_min: 5ms, retry_max: 50ms}
 reload: {watch: false}
-`, botApp, verifyTok, faults.URL(), h.p.Version(), page, rejectedPage, agentApp, h.bot.URL())
+`, botApp, verifyTok, faults.URL(), h.p.Version(), pagesYAML.String(), agentApp, strings.Join(names, ", "), h.bot.URL())
 	path := filepath.Join(h.dir, "baton.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	env := map[string]string{"APP_SECRET": botSecret, "TOKEN_A": h.p.Token(page, botApp), "TOKEN_B": h.p.Token(rejectedPage, botApp)}
 	if h.cfg, err = config.Load(path, func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
 		t.Fatal(err)
 	}
