@@ -187,56 +187,84 @@ func FuzzKeywords(f *testing.F) {
 		f.Add(s[0], s[1])
 	}
 	f.Fuzz(func(t *testing.T, kw, text string) {
-		buf, spans := foldWords(text, nil, nil)
-		for i, sp := range spans {
-			w := buf[sp.start:sp.end]
-			if sp.start >= sp.end || i > 0 && sp.start < spans[i-1].end || !utf8.Valid(w) || w[0] == glueMark {
-				t.Fatalf("foldWords(%q): bad word %d %v %q", text, i, sp, w)
-			}
-		}
-		ws := words(kw)
-		if len(ws) == 0 {
-			return
-		}
-		got := containsPhrase(buf, spans, ws)
-
-		kb, ks := foldWords(kw, nil, nil)
-		if !containsPhrase(kb, ks, ws) {
-			t.Fatalf("keyword %q (%q) does not match its own text", kw, ws)
-		}
-
-		// Characters of scripts written without spaces, none of them a
-		// mark: the keyword is its own folded form and must match exactly
-		// where its bytes are in the folded text, not followed by a mark
-		// that belongs to its last character.
-		if substringKeyword(kw) {
-			want := false
-			for i := 0; !want && i < len(buf); i++ {
-				rest := buf[i:]
-				if !strings.HasPrefix(string(rest), kw) {
-					continue
-				}
-				next, _ := utf8.DecodeRune(rest[len(kw):])
-				want = len(rest) == len(kw) || !unicode.IsMark(next)
-			}
-			if got != want {
-				t.Fatalf("keyword %q in %q (folded %q): matched %t; substring says %t", kw, text, buf, got, want)
-			}
-		}
-
-		if !utf8.ValidString(kw) {
-			return
-		}
-		q, _ := json.Marshal(kw) // a JSON string is a YAML double-quoted scalar
-		set, err := Compile([]File{{Name: "fuzz.yaml", Data: []byte("version: 1\nrules:\n  - name: k\n    when: {keywords: [" +
-			string(q) + "]}\n    do: [{pass: {to: default}}]\n")}}, testApps)
-		if err != nil {
-			return // YAML refuses some control characters
-		}
-		if d := set.Evaluate(Input{Owner: OwnerBot, Text: text}); d.Matched != got {
-			t.Fatalf("keyword %q in %q: Evaluate matched %t, matcher %t", kw, text, d.Matched, got)
-		}
+		checkKeyword(t, kw, text)
+		// Random bytes are rarely Chinese or Thai: the same input spelled
+		// in a small alphabet of the characters foldWords treats apart.
+		checkKeyword(t, spell(kw), spell(text))
 	})
+}
+
+// fuzzAlphabet has characters of scripts written without spaces, marks
+// on them, the prolonged sound mark, Latin letters (full-width too), an
+// apostrophe, separators, a zero-width space and a variation selector.
+var fuzzAlphabet = []rune("人工转会员オペータนักงa bVＡ',，\u200b\u0301\ufe00")
+
+func spell(s string) string {
+	out := make([]rune, len(s))
+	for i := 0; i < len(s); i++ {
+		out[i] = fuzzAlphabet[int(s[i])%len(fuzzAlphabet)]
+	}
+	return string(out)
+}
+
+func checkKeyword(t *testing.T, kw, text string) {
+	buf, spans := foldWords(text, nil, nil)
+	for i, sp := range spans {
+		w := buf[sp.start:sp.end]
+		if sp.start >= sp.end || i > 0 && sp.start < spans[i-1].end || !utf8.Valid(w) || w[0] == glueMark {
+			t.Fatalf("foldWords(%q): bad word %d %v %q", text, i, sp, w)
+		}
+	}
+	ws := words(kw)
+	if len(ws) == 0 {
+		return
+	}
+	got := containsPhrase(buf, spans, ws)
+
+	kb, ks := foldWords(kw, nil, nil)
+	if !containsPhrase(kb, ks, ws) {
+		t.Fatalf("keyword %q (%q) does not match its own text", kw, ws)
+	}
+
+	// Characters of scripts written without spaces, none of them a
+	// mark: the keyword must match exactly where the text has it, once
+	// what folding drops or leaves invisible is taken out (format
+	// characters, accents, variation selectors), unless a mark follows
+	// that belongs to its last character.
+	if substringKeyword(kw) {
+		plain := strings.Map(func(r rune) rune {
+			if unicode.Is(unicode.Cf, r) || isDiacritic(r) {
+				return -1
+			}
+			return r
+		}, text)
+		want := false
+		for rest := plain; !want; {
+			i := strings.Index(rest, kw)
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len(kw):]
+			next, _ := utf8.DecodeRuneInString(rest)
+			want = rest == "" || !unicode.IsMark(next)
+		}
+		if got != want {
+			t.Fatalf("keyword %q in %q (folded %q): matched %t; substring says %t", kw, text, buf, got, want)
+		}
+	}
+
+	if !utf8.ValidString(kw) {
+		return
+	}
+	q, _ := json.Marshal(kw) // a JSON string is a YAML double-quoted scalar
+	set, err := Compile([]File{{Name: "fuzz.yaml", Data: []byte("version: 1\nrules:\n  - name: k\n    when: {keywords: [" +
+		string(q) + "]}\n    do: [{pass: {to: default}}]\n")}}, testApps)
+	if err != nil {
+		return // YAML refuses some control characters
+	}
+	if d := set.Evaluate(Input{Owner: OwnerBot, Text: text}); d.Matched != got {
+		t.Fatalf("keyword %q in %q: Evaluate matched %t, matcher %t", kw, text, d.Matched, got)
+	}
 }
 
 // substringKeyword reports whether kw is made only of characters of
