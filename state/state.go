@@ -76,6 +76,11 @@ type Thread struct {
 	Owner  Owner     `json:"owner"`
 	Since  time.Time `json:"since"`
 	Reason Reason    `json:"reason"`
+	// Object is the webhook object of the thread's account: "instagram"
+	// for an Instagram account's thread, "" for a Page's (no other value
+	// is kept). The events Baton makes for the thread (timers, postbacks
+	// to the bot) keep it.
+	Object string `json:"object,omitempty"`
 	// Last activity: a user message, a bot message (echo with our app id),
 	// a message from another app or a human (echo with another app id).
 	LastUser  time.Time `json:"last_user"`

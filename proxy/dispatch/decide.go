@@ -66,10 +66,15 @@ func (w *work) record(kind string, r state.Reason) {
 	w.changes = append(w.changes, state.Change{At: w.now, Kind: kind, From: w.thread.Owner, To: w.thread.Owner, Reason: r})
 }
 
-// pageInboxAppID is the Page Inbox (Meta Business Suite) app. It asks for
-// a thread when a person moves it in the inbox; unless a rule says
-// otherwise, Baton honours that.
-const pageInboxAppID = "263902037430900"
+// The inbox apps of Meta Business Suite: the Page Inbox and the
+// Instagram Inbox. An inbox asks for a thread when a person moves it
+// there; unless a rule says otherwise, Baton honours that.
+const (
+	pageInboxAppID      = "263902037430900"
+	instagramInboxAppID = "1217981644879628"
+)
+
+func isInbox(appID string) bool { return appID == pageInboxAppID || appID == instagramInboxAppID }
 
 // at is when the event happened by the platform's clock or, when it
 // carries no timestamp, when Baton accepted it (what stale compares such
@@ -103,6 +108,9 @@ func stale(ev *messenger.Event, enqueued time.Time, th *state.Thread) bool {
 func (dc *decider) decide(q state.Queued, ev *messenger.Event, th state.Thread, now time.Time) *Plan {
 	p := &Plan{Seq: q.Seq, Now: now, Before: th.Owner, AtEvent: th.Owner}
 	w := &work{seq: q.Seq, ev: ev, now: now, enqueued: q.Enqueued, thread: th}
+	if ev.Kind != messenger.KindTimer && ev.Object == "instagram" && th.Object != "instagram" {
+		w.thread.Object = ev.Object // an Instagram account's thread (see handle)
+	}
 	if ev.Kind == messenger.KindTimer {
 		dc.decideTimer(p, w)
 		p.Thread, p.Changes = w.thread, w.changes
@@ -127,7 +135,7 @@ func (dc *decider) decide(q state.Queued, ev *messenger.Event, th state.Thread, 
 			dc.controlReturned(p, w, in)
 		}
 	}
-	if ev.Kind == messenger.KindRequestThreadControl && !p.Enforced && ev.AppID == pageInboxAppID && w.thread.Owner.Kind != state.OwnerApp {
+	if ev.Kind == messenger.KindRequestThreadControl && !p.Enforced && isInbox(ev.AppID) && w.thread.Owner.Kind != state.OwnerApp {
 		p.Enforced, p.InboxDefault = true, true
 		p.Steps = dc.steps(w, "default:honour-inbox-request",
 			[]policies.Action{{Kind: policies.ActionPass, App: policies.Requester, Reason: "the Page Inbox asked for the thread"}})

@@ -55,6 +55,11 @@ func (d *Dispatcher) handle(ctx context.Context, q state.Queued) (*parcel, error
 		d.log.Error("unreadable queue item set aside", logkeys.Thread(q.Thread), zap.Uint64("seq", q.Seq), zap.Error(err))
 		return nil, d.opts.Store.Complete(ctx, state.Completion{Thread: q.Thread, Seq: q.Seq, DeadLetter: "unreadable: " + err.Error()})
 	}
+	if ev.Kind == messenger.KindTimer && th.Object != "" {
+		// Baton's own event belongs to the thread's account: what it
+		// gives the bot (a postback_to_bot) keeps the account's object.
+		ev.Object = th.Object
+	}
 	set := d.opts.Policies()
 	timers := &threadTimers{d: d, ctx: ctx, key: q.Thread}
 	var p *Plan

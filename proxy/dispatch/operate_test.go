@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
@@ -231,6 +232,37 @@ func TestFeedbackLabelsAreBounded(t *testing.T) {
 		typ, score := feedbackLabels(&messenger.Feedback{Type: c.typ, Score: c.score})
 		if typ != c.wantType || score != c.wantScore {
 			t.Errorf("feedbackLabels(%q, %q) = %q, %q; want %q, %q", c.typ, c.score, typ, score, c.wantType, c.wantScore)
+		}
+	}
+}
+
+// The events Baton makes for an Instagram account's thread keep its
+// object: a postback_to_bot run by a timeout reaches the bot as an
+// Instagram event, as the user's own events do.
+func TestBatonsEventsKeepTheThreadsObject(t *testing.T) {
+	r := newRig(t, `version: 1
+rules:
+  - name: handoff
+    when: {keywords: [agent]}
+    do: [{pass: {to: inbox}}]
+timeouts:
+  agent_first_reply: {after: 10m, do: [{take: {}}, {postback_to_bot: {payload: RESUME}}]}
+`, nil)
+	ev := text(t, messenger.Messaging, "u", "m1", "hello", r.clock.Now())
+	ev.Object = "instagram"
+	r.enqueue(ev)
+	r.until("the bot got the user's message", func() bool { return r.bot.has("u", "hello") })
+	ev = text(t, messenger.Messaging, "u", "m2", "agent", r.clock.Now())
+	ev.Object = "instagram"
+	r.enqueue(ev)
+	r.until("passed", func() bool { return r.graph.count("pass:"+agentApp) == 1 })
+	r.until("the thread known as Instagram's", func() bool { return r.thread("u").Object == "instagram" })
+	r.clock.Advance(11 * time.Minute)
+	r.tickUntil("taken back", func() bool { return r.graph.count("take") == 1 })
+	r.until("the postback at the bot", func() bool { return r.bot.has("u", "RESUME") })
+	for _, e := range r.bot.events() {
+		if e.object != "instagram" {
+			t.Errorf("the bot got %s %q as object %q; want instagram", e.kind, e.text, e.object)
 		}
 	}
 }

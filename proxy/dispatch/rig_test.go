@@ -343,7 +343,7 @@ type fakeBot struct {
 }
 
 type botEvent struct {
-	id, user, kind, text, channel string
+	id, user, kind, text, channel, object string
 }
 
 func newFakeBot() *fakeBot { return &fakeBot{} }
@@ -392,7 +392,7 @@ func (b *fakeBot) Try(ctx context.Context, id string, body []byte) error {
 	}
 	ev := evs[0]
 	b.mu.Lock()
-	b.got = append(b.got, botEvent{id: id, user: ev.UserID, kind: ev.Kind.String(), text: ev.Text + ev.Payload, channel: ev.Channel.String()})
+	b.got = append(b.got, botEvent{id: id, user: ev.UserID, kind: ev.Kind.String(), text: ev.Text + ev.Payload, channel: ev.Channel.String(), object: ev.Object})
 	b.mu.Unlock()
 	return nil
 }

@@ -199,6 +199,6 @@ func apply(w *work, st *Step, r Result) {
 		}
 	case a.Kind == policies.ActionPostbackToBot:
 		mid := fmt.Sprintf("%d-%d", w.seq, len(w.toBot))
-		w.toBot = append(w.toBot, messenger.BatonPostback(w.ev.PageID, w.ev.UserID, a.Text, a.Payload, mid, w.now))
+		w.toBot = append(w.toBot, messenger.BatonPostback(w.ev.Object, w.ev.PageID, w.ev.UserID, a.Text, a.Payload, mid, w.now))
 	}
 }

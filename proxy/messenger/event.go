@@ -446,11 +446,11 @@ func TimerEvent(page, user, kind string, due time.Time, data []byte) Event {
 // BatonPostback builds a postback that Baton gives the bot on a rule's
 // behalf (postback_to_bot), in the shape of the user's own postbacks. Its
 // mid starts with "baton-" so a bot can tell it apart if it cares to.
-func BatonPostback(page, user, title, payload, mid string, at time.Time) Event {
+func BatonPostback(object, page, user, title, payload, mid string, at time.Time) Event {
 	raw := fmt.Appendf(nil, `{"sender":{"id":%s},"recipient":{"id":%s},"timestamp":%d,"postback":{"mid":%s,"title":%s,"payload":%s}}`,
 		appendJSONString(nil, user), appendJSONString(nil, page), at.UnixMilli(),
 		appendJSONString(nil, "baton-"+mid), appendJSONString(nil, title), appendJSONString(nil, payload))
-	ev, _ := ParseEvent("page", page, at.UnixMilli(), Messaging, raw) // built above, always valid
+	ev, _ := ParseEvent(object, page, at.UnixMilli(), Messaging, raw) // built above, always valid
 	return ev
 }
 

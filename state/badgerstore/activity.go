@@ -37,6 +37,7 @@ type cachedThread struct {
 	decided          uint64
 	handled          uint64
 	handledForward   bool
+	instagram        bool // Object "instagram", the only other value it takes
 	recentUnwritten  bool
 	decidedUnwritten bool
 	journal          *state.Journal // the store's own copy
@@ -95,7 +96,7 @@ func (c *cachedThread) unwritten() bool {
 // store's own copy of its journal.
 func compact(t *state.Thread, written activity, journal *state.Journal) cachedThread {
 	c := cachedThread{owner: t.Owner, reason: t.Reason, since: unixNano(t.Since), now: activityOf(t), written: written,
-		decided: t.Decided, journal: journal, handled: t.Handled, handledForward: t.HandledForward}
+		decided: t.Decided, journal: journal, handled: t.Handled, handledForward: t.HandledForward, instagram: t.Object == "instagram"}
 	if len(t.Tags) > 0 || len(t.Recent) > 0 || len(t.Feedback) > 0 {
 		c.lists = &threadLists{tags: t.Tags, recent: t.Recent, feedback: t.Feedback}
 	}
@@ -110,6 +111,9 @@ func (c *cachedThread) thread(key state.ThreadKey) state.Thread {
 	t := state.Thread{Key: key, Owner: c.owner, Reason: c.reason, Since: fromUnixNano(c.since),
 		LastUser: fromUnixNano(c.now[0]), LastBot: fromUnixNano(c.now[1]), LastOther: fromUnixNano(c.now[2]),
 		Decided: c.decided, Handled: c.handled, HandledForward: c.handledForward}
+	if c.instagram {
+		t.Object = "instagram"
+	}
 	if c.journal != nil {
 		j := *c.journal // a reader may change its copy; Plan is never changed in place
 		t.Journal = &j
@@ -131,7 +135,7 @@ func needsWrite(prev *cachedThread, t *state.Thread) bool {
 	if l := prev.lists; l != nil {
 		tags, feedback = l.tags, l.feedback
 	}
-	if prev.owner != t.Owner || prev.since != unixNano(t.Since) || prev.reason != t.Reason ||
+	if prev.owner != t.Owner || prev.since != unixNano(t.Since) || prev.reason != t.Reason || prev.instagram != (t.Object == "instagram") ||
 		prev.handled != t.Handled || prev.handledForward != t.HandledForward || !prev.journal.Equal(t.Journal) ||
 		!slices.Equal(tags, t.Tags) || !slices.EqualFunc(feedback, t.Feedback, sameFeedback) {
 		return true
