@@ -187,6 +187,11 @@ type Graph struct {
 type Page struct {
 	ID    string
 	Token Secret
+	// InstagramID is the Instagram professional account linked to the
+	// page, if Baton also serves it: its webhooks come with object
+	// instagram and this id as entry.id, and its Graph API calls go to
+	// the page's edges with the page's token.
+	InstagramID string
 }
 
 // Bot configures delivery of events to the existing bot.
@@ -266,6 +271,22 @@ func (c *Config) PageTokens() map[string]string {
 	m := make(map[string]string, len(c.Pages))
 	for _, p := range c.Pages {
 		m[p.ID] = p.Token.Reveal()
+		if p.InstagramID != "" {
+			m[p.InstagramID] = p.Token.Reveal() // one token serves the page and its account
+		}
+	}
+	return m
+}
+
+// GraphNodes maps each linked Instagram account to its page: the Graph
+// API's thread-control and send edges for the account's conversations
+// are the page's.
+func (c *Config) GraphNodes() map[string]string {
+	m := make(map[string]string)
+	for _, p := range c.Pages {
+		if p.InstagramID != "" {
+			m[p.InstagramID] = p.ID
+		}
 	}
 	return m
 }
@@ -328,8 +349,9 @@ type graphYAML struct {
 }
 
 type pageYAML struct {
-	ID    string `yaml:"id"`
-	Token string `yaml:"token"`
+	ID          string `yaml:"id"`
+	Token       string `yaml:"token"`
+	InstagramID string `yaml:"instagram_id"`
 }
 
 type botYAML struct {

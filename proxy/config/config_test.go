@@ -214,7 +214,7 @@ baton.yaml:8:13: graph.base_url: must be an absolute http or https URL, got "ftp
 baton.yaml:9:12: graph.version: invalid Graph API version "25": want one like "v25.0"
 baton.yaml:10:12: graph.timeout: invalid duration "10": use a number with a unit, like "500ms", "10s", "48h" or "90d"
 baton.yaml:11:17: graph.max_attempts: must be greater than zero, got 0
-baton.yaml:15:9: pages[1].id: duplicate page id "1" (first at line 13)
+baton.yaml:15:9: pages[1].id: duplicate page or Instagram account id "1" (first at line 13)
 baton.yaml:17:10: pages[2].id: must be the page's numeric id (digits only), got "x"
 baton.yaml:18:4: pages[3]: empty page: want id and token
 baton.yaml:21:10: apps.Inbox: invalid app name "Inbox": use lowercase letters, digits, '-' and '_'
@@ -494,4 +494,39 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("a valid config lacks a required field: %+v", cfg)
 		}
 	})
+}
+
+// A page may name its linked Instagram account: the account's webhooks
+// use the page's token and its Graph calls the page's edges; the ids of
+// pages and accounts share one space.
+func TestInstagramAccountOfAPage(t *testing.T) {
+	base := func(pages string) string {
+		return "listen: 127.0.0.1:0\ndata_dir: d\napp: {id: \"1\", secret: s, verify_token: v}\nbot: {url: \"http://127.0.0.1:3000/\"}\npages:\n" + pages
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "baton.yaml")
+	if err := os.WriteFile(path, []byte(base("  - {id: \"104455667788990\", token: tok, instagram_id: \"17841400000000001\"}\n  - {id: \"200\", token: other}\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path, func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.PageTokens(); got["17841400000000001"] != "tok" || got["104455667788990"] != "tok" || got["200"] != "other" {
+		t.Errorf("tokens %v", got)
+	}
+	if got := cfg.GraphNodes(); len(got) != 1 || got["17841400000000001"] != "104455667788990" {
+		t.Errorf("graph nodes %v", got)
+	}
+	for yaml, want := range map[string]string{
+		"  - {id: \"104455667788990\", token: tok, instagram_id: \"ig1\"}\n": `pages[0].instagram_id: must be the Instagram account's numeric id`,
+		"  - {id: \"10\", token: tok, instagram_id: \"20\"}\n  - {id: \"20\", token: t2}\n": `pages[1].id: duplicate page or Instagram account id "20"`,
+	} {
+		if err := os.WriteFile(path, []byte(base(yaml)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load(path, func(string) (string, bool) { return "", false }); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v; want %q", yaml, err, want)
+		}
+	}
 }

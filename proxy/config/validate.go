@@ -171,12 +171,20 @@ func (v *validator) pages() []Page {
 			ID:    v.id(append(at, "id"), raw.ID, "the page's numeric id"),
 			Token: v.secret(append(at, "token"), raw.Token),
 		}
-		if p.ID != "" {
-			line, _ := yamlfile.Pos(v.root, "pages", i, "id")
-			if l, dup := first[p.ID]; dup {
-				v.problem(append(at, "id"), "duplicate page id %q (first at line %d)", p.ID, l)
+		if raw.InstagramID != "" {
+			p.InstagramID = v.id(append(at, "instagram_id"), raw.InstagramID, "the Instagram account's numeric id")
+		}
+		// Page and Instagram ids share one space: each names the webhook
+		// entries (and threads) of one account.
+		for _, f := range []struct{ key, id string }{{"id", p.ID}, {"instagram_id", p.InstagramID}} {
+			if f.id == "" {
+				continue
+			}
+			line, _ := yamlfile.Pos(v.root, "pages", i, f.key)
+			if l, dup := first[f.id]; dup {
+				v.problem(append(at, f.key), "duplicate page or Instagram account id %q (first at line %d)", f.id, l)
 			} else {
-				first[p.ID] = line
+				first[f.id] = line
 			}
 		}
 		pages = append(pages, p)
