@@ -1027,14 +1027,14 @@ func TestAttemptTimeout(t *testing.T) {
 
 func TestRedactString(t *testing.T) {
 	in := "GET https://graph.facebook.com/v25.0/1/thread_owner?recipient=2&access_token=" + tokenA + " failed; also " + tokenB +
-		" and ACCESS_TOKEN=unknowntoken&x=1"
+		" and ACCESS_TOKEN=unknowntoken&x=1 and ?appsecret_proof=unknownproof&x=2"
 	out := redactString(in, []string{tokenA, tokenB})
-	for _, s := range []string{tokenA, tokenB, "unknowntoken"} {
+	for _, s := range []string{tokenA, tokenB, "unknowntoken", "unknownproof"} {
 		if strings.Contains(out, s) {
 			t.Errorf("%q survived redaction: %s", s, out)
 		}
 	}
-	if !strings.Contains(out, "recipient=2") || !strings.Contains(out, "&x=1") {
+	if !strings.Contains(out, "recipient=2") || !strings.Contains(out, "&x=1") || !strings.Contains(out, "appsecret_proof=[redacted]&x=2") {
 		t.Errorf("redaction removed too much: %s", out)
 	}
 }
