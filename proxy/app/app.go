@@ -182,7 +182,7 @@ func New(opts Options) (_ *App, err error) {
 		proofSecret = cfg.App.Secret.Reveal()
 	}
 	a.graph, err = graph.New(graph.Options{
-		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(), AppSecret: proofSecret,
+		BaseURL: cfg.Graph.BaseURL, Version: cfg.Graph.Version, Tokens: cfg.PageTokens(), Nodes: cfg.GraphNodes(), AppSecret: proofSecret,
 		Timeout: cfg.Graph.Timeout, MaxAttempts: cfg.Graph.MaxAttempts, Clock: opts.Clock, Logger: a.log,
 		Metrics: a.metrics,
 	})

@@ -138,6 +138,11 @@ type Options struct {
 	Version string
 	// Tokens maps page id -> page access token. At least one is required.
 	Tokens map[string]string
+	// Nodes maps an account of Tokens to the Graph node whose edges serve
+	// it: a linked Instagram account's conversations are sent to and
+	// handed over through its page's /{page-id}/... edges. An account not
+	// in Nodes is its own node.
+	Nodes map[string]string
 	// AppSecret, when set, adds appsecret_proof to every call: the hex
 	// HMAC-SHA256 of the call's token keyed by it. Apps with "Require App
 	// Secret" on need it; it does no harm when off. Default: no proof.
@@ -371,7 +376,12 @@ func New(opts Options) (*Client, error) {
 				c.allTokens = append(c.allTokens, proofs[t])
 			}
 		}
+		node := p
+		if n, ok := opts.Nodes[p]; ok && n != "" {
+			node = n
+		}
 		pg := &page{
+			node:          node,
 			authorization: "Bearer " + t,
 			proof:         proofs[t],
 			limit:         limits[t],
@@ -460,7 +470,7 @@ func (c *Client) do(ctx context.Context, cl call, decode func(body []byte) error
 	if pg.proof != "" {
 		q.Set("appsecret_proof", pg.proof)
 	}
-	uri := c.root + "/" + cl.page + "/" + cl.endpoint
+	uri := c.root + "/" + pg.node + "/" + cl.endpoint
 	if len(q) > 0 {
 		uri += "?" + q.Encode()
 	}

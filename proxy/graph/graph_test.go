@@ -1038,3 +1038,20 @@ func TestRedactString(t *testing.T) {
 		t.Errorf("redaction removed too much: %s", out)
 	}
 }
+
+// A linked Instagram account's calls go to its page's edges, with the
+// page's token.
+func TestInstagramAccountUsesItsPagesEdges(t *testing.T) {
+	const igAccount = "17841400000000001"
+	e := newEnv(t, nil, func(o *Options) {
+		o.Tokens[igAccount] = tokenA
+		o.Nodes = map[string]string{igAccount: pageA}
+	})
+	if err := e.c.TakeThreadControl(context.Background(), igAccount, user, "back"); err != nil {
+		t.Fatal(err)
+	}
+	reqs := e.g.requests()
+	if len(reqs) != 1 || reqs[0].Path != "/v25.0/"+pageA+"/take_thread_control" || reqs[0].Auth != "Bearer "+tokenA {
+		t.Errorf("requests %+v; want one take on the page's edge with its token", reqs)
+	}
+}

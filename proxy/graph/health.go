@@ -13,6 +13,7 @@ import (
 // Authorization header) and the token's proof, the token's shared rate
 // limit and the page's health, and its metrics.
 type page struct {
+	node          string     // the Graph node whose edges serve it (Options.Nodes)
 	authorization string     // "Bearer <token>"
 	proof         string     // appsecret_proof of the token; "" when off
 	limit         *rateLimit // shared by the pages with the same token
