@@ -24,22 +24,23 @@ const rejectedPage = "200000000000002"
 // API calls going through the sandbox's fault front.
 func twoPageHarness(t *testing.T) (*harness, *sandbox.Faults) {
 	t.Helper()
-	return pagesHarness(t, []string{page, rejectedPage}, []policyFile{{"policy.yaml", demo.Policy}})
+	return pagesHarness(t, []string{page, rejectedPage}, []policyFile{{"policy.yaml", demo.Policy}}, nil)
 }
 
 // policyFile is one policy file of a harness, in the config's order.
 type policyFile struct{ name, data string }
 
-// pagesHarness is Baton serving pages (each with its own token) with the
+// pagesHarness is Baton serving pages (each with its own token, and the
+// Instagram accounts linked to them: page id -> account id) with the
 // policy files, on a fake clock, its Graph API calls going through the
 // sandbox's fault front.
-func pagesHarness(t *testing.T, pages []string, files []policyFile) (*harness, *sandbox.Faults) {
+func pagesHarness(t *testing.T, pages []string, files []policyFile, instagram map[string]string) (*harness, *sandbox.Faults) {
 	t.Helper()
 	clk := clockpkg.NewFake(timelineStart)
 	h := &harness{t: t, dir: t.TempDir(), clock: clk}
 	var err error
 	h.p, err = sandbox.Start(sandbox.Options{
-		Pages: pages, DefaultApp: botApp, Clock: clk,
+		Pages: pages, DefaultApp: botApp, Clock: clk, Instagram: instagram,
 		Apps: []sandbox.AppSpec{{ID: botApp, Secret: botSecret, CanTake: true}, {ID: agentApp, Secret: agentSec, CanTake: true}},
 	})
 	if err != nil {
@@ -63,7 +64,11 @@ func pagesHarness(t *testing.T, pages []string, files []policyFile) (*harness, *
 	env := map[string]string{"APP_SECRET": botSecret}
 	var pagesYAML strings.Builder
 	for i, pg := range pages {
-		fmt.Fprintf(&pagesYAML, "  - {id: %q, token: \"${TOKEN_%d}\"}\n", pg, i)
+		ig := ""
+		if account, ok := instagram[pg]; ok {
+			ig = fmt.Sprintf(", instagram_id: %q", account)
+		}
+		fmt.Fprintf(&pagesYAML, "  - {id: %q, token: \"${TOKEN_%d}\"%s}\n", pg, i, ig)
 		env[fmt.Sprintf("TOKEN_%d", i)] = h.p.Token(pg, botApp)
 	}
 	cfg := fmt.Sprintf(`listen: 127.0.0.1:0

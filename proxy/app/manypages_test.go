@@ -30,7 +30,7 @@ rules:
       - pass: {to: helpdesk}
 `, thirdPage)},
 		{"policy.yaml", demo.Policy},
-	})
+	}, nil)
 	faults.RejectToken(rejectedPage, 0)
 	const uA, uB, uC = "9001", "9002", "9003"
 

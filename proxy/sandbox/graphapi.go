@@ -442,6 +442,7 @@ func (p *Platform) routeGraph(ctx *fasthttp.RequestCtx, call *Call) (any, *APIEr
 	if e != nil {
 		return nil, e
 	}
+	page = p.conversationAccount(page, user)
 	switch endpoint {
 	case "messages":
 		return p.handleMessages(tok.app, page, user, &params)
@@ -521,7 +522,7 @@ func (p *Platform) handleThreadOwner(ctx *fasthttp.RequestCtx, appID, page strin
 	if user == "" {
 		return nil, newParamError("param recipient is required")
 	}
-	owner, showApp, expires, e := p.threadOwner(appID, page, user)
+	owner, showApp, expires, e := p.threadOwner(appID, p.conversationAccount(page, user), user)
 	if e != nil {
 		return nil, e
 	}

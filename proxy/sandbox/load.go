@@ -330,7 +330,7 @@ func (l *Load) generate(user string, n int, text string) (*LoadEvent, []byte, er
 	}
 	p.mu.Unlock()
 
-	body, err := webhookBody(page, now, channel, ev)
+	body, err := webhookBody("page", page, now, channel, ev)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -343,14 +343,14 @@ func (l *Load) generate(user string, n int, text string) (*LoadEvent, []byte, er
 }
 
 // webhookBody wraps ev in an envelope of its own, as Meta sends one event.
-func webhookBody(page string, now time.Time, channel string, ev *event) ([]byte, error) {
+func webhookBody(object, page string, now time.Time, channel string, ev *event) ([]byte, error) {
 	e := entry{ID: page, Time: now.UnixMilli()}
 	if channel == channelStandby {
 		e.Standby = []*event{ev}
 	} else {
 		e.Messaging = []*event{ev}
 	}
-	body, err := json.Marshal(envelope{Object: "page", Entry: []entry{e}})
+	body, err := json.Marshal(envelope{Object: object, Entry: []entry{e}})
 	if err != nil {
 		return nil, fmt.Errorf("sandbox: marshal webhook: %w", err)
 	}

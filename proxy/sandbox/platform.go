@@ -69,6 +69,11 @@ type Options struct {
 	Clock      clock.Clock   // used for timestamps and control expiry (default clock.Real{})
 	Logger     *zap.Logger   // default zap.NewNop()
 	RetryDelay time.Duration // delay before re-delivering a webhook that was not acked with 200 (default 20ms)
+	// Instagram links pages to Instagram professional accounts (page id
+	// -> account id). An account's users write to the account id; its
+	// webhooks come with object instagram; apps call its conversations
+	// through the page's edges with the page's token (instagram.go).
+	Instagram map[string]string
 }
 
 // Line is one entry of a thread's transcript.
@@ -123,7 +128,9 @@ type Platform struct {
 	retryDelay time.Duration
 	midPrefix  string
 	tokens     map[string]tokenOwner // read-only after Start
-	pages      map[string]bool       // read-only after Start
+	pages      map[string]bool       // read-only after Start; Instagram accounts too
+	instagram  map[string]string     // page id -> linked Instagram account; read-only after Start
+	igAccounts map[string]bool       // the Instagram accounts; read-only after Start
 	apps       map[string]*app       // map read-only after Start; app fields under mu
 	appOrder   []string              // delivery order of a broadcast, as in Options.Apps
 
@@ -192,6 +199,13 @@ func Start(opts Options) (*Platform, error) {
 
 	for _, page := range opts.Pages {
 		p.pages[page] = true
+	}
+	p.instagram, p.igAccounts = make(map[string]string), make(map[string]bool)
+	for page, account := range opts.Instagram {
+		if !p.pages[page] {
+			return nil, fmt.Errorf("sandbox: Instagram account %s linked to unknown page %s", account, page)
+		}
+		p.instagram[page], p.igAccounts[account], p.pages[account] = account, true, true
 	}
 	for _, spec := range opts.Apps {
 		a := &app{

@@ -129,7 +129,7 @@ func (p *Platform) enqueueEventLocked(appID, page string, now time.Time, channel
 	if a == nil {
 		return
 	}
-	body, err := webhookBody(page, now, channel, ev)
+	body, err := webhookBody(p.objectOf(page), page, now, channel, ev)
 	if err != nil {
 		// Only possible with an invalid json.Number, which Start rules out.
 		p.log.Error("marshal webhook", zap.String("app", appID), zap.Error(err))
