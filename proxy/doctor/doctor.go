@@ -34,6 +34,7 @@ import (
 
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/config"
+	"github.com/batonproxy/baton/proxy/graph"
 )
 
 // Defaults for the zero Options fields.
@@ -198,10 +199,11 @@ func newDoctor(opts Options) *doctor {
 	return &doctor{
 		cfg: cfg,
 		graph: &graphClient{
-			hc:      hc,
-			root:    strings.TrimSuffix(base, "/") + "/" + version,
-			timeout: timeout,
-			now:     clk.Now,
+			appSecret: proofSecret(cfg),
+			hc:        hc,
+			root:      strings.TrimSuffix(base, "/") + "/" + version,
+			timeout:   timeout,
+			now:       clk.Now,
 		},
 		hc:      hc,
 		clock:   clk,
@@ -243,7 +245,21 @@ func secretsOf(cfg *config.Config) []string {
 	add(cfg.App.VerifyToken)
 	for _, p := range cfg.Pages {
 		add(p.Token)
+		if secret := proofSecret(cfg); secret != "" {
+			// A transport error quotes the URL, and with it the proof.
+			out = append(out, graph.AppSecretProof(p.Token.Reveal(), secret))
+		}
 	}
 	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
+}
+
+// proofSecret is the app secret doctor proves its calls with: Baton's own
+// calls carry appsecret_proof with graph.appsecret_proof on, and an app
+// with "Require App Secret" refuses calls without it.
+func proofSecret(cfg *config.Config) string {
+	if !cfg.Graph.AppSecretProof {
+		return ""
+	}
+	return cfg.App.Secret.Reveal()
 }

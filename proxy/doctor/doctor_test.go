@@ -16,6 +16,7 @@ import (
 
 	"github.com/batonproxy/baton/proxy/clock"
 	"github.com/batonproxy/baton/proxy/config"
+	"github.com/batonproxy/baton/proxy/graph"
 	"github.com/batonproxy/baton/proxy/sandbox"
 )
 
@@ -61,12 +62,15 @@ rules:
 type setup struct {
 	defaultApp string // default botID; "-" for none (zero-config)
 	botNoTake  bool   // Baton's app lacks the take permission
-	policy     string // default policyWithTake
-	apps       string // the apps: block; default inbox and desk
-	tokens     func(p *sandbox.Platform) [2]string
-	botURL     string // default a sandbox receiver
-	graphURL   string // default the sandbox
-	clock      clock.Clock
+	// requireProof is the app's "Require App Secret": its calls need
+	// appsecret_proof.
+	requireProof bool
+	policy       string // default policyWithTake
+	apps         string // the apps: block; default inbox and desk
+	tokens       func(p *sandbox.Platform) [2]string
+	botURL       string // default a sandbox receiver
+	graphURL     string // default the sandbox
+	clock        clock.Clock
 	// before runs on the platform before doctor does.
 	before func(p *sandbox.Platform)
 	// afterConfig may change the loaded config.
@@ -94,7 +98,7 @@ func (s setup) start(t *testing.T) (*sandbox.Platform, *config.Config) {
 		Pages:      []string{page1, page2},
 		DefaultApp: def,
 		Apps: []sandbox.AppSpec{
-			{ID: botID, Secret: appSecret, CanTake: !s.botNoTake},
+			{ID: botID, Secret: appSecret, CanTake: !s.botNoTake, RequireAppSecretProof: s.requireProof},
 			{ID: inboxID, Secret: "inbox-secret"},
 			{ID: deskID, Secret: "desk-secret", CanTake: true},
 		},
@@ -562,5 +566,25 @@ func TestScrubberRedactsSecretsInAnswers(t *testing.T) {
 	}
 	if got := buf.String(); strings.Contains(got, "secret") || !strings.Contains(got, "the API said [redacted]") {
 		t.Errorf("scrubbed line = %q", got)
+	}
+}
+
+// An app with "Require App Secret" on: doctor proves its calls as Baton
+// does (graph.appsecret_proof, on by default), and the checklist is
+// clean; with the proof turned off the token check fails, as Baton's own
+// calls would, and the proof never shows in the output.
+func TestDoctorProvesItsCallsWithTheAppSecret(t *testing.T) {
+	r := setup{requireProof: true}.run(t)
+	if !r.ok {
+		t.Fatalf("doctor failed on an app that requires the proof:\n%s", r.out)
+	}
+	off := setup{requireProof: true, afterConfig: func(c *config.Config) { c.Graph.AppSecretProof = false }}.run(t)
+	if off.ok || !strings.Contains(off.out, "FAIL") {
+		t.Errorf("without the proof doctor passed:\n%s", off.out)
+	}
+	for _, pg := range off.cfg.Pages {
+		if proof := graph.AppSecretProof(pg.Token.Reveal(), appSecret); strings.Contains(r.out+off.out, proof) {
+			t.Errorf("the output shows an appsecret_proof")
+		}
 	}
 }

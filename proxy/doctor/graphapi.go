@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/batonproxy/baton/proxy/graph"
 )
 
 // The Graph API reads doctor makes, in one place so that a change on
@@ -100,11 +103,14 @@ func asGraphError(err error) *graphError {
 // graphClient makes doctor's Graph API calls and notes the Date header of
 // each answer for the clock check.
 type graphClient struct {
-	hc      *http.Client
-	root    string // {base_url}/{version}
-	timeout time.Duration
-	now     func() time.Time
-	dates   []dateSample
+	hc   *http.Client
+	root string // {base_url}/{version}
+	// appSecret, when set, adds appsecret_proof to every call, as Baton's
+	// own client does with graph.appsecret_proof on.
+	appSecret string
+	timeout   time.Duration
+	now       func() time.Time
+	dates     []dateSample
 }
 
 // dateSample is an answer's Date header and the local time it arrived.
@@ -119,6 +125,13 @@ func (g *graphClient) call(ctx context.Context, method, token, path string, quer
 	ctx, cancel := context.WithTimeout(ctx, g.timeout)
 	defer cancel()
 	u := g.root + "/" + path
+	if g.appSecret != "" {
+		query = maps.Clone(query)
+		if query == nil {
+			query = url.Values{}
+		}
+		query.Set("appsecret_proof", graph.AppSecretProof(token, g.appSecret))
+	}
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}

@@ -83,8 +83,11 @@ func newHTTPClient(opts Options) *http.Client {
 	}
 }
 
-// proofOf is the appsecret_proof of token: the hex HMAC-SHA256 of the
-// token keyed by the app secret.
+// AppSecretProof is the appsecret_proof of token: the hex HMAC-SHA256 of
+// the token keyed by the app secret. Every Graph API call of an app with
+// "Require App Secret" on must carry it.
+func AppSecretProof(token, appSecret string) string { return proofOf(token, appSecret) }
+
 func proofOf(token, appSecret string) string {
 	m := hmac.New(sha256.New, []byte(appSecret))
 	m.Write([]byte(token))
