@@ -47,3 +47,20 @@ func TestPageChangesReachTheBotAsSent(t *testing.T) {
 		}
 	}
 }
+
+// The envelope the bot gets is the one Meta sent: a numeric entry id stays
+// a number, a string time a string, and escapes stay as written.
+func TestTheBotGetsTheEnvelopeAsSent(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	const u = "5601"
+	body := []byte(`{"object":"page","entry":[{"id":` + page + `,"time":"1767225600123","messaging":[` +
+		`{"sender":{"id":"` + u + `"},"recipient":{"id":"` + page + `"},"timestamp":1767225600000,"message":{"mid":"m_as_sent","text":"a <b> & \u00e9"}}]}]}`)
+	if status := h.postSigned(body); status != 200 {
+		t.Fatalf("webhook: %d", status)
+	}
+	got := h.waitKind(h.bot, u, "text")
+	if !bytes.Equal(got.Body, body) {
+		t.Errorf("the bot got\n%s\nMeta sent\n%s", got.Body, body)
+	}
+}
