@@ -519,7 +519,7 @@ func TestInstagramAccountOfAPage(t *testing.T) {
 		t.Errorf("graph nodes %v", got)
 	}
 	for yaml, want := range map[string]string{
-		"  - {id: \"104455667788990\", token: tok, instagram_id: \"ig1\"}\n": `pages[0].instagram_id: must be the Instagram account's numeric id`,
+		"  - {id: \"104455667788990\", token: tok, instagram_id: \"ig1\"}\n":                `pages[0].instagram_id: must be the Instagram account's numeric id`,
 		"  - {id: \"10\", token: tok, instagram_id: \"20\"}\n  - {id: \"20\", token: t2}\n": `pages[1].id: duplicate page or Instagram account id "20"`,
 	} {
 		if err := os.WriteFile(path, []byte(base(yaml)), 0o600); err != nil {
