@@ -3,6 +3,7 @@ package app_test
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/batonproxy/baton/proxy/sandbox"
@@ -62,5 +63,33 @@ func TestTheBotGetsTheEnvelopeAsSent(t *testing.T) {
 	got := h.waitKind(h.bot, u, "text")
 	if !bytes.Equal(got.Body, body) {
 		t.Errorf("the bot got\n%s\nMeta sent\n%s", got.Body, body)
+	}
+}
+
+// A change Meta delivers again is recognised as a re-delivery: the bot
+// gets it once.
+func TestARedeliveredChangeReachesTheBotOnce(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, harnessOpts{})
+	body := []byte(`{"object":"page","entry":[{"id":"` + page + `","time":1764760000,"changes":[{"field":"feed","value":{"item":"comment","verb":"add","comment_id":"9_9","message":"twice?"}}]}]}`)
+	for range 2 {
+		if status := h.postSigned(body); status != 200 {
+			t.Fatalf("webhook: %d", status)
+		}
+	}
+	h.until(func() bool { return strings.Contains(h.metrics(), `baton_webhook_events_total{result="duplicate"} 1`) },
+		func() string { return "the second delivery was not counted as a duplicate" })
+	n := 0
+	h.until(func() bool {
+		n = 0
+		for _, ev := range h.bot.Events() {
+			if ev.Kind == sandbox.RecvChange {
+				n++
+			}
+		}
+		return n >= 1
+	}, func() string { return "the change never reached the bot" })
+	if n != 1 {
+		t.Errorf("the bot got the change %d times; want once", n)
 	}
 }
