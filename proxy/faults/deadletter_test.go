@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -209,11 +210,19 @@ func TestDeadLetters(t *testing.T) {
 	// After its pass a thread's messages go to the helpdesk: what the bot
 	// had due from the outage was written before it.
 	outageDue, outageDead := 0, 0
+	var notDead []string // what the proof says of the first few, if any
 	for _, ev := range events {
 		if due(ev) && !ev.Acked.Before(down) && ev.Acked.Before(up) {
 			outageDue++
 			if _, ok := c.mids[ev.MID]; ok {
 				outageDead++
+			} else if len(notDead) < 5 {
+				var hs []string
+				for _, h := range handovers[ev.User] {
+					hs = append(hs, h.Sub(down).Round(time.Millisecond).String())
+				}
+				notDead = append(notDead, fmt.Sprintf("%s of user %s written at down+%v, acked at down+%v, at the bot %d times; handovers at down+%v",
+					ev.MID, ev.User, ev.At.Sub(down).Round(time.Millisecond), ev.Acked.Sub(down).Round(time.Millisecond), atBot[ev.MID], hs))
 			}
 		}
 	}
@@ -230,7 +239,8 @@ func TestDeadLetters(t *testing.T) {
 		t.Errorf("none of the dead letters is a user's event")
 	}
 	if outageDead != outageDue {
-		t.Errorf("%d of the %d events due to the bot that Baton accepted during the outage are not dead letters", outageDue-outageDead, outageDue)
+		t.Errorf("%d of the %d events due to the bot that Baton accepted during the outage are not dead letters (passed at down+%v, up at down+%v): %s",
+			outageDue-outageDead, outageDue, passed.Sub(down).Round(time.Millisecond), up.Sub(down).Round(time.Millisecond), strings.Join(notDead, "; "))
 	}
 	if c.notBudget != 0 {
 		t.Errorf("%d dead letters set aside for another reason than the retry budget", c.notBudget)
