@@ -107,8 +107,10 @@ func TestDeadLetters(t *testing.T) {
 	firstAck(t, l, at, 30*time.Second)
 	pause(sz.before)
 
-	down := time.Now()
+	// The outage starts once the gate is shut: an event acknowledged
+	// while it was shutting may still have reached the bot.
 	g.shut()
+	down := time.Now()
 	waitOwner(t, r, us, agentApp, sz.within)
 	passed := time.Now()
 	// The bot returns once every event due to it when the last thread
