@@ -86,8 +86,9 @@ type App struct {
 	// draining is set when Close begins (readiness fails from then on);
 	// reloadErr holds the last policy load's error, nil when it succeeded.
 	draining atomic.Bool
-	// stopTimers and stopWork stop the timers and the dispatcher's work;
-	// Close runs them before the teardown (they run again in it, at once).
+	// stopTimers and stopWork stop the timers and the dispatcher's work,
+	// once: Close runs them before the teardown, which has them too (for a
+	// New or Start that fails half way).
 	stopTimers, stopWork func()
 	reloadErr            atomic.Pointer[error]
 	cancel               context.CancelFunc
@@ -220,7 +221,7 @@ func New(opts Options) (_ *App, err error) {
 	// Workers stop before the store closes (teardown runs in reverse):
 	// calls in flight get shutdown_timeout, then are abandoned; what
 	// completed commits.
-	a.stopWork = func() { cancel(); a.disp.Stop(cfg.ShutdownTimeout) }
+	a.stopWork = sync.OnceFunc(func() { cancel(); a.disp.Stop(cfg.ShutdownTimeout) })
 	a.onStop = append(a.onStop, func() error { a.stopWork(); return nil })
 
 	var rec proxy.Recorder
@@ -316,7 +317,7 @@ func (a *App) Start() error {
 		return err
 	}
 	a.disp.OnArm(sched.Wake)
-	a.stopTimers = func() { stopTimers(); sched.Wait() }
+	a.stopTimers = sync.OnceFunc(func() { stopTimers(); sched.Wait() })
 	a.onStop = append(a.onStop, func() error { a.stopTimers(); return nil })
 	ln := a.ln
 	// The admin listener stops after the webhook listener, so readiness

@@ -9,7 +9,7 @@ import (
 )
 
 // fixture reads a webhook body from testdata/webhooks.
-func fixture(t *testing.T, name string) []byte {
+func fixture(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile("../../testdata/webhooks/" + name)
 	if err != nil {

@@ -239,11 +239,7 @@ func FuzzParse(f *testing.F) {
 		f.Add([]byte(body))
 	}
 	for _, name := range []string{"feed-comment.json", "instagram-message.json", "instagram-comment.json"} {
-		b, err := os.ReadFile("../../testdata/webhooks/" + name)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(b)
+		f.Add(fixture(f, name))
 	}
 	for _, body := range hostileBodies(300) {
 		f.Add(body)
