@@ -31,19 +31,20 @@ func TestUnknownPageEventsReachTheBotAndItsActionsAreRefused(t *testing.T) {
 		}
 		return false
 	}, func() string { return "the unknown page's event never reached the bot" })
-	hist, err := h.baton.Store().History(t.Context(), state.ThreadKey{Page: other, User: u})
-	if err != nil {
-		t.Fatal(err)
-	}
-	refused := false
-	for _, c := range hist {
-		if c.Kind == "action_failed" && strings.Contains(c.Reason.Note, "not in pages:") {
-			refused = true
+	// Counted when refused; recorded when the decision commits, just after.
+	var hist []state.Change
+	h.until(func() bool {
+		var err error
+		if hist, err = h.baton.Store().History(t.Context(), state.ThreadKey{Page: other, User: u}); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if !refused {
-		t.Errorf("history %+v; want the refused pass recorded", hist)
-	}
+		for _, c := range hist {
+			if c.Kind == "action_failed" && strings.Contains(c.Reason.Note, "not in pages:") {
+				return true
+			}
+		}
+		return false
+	}, func() string { return fmt.Sprintf("history %+v; want the refused pass recorded", hist) })
 	if n := h.logs.FilterMessageSnippet("not in pages:").Len(); n != 1 {
 		t.Errorf("%d log lines about the unknown page; want one", n)
 	}
