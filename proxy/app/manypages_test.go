@@ -58,7 +58,9 @@ rules:
 	}
 	// The platform sees the pass before Baton commits its record of it.
 	h.until(func() bool { return strings.Contains(strings.Join(h.history(uA), " "), "talk-to-human") },
-		func() string { return fmt.Sprintf("first page: history %q; want the shared file's rule", h.history(uA)) })
+		func() string {
+			return fmt.Sprintf("first page: history %q; want the shared file's rule", h.history(uA))
+		})
 
 	// The rejected page waits, and says so; its events reach the bot.
 	if n := h.countOn(rejectedPage, uB, "pass"); n != 0 {
